@@ -1,0 +1,36 @@
+"""Ingestion metrics, declared once."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.metrics import LATENCY_BUCKETS_S, metric_name
+
+EVENTS_PROCESSED = Counter(
+    metric_name("ingestion", "events_total"),
+    "Events read from Kafka, by type and outcome (applied, duplicate, deadlettered).",
+    ["type", "outcome"],
+)
+DEADLETTERED = Counter(
+    metric_name("ingestion", "deadlettered_total"), "Events sent to the dead-letter topic."
+)
+TRANSIENT_FAILURES = Counter(
+    metric_name("ingestion", "transient_failures_total"),
+    "Batches that failed on a transient error and were retried, by dependency.",
+    ["dependency"],
+)
+BATCH_DURATION = Histogram(
+    metric_name("ingestion", "batch_duration_seconds"),
+    "Time to make one batch durable in PostgreSQL and Redis.",
+    buckets=LATENCY_BUCKETS_S,
+)
+CONSUMER_LAG = Gauge(
+    metric_name("ingestion", "consumer_lag_messages"),
+    "Messages between the committed offset and the end of each partition.",
+    ["partition"],
+)
+FRESHNESS = Histogram(
+    metric_name("ingestion", "freshness_seconds"),
+    "From the event reaching Kafka to its features being visible in Redis.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -1,0 +1,224 @@
+"""Bundle scoring, composition and selection: pure functions over the shopper's signals.
+
+Scoring ("first honest ranking"): a catalog bundle earns weight from every item in it that the
+shopper recently interacted with (recency-weighted), that is in the cart (anchors), or that is often
+bought together with those (co-purchase counts, normalised per source item). A small popularity
+prior breaks ties. Selection goes through the policy: a softmax over the scores plus the learned
+click rate, sampled without replacement (Plackett-Luce) so each position's probability is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+ANCHOR_WEIGHT = 3.0
+RECENT_WEIGHT = 1.0
+NEIGHBOUR_WEIGHT = 0.5
+POPULARITY_WEIGHT = 0.05
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    item_id: str
+    title: str
+    price: float | None
+    image_url: str
+    retired: bool
+    category_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    bundle_id: str
+    name: str
+    item_ids: tuple[str, ...]
+    price: float | None
+    discounted_price: float | None
+    retired: bool
+    purchases: int
+    source: str = "catalog"
+
+
+@dataclass(frozen=True)
+class UserSignals:
+    recent_item_ids: tuple[str, ...]
+    purchased_bundle_ids: frozenset[str]
+    top_categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_total_price: float | None = None
+    min_items: int = 0
+    max_items: int = 0
+
+    def allows(self, bundle: BundleInfo, items: Mapping[str, ItemInfo]) -> bool:
+        size = len(bundle.item_ids)
+        if self.min_items and size < self.min_items:
+            return False
+        if self.max_items and size > self.max_items:
+            return False
+        if self.max_total_price is not None:
+            price = effective_price(bundle, items)
+            if price is None or price > self.max_total_price:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """What the ranker needs of a policy snapshot."""
+
+    version: int
+    temperature: float
+    ctr_weight: float
+    arms: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def click_rate(self, bundle_id: str) -> float:
+        alpha, beta = self.arms.get(bundle_id, (1.0, 20.0))
+        return alpha / (alpha + beta)
+
+
+DEFAULT_POLICY = PolicyParams(version=0, temperature=0.1, ctr_weight=0.0)
+
+
+@dataclass
+class Evidence:
+    """Why a bundle scored: the strongest item-level reason, kept for the explanation."""
+
+    score: float = 0.0
+    best_reason: tuple[float, str, str] = (0.0, "", "")  # (contribution, kind, source item id)
+
+    def add(self, amount: float, kind: str, source_item: str) -> None:
+        self.score += amount
+        if amount > self.best_reason[0]:
+            self.best_reason = (amount, kind, source_item)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    bundle_id: str
+    score: float
+    propensity: float
+
+
+def item_weights(
+    recent_item_ids: Sequence[str],
+    anchor_item_ids: Sequence[str],
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+) -> dict[str, tuple[float, str, str]]:
+    """Weight of each signal item: ``item -> (weight, kind, source item)``; the strongest kind wins."""
+    weights: dict[str, tuple[float, str, str]] = {}
+
+    def offer(item: str, weight: float, kind: str, source: str) -> None:
+        if weight > weights.get(item, (0.0, "", ""))[0]:
+            weights[item] = (weight, kind, source)
+
+    for rank, item in enumerate(recent_item_ids):
+        offer(item, RECENT_WEIGHT / (1.0 + 0.1 * rank), "recent", item)
+    for item in anchor_item_ids:
+        offer(item, ANCHOR_WEIGHT, "anchor", item)
+    for source, scored in neighbours.items():
+        top = max((s for _, s in scored), default=0.0)
+        base = ANCHOR_WEIGHT if source in anchor_item_ids else RECENT_WEIGHT
+        for neighbour, count in scored:
+            if top > 0:
+                offer(neighbour, NEIGHBOUR_WEIGHT * base * count / top, "neighbour", source)
+    return weights
+
+
+def score_bundles(
+    weights: Mapping[str, tuple[float, str, str]], bundles_by_item: Mapping[str, Sequence[str]]
+) -> dict[str, Evidence]:
+    """Sums item weights into every bundle that holds the item."""
+    evidence: dict[str, Evidence] = {}
+    for item, (weight, kind, source) in weights.items():
+        for bundle_id in bundles_by_item.get(item, ()):
+            evidence.setdefault(bundle_id, Evidence()).add(
+                weight, kind, source if kind == "neighbour" else item
+            )
+    return evidence
+
+
+def effective_price(bundle: BundleInfo, items: Mapping[str, ItemInfo]) -> float | None:
+    """What the shopper pays: the bundle's discounted price, else its price, else the items' sum."""
+    if bundle.discounted_price is not None:
+        return bundle.discounted_price
+    if bundle.price is not None:
+        return bundle.price
+    prices = [items[i].price for i in bundle.item_ids if i in items]
+    if not prices or any(p is None for p in prices):
+        return None
+    return float(sum(p for p in prices if p is not None))
+
+
+def is_servable(bundle: BundleInfo, items: Mapping[str, ItemInfo], signals: UserSignals) -> bool:
+    """Live, not already bought, and holding no retired item."""
+    if bundle.retired or bundle.bundle_id in signals.purchased_bundle_ids or not bundle.item_ids:
+        return False
+    return not any(items[i].retired for i in bundle.item_ids if i in items)
+
+
+def final_score(evidence_score: float, bundle: BundleInfo, policy: PolicyParams) -> float:
+    prior = POPULARITY_WEIGHT * math.log1p(bundle.purchases)
+    return evidence_score + prior + policy.ctr_weight * policy.click_rate(bundle.bundle_id)
+
+
+def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, seed: str) -> list[Chosen]:
+    """Picks ``k`` bundles by Plackett-Luce sampling from softmax(score / temperature).
+
+    Each chosen bundle carries the probability it had of being picked at its position given the
+    ones above it. Temperature 0 is greedy (probability 1). ``seed`` makes a request reproducible.
+    """
+    pool = sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]
+    if policy.temperature <= 0:
+        return [Chosen(b, s, 1.0) for b, s in pool[:k]]
+    rng = random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
+    remaining = list(pool)
+    chosen: list[Chosen] = []
+    while remaining and len(chosen) < k:
+        top = max(s for _, s in remaining)
+        weights = [math.exp((s - top) / policy.temperature) for _, s in remaining]
+        total = sum(weights)
+        pick = rng.random() * total
+        index = 0
+        while index < len(weights) - 1 and pick >= weights[index]:
+            pick -= weights[index]
+            index += 1
+        bundle_id, score = remaining.pop(index)
+        chosen.append(Chosen(bundle_id, score, weights[index] / total))
+    return chosen
+
+
+def explain(
+    evidence: Evidence | None,
+    bundle: BundleInfo,
+    items: Mapping[str, ItemInfo],
+    signals: UserSignals,
+) -> str:
+    """A short reason from the strongest real signal behind the bundle."""
+    if evidence is not None:
+        _, kind, source = evidence.best_reason
+        title = _short_title(items.get(source), source)
+        if kind == "anchor":
+            return f"Completes your cart with {title}"
+        if kind == "recent":
+            return f"Includes {title}, which you looked at recently"
+        if kind == "neighbour":
+            return f"Often bought with {title}"
+    for item_id in bundle.item_ids:
+        item = items.get(item_id)
+        if item and len(item.category_path) > 1 and item.category_path[1] in signals.top_categories:
+            return f"Matches your interest in {item.category_path[1]}"
+    if bundle.purchases:
+        return f"Popular: bought {bundle.purchases} times"
+    return "Popular in this store"
+
+
+def _short_title(item: ItemInfo | None, fallback: str, limit: int = 60) -> str:
+    title = item.title if item and item.title else fallback
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"

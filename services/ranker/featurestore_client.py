@@ -1,0 +1,99 @@
+"""FeatureSource over the feature store's gRPC API; every call has a deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from bundlewise.featurestore.v1 import featurestore_pb2 as pb
+from bundlewise.featurestore.v1 import featurestore_pb2_grpc
+
+from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from shared.errors import from_rpc_error
+
+Reply = TypeVar("Reply")
+
+
+class GrpcFeatureSource:
+    def __init__(self, channel: grpc.Channel, timeout_s: float) -> None:
+        self._stub = featurestore_pb2_grpc.FeatureStoreStub(channel)
+        self._timeout_s = timeout_s
+
+    def _call(self, method: Callable[..., Reply], request: object) -> Reply:
+        try:
+            return method(request, timeout=self._timeout_s)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "featurestore") from None
+
+    def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
+        reply = self._call(
+            self._stub.GetUserFeatures, pb.GetUserFeaturesRequest(catalog_id=catalog_id, user_ids=[user_id])
+        )
+        user = reply.users[0]
+        return UserSignals(
+            recent_item_ids=tuple(user.recent_item_ids),
+            purchased_bundle_ids=frozenset(user.purchased_bundle_ids),
+            top_categories=tuple(c.id for c in user.category_affinity[:3]),
+        )
+
+    def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        if not item_ids:
+            return {}
+        reply = self._call(
+            self._stub.GetItemNeighbours,
+            pb.GetItemNeighboursRequest(catalog_id=catalog_id, item_ids=item_ids),
+        )
+        return {entry.item_id: [(n.id, n.score) for n in entry.neighbours] for entry in reply.items}
+
+    def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not item_ids:
+            return {}
+        reply = self._call(
+            self._stub.GetBundlesForItems,
+            pb.GetBundlesForItemsRequest(catalog_id=catalog_id, item_ids=item_ids),
+        )
+        return {entry.item_id: list(entry.bundle_ids) for entry in reply.items}
+
+    def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
+        if not bundle_ids:
+            return {}
+        reply = self._call(
+            self._stub.GetBundles, pb.GetBundlesRequest(catalog_id=catalog_id, bundle_ids=bundle_ids)
+        )
+        return {
+            b.bundle_id: BundleInfo(
+                bundle_id=b.bundle_id,
+                name=b.name,
+                item_ids=tuple(b.item_ids),
+                price=b.price if b.HasField("price") else None,
+                discounted_price=b.discounted_price if b.HasField("discounted_price") else None,
+                retired=b.retired,
+                purchases=b.stats.purchases,
+            )
+            for b in reply.bundles
+            if b.found
+        }
+
+    def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        if not item_ids:
+            return {}
+        reply = self._call(self._stub.GetItems, pb.GetItemsRequest(catalog_id=catalog_id, item_ids=item_ids))
+        return {
+            i.item_id: ItemInfo(
+                item_id=i.item_id,
+                title=i.title,
+                price=i.price if i.HasField("price") else None,
+                image_url=i.image_url,
+                retired=i.retired,
+                category_path=tuple(i.category_path),
+            )
+            for i in reply.items
+            if i.found
+        }
+
+    def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
+        reply = self._call(
+            self._stub.GetPopularBundles, pb.GetPopularBundlesRequest(catalog_id=catalog_id, k=k)
+        )
+        return [b.id for b in reply.bundles]

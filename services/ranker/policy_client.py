@@ -1,0 +1,76 @@
+"""Keeps the newest policy of each catalog, swapping atomically when a higher version is published."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
+
+from services.ranker.domain import DEFAULT_POLICY, PolicyParams
+
+log = logging.getLogger(__name__)
+
+
+def params_from_snapshot(snapshot: policy_pb2.PolicySnapshot) -> PolicyParams:
+    return PolicyParams(
+        version=snapshot.version,
+        temperature=snapshot.temperature,
+        ctr_weight=snapshot.ctr_weight,
+        arms={arm.bundle_id: (arm.alpha, arm.beta) for arm in snapshot.arms},
+    )
+
+
+class RefreshingPolicySource:
+    """Answers from memory; a background thread polls the policy service every ``refresh_s``.
+
+    A catalog is polled from the first time it is asked for. A failed poll keeps the version in hand
+    (serving never waits on the policy service).
+    """
+
+    def __init__(self, channel: grpc.Channel, timeout_s: float, refresh_s: float) -> None:
+        self._stub = policy_pb2_grpc.PolicyStub(channel)
+        self._timeout_s = timeout_s
+        self._refresh_s = refresh_s
+        self._current: dict[str, PolicyParams] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="policy-refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def current(self, catalog_id: str) -> PolicyParams:
+        with self._lock:
+            params = self._current.get(catalog_id)
+            if params is None:
+                self._current[catalog_id] = DEFAULT_POLICY
+                return DEFAULT_POLICY
+            return params
+
+    def refresh(self) -> None:
+        """Polls every known catalog once."""
+        with self._lock:
+            catalogs = list(self._current)
+        for catalog_id in catalogs:
+            try:
+                snapshot = self._stub.GetCurrentPolicy(
+                    policy_pb2.GetCurrentPolicyRequest(catalog_id=catalog_id), timeout=self._timeout_s
+                )
+            except grpc.RpcError as exc:
+                if isinstance(exc, grpc.Call) and exc.code() != grpc.StatusCode.NOT_FOUND:
+                    log.warning("policy refresh for %s failed: %s", catalog_id, exc.code())
+                continue
+            with self._lock:
+                old = self._current.get(catalog_id, DEFAULT_POLICY)
+                if snapshot.version > old.version:
+                    self._current[catalog_id] = params_from_snapshot(snapshot)
+                    log.info("policy for %s: version %d -> %d", catalog_id, old.version, snapshot.version)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._refresh_s):
+            self.refresh()

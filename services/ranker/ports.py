@@ -1,0 +1,36 @@
+"""What the ranker needs from the outside, as Protocols; adapters live beside them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
+
+
+class FeatureSource(Protocol):
+    """Batch reads of online features. Raises shared.errors.Unavailable / NotFound."""
+
+    def user_signals(self, catalog_id: str, user_id: str) -> UserSignals: ...
+
+    def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]: ...
+
+    def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]: ...
+
+    def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
+        """Only bundles that exist are returned."""
+        ...
+
+    def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        """Only items that exist are returned."""
+        ...
+
+    def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
+        """Raises NotFound for a catalog with no live bundles."""
+        ...
+
+
+class PolicySource(Protocol):
+    def current(self, catalog_id: str) -> PolicyParams:
+        """The newest known policy of the catalog (the default one before any is published)."""
+        ...

@@ -1,0 +1,138 @@
+"""The ranker's use case: signals in, a chosen list of bundles out (no transport details here)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.ranker import domain
+from services.ranker.domain import BundleInfo, Constraints, ItemInfo
+from services.ranker.ports import FeatureSource, PolicySource
+
+MODEL_VERSION = "cooccurrence-v1"
+# Items whose neighbours are fetched: the cart plus the most recent history.
+MAX_SOURCE_ITEMS = 20
+# Candidates whose details are fetched, per bundle wanted.
+CANDIDATES_PER_SLOT = 5
+GENERATED_BUNDLE_SIZE = 4
+NO_CONSTRAINTS = Constraints()
+
+
+@dataclass(frozen=True)
+class Recommended:
+    bundle: BundleInfo
+    items: tuple[ItemInfo, ...]
+    score: float
+    propensity: float
+    total_price: float | None
+    explanation: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    bundles: tuple[Recommended, ...]
+    model_version: str
+    policy_version: int
+    cold_start: bool
+
+
+class Recommender:
+    def __init__(self, features: FeatureSource, policies: PolicySource) -> None:
+        self._features = features
+        self._policies = policies
+
+    def recommend(
+        self,
+        catalog_id: str,
+        user_id: str,
+        k: int,
+        anchor_item_ids: Sequence[str] = (),
+        constraints: Constraints = NO_CONSTRAINTS,
+        request_id: str = "",
+    ) -> Recommendation:
+        """Ranked bundles for one shopper; never empty while the catalog has servable bundles.
+
+        Raises:
+            shared.errors.NotFound: the catalog has no live bundles.
+            shared.errors.Unavailable: the feature store did not answer in time.
+        """
+        policy = self._policies.current(catalog_id)
+        signals = self._features.user_signals(catalog_id, user_id)
+        anchors = list(dict.fromkeys(anchor_item_ids))
+        sources = list(dict.fromkeys([*anchors, *signals.recent_item_ids]))[:MAX_SOURCE_ITEMS]
+        neighbours = self._features.neighbours(catalog_id, sources)
+        weights = domain.item_weights(signals.recent_item_ids, anchors, neighbours)
+        evidence = domain.score_bundles(weights, self._features.bundles_by_item(catalog_id, list(weights)))
+
+        shortlist = sorted(evidence, key=lambda b: (-evidence[b].score, b))[: CANDIDATES_PER_SLOT * k]
+        cold_start = not shortlist
+        if len(shortlist) < CANDIDATES_PER_SLOT * k:
+            popular = self._features.popular_bundles(catalog_id, CANDIDATES_PER_SLOT * k)
+            shortlist += [b for b in popular if b not in evidence]
+        bundles = self._features.bundles(catalog_id, shortlist)
+        if anchors:
+            generated = self._compose(anchors[0], neighbours.get(anchors[0], []))
+            if generated is not None:
+                bundles[generated.bundle_id] = generated
+        items = self._features.items(
+            catalog_id, list(dict.fromkeys(i for b in bundles.values() for i in b.item_ids))
+        )
+        servable = {
+            b.bundle_id: b
+            for b in bundles.values()
+            if domain.is_servable(b, items, signals) and constraints.allows(b, items)
+        }
+        scored = [
+            (
+                bundle_id,
+                domain.final_score(
+                    evidence[bundle_id].score if bundle_id in evidence else _composed_score(bundle, weights),
+                    bundle,
+                    policy,
+                ),
+            )
+            for bundle_id, bundle in servable.items()
+        ]
+        chosen = domain.choose(scored, k, policy, seed=f"{catalog_id}:{user_id}:{request_id}")
+        return Recommendation(
+            bundles=tuple(
+                Recommended(
+                    bundle=servable[c.bundle_id],
+                    items=tuple(items[i] for i in servable[c.bundle_id].item_ids if i in items),
+                    score=c.score,
+                    propensity=c.propensity,
+                    total_price=domain.effective_price(servable[c.bundle_id], items),
+                    explanation=domain.explain(
+                        evidence.get(c.bundle_id), servable[c.bundle_id], items, signals
+                    )
+                    if servable[c.bundle_id].source == "catalog"
+                    else "Composed for you from items often bought together",
+                )
+                for c in chosen
+            ),
+            model_version=MODEL_VERSION,
+            policy_version=policy.version,
+            cold_start=cold_start,
+        )
+
+    def _compose(self, anchor: str, neighbours: Sequence[tuple[str, float]]) -> BundleInfo | None:
+        """A generated bundle: the anchor with its most frequent companions, no duplicates."""
+        members = list(dict.fromkeys([anchor, *(n for n, _ in neighbours)]))[:GENERATED_BUNDLE_SIZE]
+        if len(members) < 2:
+            return None
+        digest = hashlib.blake2b("|".join(members).encode(), digest_size=6).hexdigest()
+        return BundleInfo(
+            bundle_id=f"gen-{digest}",
+            name="Complete the set",
+            item_ids=tuple(members),
+            price=None,
+            discounted_price=None,
+            retired=False,
+            purchases=0,
+            source="generated",
+        )
+
+
+def _composed_score(bundle: BundleInfo, weights: dict[str, tuple[float, str, str]]) -> float:
+    return sum(weights.get(i, (0.0, "", ""))[0] for i in bundle.item_ids)

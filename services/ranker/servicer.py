@@ -1,0 +1,69 @@
+"""The Ranker gRPC servicer: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import grpc
+from bundlewise.ranker.v1 import ranker_pb2 as pb
+from bundlewise.ranker.v1 import ranker_pb2_grpc
+
+from services.ranker import metrics
+from services.ranker.domain import Constraints
+from services.ranker.recommender import Recommender
+from shared.errors import InvalidArgument
+
+MAX_K = 100
+MAX_ANCHORS = 50
+
+
+class RankerServicer(ranker_pb2_grpc.RankerServicer):
+    def __init__(self, recommender: Recommender) -> None:
+        self._recommender = recommender
+
+    def RecommendBundles(
+        self, request: pb.RecommendBundlesRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendBundlesResponse:
+        if not request.catalog_id or not request.user_id:
+            raise InvalidArgument("catalog_id and user_id are required")
+        if not 1 <= request.k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}")
+        if len(request.anchor_item_ids) > MAX_ANCHORS:
+            raise InvalidArgument(f"at most {MAX_ANCHORS} anchor items, got {len(request.anchor_item_ids)}")
+        c = request.constraints
+        constraints = Constraints(
+            max_total_price=c.max_total_price if c.HasField("max_total_price") else None,
+            min_items=c.min_items,
+            max_items=c.max_items,
+        )
+        result = self._recommender.recommend(
+            request.catalog_id,
+            request.user_id,
+            request.k,
+            anchor_item_ids=list(request.anchor_item_ids),
+            constraints=constraints,
+            request_id=request.request_id,
+        )
+        metrics.RECOMMENDATIONS.labels("cold" if result.cold_start else "warm").inc()
+        metrics.POLICY_VERSION.labels(request.catalog_id).set(result.policy_version)
+        reply = pb.RecommendBundlesResponse(
+            model_version=result.model_version,
+            policy_version=str(result.policy_version),
+            cold_start=result.cold_start,
+        )
+        for r in result.bundles:
+            ranked = reply.bundles.add(
+                bundle_id=r.bundle.bundle_id,
+                name=r.bundle.name,
+                score=r.score,
+                explanation=r.explanation,
+                propensity=r.propensity,
+                source=r.bundle.source,
+            )
+            for item in r.items:
+                entry = ranked.items.add(item_id=item.item_id, title=item.title, image_url=item.image_url)
+                if item.price is not None:
+                    entry.price = item.price
+            if r.total_price is not None:
+                ranked.total_price = r.total_price
+            if r.bundle.discounted_price is not None:
+                ranked.discounted_price = r.bundle.discounted_price
+        return reply

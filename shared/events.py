@@ -1,0 +1,151 @@
+"""The event schema (version 1): what a storefront tells Bundlewise about its shoppers.
+
+One pydantic model per event type, discriminated by ``type``. The gateway validates with it before
+producing to Kafka, and the ingestion consumer validates again (events may be produced to Kafka by
+other tools), dead-lettering what fails. ``docs/events.md`` shows an example of each type.
+
+Event ids are minted by the client, so a retried request is recognised as the same event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+
+CatalogId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="e.g. amazon")]
+EntityId = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$", description="A user, item or bundle id.")
+]
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$", description="Client-minted.")]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    REVIEW = "review"
+    SEARCH = "search"
+    BUNDLE_IMPRESSION = "bundle_impression"
+    BUNDLE_CLICK = "bundle_click"
+    BUNDLE_PURCHASE = "bundle_purchase"
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    event_id: EventId
+    catalog_id: CatalogId
+    user_id: EntityId
+    session_id: EntityId | None = None
+    event_time: AwareDatetime = Field(description="When it happened at the storefront (not ingest time).")
+    context: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=32, description="Free-form context: device, page, locale."
+    )
+
+
+class ItemEvent(_EventBase):
+    """A shopper viewed, clicked, carted or bought one item."""
+
+    type: Literal[EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE]
+    item_id: EntityId
+    quantity: int = Field(default=1, ge=1, le=1000)
+    price: float | None = Field(default=None, ge=0, le=1e7)
+
+
+class ReviewEvent(_EventBase):
+    type: Literal[EventType.REVIEW]
+    item_id: EntityId
+    rating: int | None = Field(default=None, ge=1, le=5)
+    text: str = Field(default="", max_length=5000)
+
+
+class SearchEvent(_EventBase):
+    type: Literal[EventType.SEARCH]
+    query: str = Field(min_length=1, max_length=512)
+
+
+class ShownBundle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bundle_id: EntityId
+    position: int = Field(ge=0, le=1000)
+    propensity: float = Field(gt=0, le=1, description="Probability the policy put it at this position.")
+
+
+class BundleImpressionEvent(_EventBase):
+    """A list of bundles was shown; logged with propensities for off-policy evaluation."""
+
+    type: Literal[EventType.BUNDLE_IMPRESSION]
+    impression_id: EntityId
+    bundles: list[ShownBundle] = Field(min_length=1, max_length=100)
+    policy_version: str = Field(default="", max_length=64)
+    model_version: str = Field(default="", max_length=64)
+
+
+class BundleOutcomeEvent(_EventBase):
+    """A shown (or browsed) bundle was clicked or bought."""
+
+    type: Literal[EventType.BUNDLE_CLICK, EventType.BUNDLE_PURCHASE]
+    bundle_id: EntityId
+    impression_id: EntityId | None = None
+    revenue: float | None = Field(default=None, ge=0, le=1e7)
+
+
+Event = Annotated[
+    ItemEvent | ReviewEvent | SearchEvent | BundleImpressionEvent | BundleOutcomeEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class InvalidEvent(ValueError):
+    """An event that can never be applied; ``reason`` says what is wrong with it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, e.g. ``item_id: Field required``."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(p) for p in problem["loc"]) or "event"
+        parts.append(f"{location}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(raw: bytes) -> Event:
+    """Parses one JSON-encoded event.
+
+    Raises:
+        InvalidEvent: oversized, not JSON, unknown type, or a field missing or of the wrong type.
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(describe_validation_error(exc)) from None
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical JSON encoding used on Kafka."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def partition_key(event: Event) -> bytes:
+    """Kafka key: events of one shopper stay in order on one partition."""
+    return f"{event.catalog_id}:{event.user_id}".encode()
+
+
+def event_timestamp(event: Event) -> datetime:
+    return event.event_time

@@ -1,0 +1,44 @@
+"""Client side of gRPC: channels with sane options and a health wait. Every call passes a deadline."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.grpc_server import MAX_MESSAGE_BYTES
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """A channel to ``address`` (``host:port`` or ``dns:///host:port`` for client-side balancing)."""
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
+
+
+def wait_until_serving(channel: grpc.Channel, service: str = "", timeout_s: float = 30.0) -> None:
+    """Blocks until the server reports SERVING for ``service``.
+
+    Raises:
+        TimeoutError: when it does not within ``timeout_s``.
+    """
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last_error = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            last_error = str(exc.code()) if isinstance(exc, grpc.Call) else str(exc)
+        time.sleep(0.2)
+    raise TimeoutError(f"gRPC service {service or '<server>'} not serving after {timeout_s}s: {last_error}")

@@ -1,0 +1,96 @@
+"""The Redis key layout of the online feature store; nothing else spells a key.
+
+Keys are ``bw:<namespace>:<catalog_id>:<kind>:<id>``. The namespace isolates replays from live
+state; the catalog id lets several catalogs share one Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Caps keep per-key memory bounded; changing one changes features, so rebuild after a change.
+USER_RECENT_ITEMS_CAP = 50
+SESSION_ITEMS_CAP = 50
+
+
+@dataclass(frozen=True)
+class NamespaceKeys:
+    """Keys that belong to a namespace rather than to one catalog."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return f"bw:{self.namespace}"
+
+    def watermark(self, topic: str, partition: int) -> str:
+        """Highest Kafka offset of ``topic``/``partition`` whose effects are applied to Redis."""
+        return f"{self.prefix}:wm:{topic}:{partition}"
+
+    def catalog(self, catalog_id: str) -> CatalogKeys:
+        return CatalogKeys(f"{self.prefix}:{catalog_id}")
+
+    def pattern(self) -> str:
+        """Matches every key of the namespace (for a rebuild or a namespace drop)."""
+        return f"{self.prefix}:*"
+
+
+@dataclass(frozen=True)
+class CatalogKeys:
+    """Keys of one catalog in one namespace. ``prefix`` is also what the Lua scripts build keys from."""
+
+    prefix: str
+
+    # --- catalog mirror (written by the catalog writer, rebuilt from PostgreSQL) ---------------------
+    def item(self, item_id: str) -> str:
+        """Hash: title, category (path joined by ' > '), affinity_category, price, image_url, retired."""
+        return f"{self.prefix}:item:{item_id}"
+
+    def bundle(self, bundle_id: str) -> str:
+        """Hash: name, items (JSON list), price, discounted_price, source, retired."""
+        return f"{self.prefix}:bundle:{bundle_id}"
+
+    def item_bundles(self, item_id: str) -> str:
+        """Set of live catalog bundle ids that contain the item."""
+        return f"{self.prefix}:item_bundles:{item_id}"
+
+    def live_bundles(self) -> str:
+        """Set of every live (not retired) bundle id."""
+        return f"{self.prefix}:live_bundles"
+
+    # --- features from events (written only by shared.store.feature_updates) -------------------------
+    def user_recent_items(self, user_id: str) -> str:
+        """Sorted set item -> latest event time (epoch s), capped at USER_RECENT_ITEMS_CAP."""
+        return f"{self.prefix}:user_recent:{user_id}"
+
+    def user_categories(self, user_id: str) -> str:
+        """Sorted set affinity category -> accumulated interaction weight."""
+        return f"{self.prefix}:user_cats:{user_id}"
+
+    def user_bundles(self, user_id: str) -> str:
+        """Set of bundle ids the user bought."""
+        return f"{self.prefix}:user_bundles:{user_id}"
+
+    def session_items(self, session_id: str) -> str:
+        """Sorted set item -> event time of the carted/bought items of a session (the basket)."""
+        return f"{self.prefix}:session:{session_id}"
+
+    def item_neighbours(self, item_id: str) -> str:
+        """Sorted set item -> number of baskets shared with ``item_id``."""
+        return f"{self.prefix}:cooc:{item_id}"
+
+    def item_popularity(self) -> str:
+        """Sorted set item -> weighted interaction count, all time."""
+        return f"{self.prefix}:item_pop"
+
+    def item_popularity_day(self, day: str) -> str:
+        """Sorted set item -> weighted interaction count on ``day`` (YYYYMMDD, event time, UTC)."""
+        return f"{self.prefix}:item_pop_day:{day}"
+
+    def bundle_stats(self, bundle_id: str) -> str:
+        """Hash: impressions, clicks, purchases."""
+        return f"{self.prefix}:bundle_stats:{bundle_id}"
+
+    def bundle_popularity(self) -> str:
+        """Sorted set bundle -> purchases."""
+        return f"{self.prefix}:bundle_pop"
