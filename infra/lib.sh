@@ -70,6 +70,9 @@ check_settings() {
       die "${name/BW_/BUNDLEWISE_}='$value' is not a TCP port"
     fi
   done
+  local ports="$BW_PG_PORT $BW_REDIS_PORT $BW_KAFKA_PORT $BW_KAFKA_CONTROLLER_PORT"
+  [[ $(tr ' ' '\n' <<<"$ports" | sort -u | wc -l) == 4 ]] ||
+    die "the four BUNDLEWISE_*_PORT settings must differ (now: $ports)"
   [[ $BW_EVENTS_PARTITIONS =~ ^[1-9][0-9]*$ ]] ||
     die "BUNDLEWISE_EVENTS_PARTITIONS='$BW_EVENTS_PARTITIONS' is not a positive integer"
   [[ $BW_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] ||

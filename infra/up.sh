@@ -51,6 +51,20 @@ install_missing() {
   fi
 }
 
+# --- configuration files ------------------------------------------------------------------------
+# write_config FILE SERVER RUNNING(yes|no): stdin becomes FILE. A running server keeps the settings
+# it started with, so changed settings (another port) must not be written under it unnoticed.
+write_config() {
+  local file=$1 server=$2 running=$3
+  cat >"$file.new"
+  if [[ $running == yes ]] && ! cmp -s "$file.new" "$file"; then
+    rm -f "$file.new"
+    die "$server is running with other settings than these (see $file); run infra/down.sh" \
+      "(it stops servers whatever the ports), then infra/up.sh"
+  fi
+  mv "$file.new" "$file"
+}
+
 # --- state folder -------------------------------------------------------------------------------
 # make_dirs DIR...: create each missing folder and its missing parents, mode 755 whatever the
 # umask, so the postgres user can traverse down to its own folders.
@@ -102,7 +116,7 @@ init_postgres() {
 
 write_postgres_conf() {
   local conf=$BW_PG_DATA/bundlewise.conf
-  cat >"$conf" <<EOF
+  write_config "$conf" postgres "$1" <<EOF
 # Written by infra/up.sh on every run; edit infra/up.sh instead.
 listen_addresses = '$BW_HOST'
 port = $BW_PG_PORT
@@ -113,17 +127,14 @@ EOF
 }
 
 start_postgres() {
-  local bin running_port
+  local bin running=no
   bin=$(pg_bin_dir)
   touch "$BW_PG_LOG"
   ((EUID != 0)) || chown postgres: "$BW_PG_LOG"
   [[ -f $BW_PG_DATA/PG_VERSION ]] || init_postgres "$bin"
-  write_postgres_conf
-  if as_postgres "$bin/pg_ctl" status -D "$BW_PG_DATA" >/dev/null 2>&1; then
-    # Line 4 of postmaster.pid is the port the running server listens on.
-    running_port=$(sed -n 4p "$BW_PG_DATA/postmaster.pid")
-    [[ $running_port == "$BW_PG_PORT" ]] ||
-      warn "postgresql already runs on port $running_port, not $BW_PG_PORT; run infra/down.sh first"
+  as_postgres "$bin/pg_ctl" status -D "$BW_PG_DATA" >/dev/null 2>&1 && running=yes
+  write_postgres_conf "$running"
+  if [[ $running == yes ]]; then
     log "postgresql already running"
   else
     port_open "$BW_PG_PORT" &&
@@ -161,7 +172,7 @@ EOF
 
 # --- Redis --------------------------------------------------------------------------------------
 write_redis_conf() {
-  cat >"$BW_REDIS_CONF" <<EOF
+  write_config "$BW_REDIS_CONF" redis "$1" <<EOF
 # Written by infra/up.sh on every run; edit infra/up.sh instead.
 bind $BW_HOST
 port $BW_REDIS_PORT
@@ -178,9 +189,10 @@ EOF
 }
 
 start_redis() {
-  local deadline started
-  write_redis_conf
-  if pid_from_pidfile "$BW_REDIS_PIDFILE" redis-server >/dev/null; then
+  local deadline started running=no
+  pid_from_pidfile "$BW_REDIS_PIDFILE" redis-server >/dev/null && running=yes
+  write_redis_conf "$running"
+  if [[ $running == yes ]]; then
     log "redis already running"
   else
     rm -f "$BW_REDIS_PIDFILE"
@@ -211,7 +223,7 @@ BW_KAFKA_CLASSPATH=
 # The broker's jars, resolved by Maven into ~/.m2 only when the pom changed (the classpath file is
 # keyed by the pom's sha256) or a jar went missing from the cache.
 resolve_kafka_classpath() {
-  local key cpfile jar jars
+  local key cpfile jar jars output
   key=$(sha256sum "$BW_KAFKA_POM" | cut -c1-16)
   cpfile=$BW_KAFKA_DIR/classpath-$key.txt
   if [[ -s $cpfile ]]; then
@@ -226,8 +238,12 @@ resolve_kafka_classpath() {
   fi
   if [[ ! -s $cpfile ]]; then
     log "resolving Kafka jars with Maven (infra/kafka/pom.xml)"
-    mvn -q -B -Dstyle.color=never -f "$BW_KAFKA_POM" dependency:build-classpath -Dmdep.outputFile="$cpfile.tmp" >&2 ||
+    # Maven's output is shown only when it fails (with -q, Maven 3.8 still prints bare colour codes).
+    if ! output=$(mvn -q -B -f "$BW_KAFKA_POM" dependency:build-classpath \
+      -Dmdep.outputFile="$cpfile.tmp" 2>&1); then
+      printf '%s\n' "$output" >&2
       die "mvn could not resolve infra/kafka/pom.xml (Maven Central unreachable?)"
+    fi
     mv "$cpfile.tmp" "$cpfile"
     find "$BW_KAFKA_DIR" -maxdepth 1 -name 'classpath-*.txt' ! -name "classpath-$key.txt" -delete
   fi
@@ -243,7 +259,7 @@ kafka_tool() {
 }
 
 write_kafka_conf() {
-  cat >"$BW_KAFKA_CONF" <<EOF
+  write_config "$BW_KAFKA_CONF" kafka "$1" <<EOF
 # Written by infra/up.sh on every run; edit infra/up.sh instead.
 # One node that is both broker and KRaft controller (no ZooKeeper).
 process.roles=broker,controller
@@ -292,15 +308,15 @@ format_kafka_storage() {
 }
 
 start_kafka() {
-  local pid
+  local pid port running=no
   resolve_kafka_classpath
-  write_kafka_conf
-  if pid_from_pidfile "$BW_KAFKA_PIDFILE" kafka.Kafka >/dev/null; then
+  pid_from_pidfile "$BW_KAFKA_PIDFILE" kafka.Kafka >/dev/null && running=yes
+  write_kafka_conf "$running"
+  if [[ $running == yes ]]; then
     log "kafka already running"
     return 0
   fi
   rm -f "$BW_KAFKA_PIDFILE"
-  local port
   for port in "$BW_KAFKA_PORT" "$BW_KAFKA_CONTROLLER_PORT"; do
     port_open "$port" && die "port $port is taken by another program; stop it or set" \
       "BUNDLEWISE_KAFKA_PORT / BUNDLEWISE_KAFKA_CONTROLLER_PORT"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from shared.events import Event, encode_event, partition_key
 
 DEADLETTER_REASON_HEADER = "bundlewise-deadletter-reason"
 INGEST_TIME_HEADER = "bundlewise-ingest-time"
@@ -84,3 +86,16 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
 
 def _has_lz4() -> bool:
     return importlib.util.find_spec("lz4") is not None
+
+
+def send_events(producer: KafkaProducer, topic: str, events: Iterable[Event], timeout_s: float = 60.0) -> int:
+    """Sends events keyed by shopper and waits until Kafka acknowledges every one; returns the count.
+
+    Raises:
+        kafka.errors.KafkaError: a send was not acknowledged (nothing after it is assumed sent).
+    """
+    futures = [producer.send(topic, key=partition_key(e), value=encode_event(e)) for e in events]
+    producer.flush(timeout=timeout_s)
+    for future in futures:
+        future.get(timeout=timeout_s)
+    return len(futures)

@@ -1,0 +1,75 @@
+# Bundlewise: every task a newcomer needs. `make demo` and `make test` set up everything themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+include config/local.env
+export $(shell sed -n 's/^\(BUNDLEWISE_[A-Z_]*\)=.*/\1/p' config/local.env)
+export BUNDLEWISE_DATA_DIR ?= $(abspath $(CURDIR)/../shared/data)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/shared/generated
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+# The virtual environment lives outside the clone, keyed by the hash of requirements.txt.
+VENV = $(shell scripts/venv.sh)
+PY = $(VENV)/bin/python
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop bench migrate
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+venv: ## build (or reuse) the virtual environment
+	@echo "virtualenv: $(VENV)"
+
+up: ## install if missing and start PostgreSQL, Redis and Kafka on loopback
+	bash infra/up.sh
+
+down: demo-stop ## stop the demo's services and the servers
+	bash infra/down.sh
+
+status: ## is each server up?
+	bash infra/status.sh
+
+proto: ## regenerate the gRPC code in shared/generated from proto/
+	rm -rf shared/generated/bundlewise
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=shared/generated --grpc_python_out=shared/generated \
+	  --mypy_out=quiet:shared/generated --mypy_grpc_out=quiet:shared/generated $(PROTOS)
+
+proto-check: ## fail when shared/generated is stale
+	$(MAKE) --no-print-directory proto
+	git diff --exit-code --stat -- shared/generated || { echo "shared/generated is stale: run make proto and commit"; exit 1; }
+
+lint: ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: ## format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: ## mypy --strict over the project's code
+	$(VENV)/bin/mypy shared services scripts tests
+
+migrate: up ## apply database migrations to BUNDLEWISE_NAMESPACE
+	$(PY) -m shared.store.migrate
+
+unit: ## fast tests, no servers
+	$(PY) -m pytest tests/unit -q
+
+integration: up ## end-to-end tests on the real servers
+	$(PY) -m pytest tests/integration -q
+
+test: venv proto-check lint typecheck up ## every check and every test
+	$(PY) -m pytest tests -q
+
+demo: venv up ## run the whole system on the real data and show what it does
+	$(PY) -m scripts.demo
+
+demo-stop: ## stop the services that make demo left running (SIGTERM: they stop gracefully)
+	bash scripts/stop_services.sh
+
+bench: venv up ## measure speed; writes benchmarks/results/*.json and docs/benchmarks.md
+	$(PY) -m benchmarks.run

@@ -1,0 +1,43 @@
+"""The one place that decides where and in which precision the encoders run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class DevicePlacement:
+    """Where an encoder's weights live and the dtype they are stored and run in."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def describe(self) -> str:
+        """``"cuda:0"`` or ``"cpu"``: the device as reported to callers and in metrics."""
+        return str(self.device)
+
+
+def choose_device(choice: DeviceChoice) -> DevicePlacement:
+    """Resolves the ``BUNDLEWISE_EMBEDDING_DEVICE`` setting.
+
+    ``auto`` picks the first CUDA device when torch sees one, else the CPU. GPUs run float16 (the
+    vectors agree with float32 to about 1e-3 cosine, at half the memory and several times the
+    throughput); the CPU runs float32, because float16 matrix products there are slow.
+
+    Raises:
+        RuntimeError: ``cuda`` was asked for but torch sees no CUDA device.
+    """
+    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return DevicePlacement(torch.device("cpu"), torch.float32)
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "BUNDLEWISE_EMBEDDING_DEVICE=cuda but torch sees no CUDA device; "
+            "set it to auto or cpu, or run on a GPU node"
+        )
+    return DevicePlacement(torch.device("cuda", 0), torch.float16)

@@ -1,0 +1,42 @@
+"""What the gateway knows about recommendations, independent of gRPC and HTTP.
+
+Adapters translate to these at the edge (protobuf -> domain in the ranker client, domain -> JSON in
+the routes), so a later bundle source (a fallback, a cache) produces the same objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BundleItem:
+    item_id: str
+    title: str
+    price: float | None
+    image_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RankedBundle:
+    """One recommended bundle; ``propensity`` is the probability the policy put it at its position."""
+
+    bundle_id: str
+    name: str
+    items: tuple[BundleItem, ...]
+    score: float
+    total_price: float | None
+    discounted_price: float | None
+    explanation: str
+    source: str
+    propensity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """Bundles for one shopper, best first, with the versions that produced them."""
+
+    bundles: tuple[RankedBundle, ...]
+    model_version: str
+    policy_version: str
+    cold_start: bool

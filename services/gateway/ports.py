@@ -1,0 +1,70 @@
+"""The gateway's ports: what it needs from the outside world, as Protocols.
+
+The routes depend only on these; :mod:`services.gateway.wiring` plugs in the real adapters and unit
+tests plug in in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.gateway.domain import Recommendation
+from shared.events import Event
+
+
+class EventPublisher(Protocol):
+    """Makes shopper events durable in the event log."""
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publishes ``events`` in the given order and returns once every one is acknowledged.
+
+        Events of one shopper keep their relative order. On failure some events may already be
+        stored; callers report none as accepted and the client retries with the same event ids,
+        which consumers deduplicate (delivery is at least once).
+
+        Raises:
+            shared.errors.Unavailable: the log did not acknowledge every event within the timeout.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Flushes what is pending (bounded by the timeout) and releases connections."""
+        ...
+
+
+class BundleSource(Protocol):
+    """Ranks bundles for a shopper."""
+
+    async def recommend(
+        self,
+        *,
+        catalog_id: str,
+        user_id: str,
+        k: int,
+        anchor_item_ids: Sequence[str],
+        request_id: str,
+    ) -> Recommendation:
+        """At most ``k`` bundles for ``user_id`` in ``catalog_id``, best first.
+
+        ``anchor_item_ids`` are items the shopper is looking at; bundles completing them rank
+        higher. ``request_id`` is passed on for tracing only.
+
+        Raises:
+            shared.errors.NotFound: the catalog is unknown.
+            shared.errors.InvalidArgument: the source refused the arguments.
+            shared.errors.Unavailable: the source is down or did not answer within its deadline.
+        """
+        ...
+
+    async def check_ready(self) -> None:
+        """Returns when the source can answer now.
+
+        Raises:
+            shared.errors.Unavailable: it cannot (with the reason).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
+        ...

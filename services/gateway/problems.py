@@ -1,0 +1,82 @@
+"""Every error answer is an RFC 9457 problem (``application/problem+json``), made here.
+
+:func:`install_problem_handlers` maps project errors by their ``http_status``, request validation to
+422, HTTP errors raised by routing (404, 405) to their status, and anything else to a generic 500
+whose traceback is logged, never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.gateway.metrics import route_template
+from shared.errors import BundlewiseError, Unavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S = 5
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """A problem+json answer; ``extensions`` are extra members (RFC 9457 section 3.2)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    body["detail"] = detail
+    if extensions:
+        body.update(extensions)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def describe_request_errors(error: RequestValidationError) -> str:
+    """One ``location: problem`` per invalid part, e.g. ``query.k: Input should be ... 100``."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem.get("loc", ())) or "request"
+        parts.append(f"{location}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+async def _project_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BundlewiseError)
+    status = exc.http_status
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Unavailable) else None
+    if status >= 500:
+        log.warning("%s %s answered %d: %s", request.method, route_template(request.scope), status, exc)
+    return problem_response(status, str(exc) or HTTPStatus(status).phrase, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(422, describe_request_errors(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error in %s %s", request.method, route_template(request.scope), exc_info=exc)
+    return problem_response(500, "internal error")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Registers the handlers on ``app``; called once by ``create_app``."""
+    app.add_exception_handler(BundlewiseError, _project_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

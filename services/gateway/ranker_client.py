@@ -1,0 +1,159 @@
+"""The ranker as a :class:`services.gateway.ports.BundleSource`, over an asyncio gRPC channel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from services.gateway.domain import BundleItem, RankedBundle, Recommendation
+from shared.errors import (
+    BundlewiseError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    from_rpc_error,
+)
+from shared.grpc_server import MAX_MESSAGE_BYTES
+
+RANKER_SERVICE = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
+
+# The options of shared.grpc_client.open_channel, which builds a synchronous channel only.
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+
+
+class RankerBundleSource:
+    """Calls ``bundlewise.ranker.v1.Ranker`` at ``address`` with a deadline on every call.
+
+    The channel is opened on first use, on the running event loop (a ``grpc.aio`` channel belongs to
+    the loop it was made on), and connects lazily, so a ranker that is down at start-up only makes
+    calls fail with :class:`shared.errors.Unavailable`.
+    """
+
+    def __init__(self, *, address: str, timeout_s: float, health_timeout_s: float = 0.5) -> None:
+        self._address = address
+        self._timeout_s = timeout_s
+        self._health_timeout_s = health_timeout_s
+        self._channel: grpc.aio.Channel | None = None
+
+    async def recommend(
+        self,
+        *,
+        catalog_id: str,
+        user_id: str,
+        k: int,
+        anchor_item_ids: Sequence[str],
+        request_id: str,
+    ) -> Recommendation:
+        """``Ranker.RecommendBundles`` within ``timeout_s``; see the port for the contract.
+
+        Raises:
+            NotFound: unknown catalog. InvalidArgument: the ranker refused the arguments.
+            Unavailable: the ranker is down or missed the deadline.
+        """
+        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        request = ranker_pb2.RecommendBundlesRequest(
+            catalog_id=catalog_id,
+            user_id=user_id,
+            k=k,
+            anchor_item_ids=list(anchor_item_ids),
+            request_id=request_id,
+        )
+        try:
+            response = await stub.RecommendBundles(request, timeout=self._timeout_s)
+        except grpc.RpcError as err:
+            raise _project_error(err) from err
+        return recommendation_from_proto(response)
+
+    async def check_ready(self) -> None:
+        """Asks the ranker's ``grpc.health.v1`` service whether the Ranker is SERVING.
+
+        Raises:
+            Unavailable: no SERVING answer within ``health_timeout_s``.
+        """
+        stub = health_pb2_grpc.HealthStub(self._open_channel())
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=RANKER_SERVICE), timeout=self._health_timeout_s
+            )
+        except grpc.RpcError as err:
+            raise Unavailable(f"ranker health check failed: {_code_name(err)}") from err
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            raise Unavailable(f"ranker is {status}")
+
+    async def close(self) -> None:
+        """Closes the channel, cancelling calls still in flight."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address, options=_CHANNEL_OPTIONS)
+        return self._channel
+
+
+def recommendation_from_proto(response: ranker_pb2.RecommendBundlesResponse) -> Recommendation:
+    """The domain view of a ranker answer: unset optional prices and empty image URLs become None."""
+    return Recommendation(
+        bundles=tuple(
+            RankedBundle(
+                bundle_id=bundle.bundle_id,
+                name=bundle.name,
+                items=tuple(
+                    BundleItem(
+                        item_id=item.item_id,
+                        title=item.title,
+                        price=item.price if item.HasField("price") else None,
+                        image_url=item.image_url or None,
+                    )
+                    for item in bundle.items
+                ),
+                score=bundle.score,
+                total_price=bundle.total_price if bundle.HasField("total_price") else None,
+                discounted_price=bundle.discounted_price if bundle.HasField("discounted_price") else None,
+                explanation=bundle.explanation,
+                source=bundle.source,
+                propensity=bundle.propensity,
+            )
+            for bundle in response.bundles
+        ),
+        model_version=response.model_version,
+        policy_version=response.policy_version,
+        cold_start=response.cold_start,
+    )
+
+
+_BY_CODE: dict[grpc.StatusCode, type[BundlewiseError]] = {
+    cls.grpc_code: cls for cls in (InvalidArgument, NotFound, ResourceExhausted, Unavailable)
+}
+
+
+def _project_error(err: grpc.RpcError) -> BundlewiseError:
+    """The project error for a failed ranker call.
+
+    ``shared.errors.from_rpc_error`` reads the status only from a ``grpc.Call`` (what synchronous
+    stubs raise); ``grpc.aio`` raises ``AioRpcError``, which has the same ``code()`` and
+    ``details()`` but is not a ``grpc.Call``, so it is mapped here the same way.
+    """
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return from_rpc_error(err, "ranker")
+    code = err.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Unavailable("ranker did not answer in time")
+    return _BY_CODE.get(code, BundlewiseError)(f"ranker: {err.details()}")
+
+
+def _code_name(err: grpc.RpcError) -> str:
+    code = err.code() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else None
+    return code.name if code is not None else type(err).__name__
