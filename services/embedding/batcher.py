@@ -64,9 +64,7 @@ class TextBatcher:
         self._pending_texts = 0
         self._closing = False
         self._changed = threading.Condition()
-        self._worker = threading.Thread(
-            target=self._run, name=f"embedding-batcher-{encoder.name}", daemon=True
-        )
+        self._worker = threading.Thread(target=self._run, name=f"embedding-batcher-{encoder.name}", daemon=True)
         self._worker.start()
 
     @property

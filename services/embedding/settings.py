@@ -16,9 +16,7 @@ class EmbeddingSettings(BaseServiceSettings):
     """Ports, device and batching limits of the embedding service."""
 
     grpc_port: int = Field(default=50052, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
-    metrics_port: int = Field(
-        default=9102, ge=0, le=65535, description="HTTP port of /metrics; 0 picks a free port."
-    )
+    metrics_port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /metrics; 0 picks a free port.")
     embedding_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA (float16) when torch sees a GPU, else CPU (float32)."
     )

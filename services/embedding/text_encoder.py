@@ -76,9 +76,11 @@ def _import_transformers_offline() -> Any:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import transformers  # noqa: PLC0415 - heavy, and the variables above must come first
 
+    # transformers is only partly annotated; the call sites treat it as untyped.
+    module: Any = transformers
     # Progress bars would break the one-JSON-object-per-line logs.
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
+    module.utils.logging.disable_progress_bar()
+    return module
 
 
 def packaged_minilm_dir() -> Path:
@@ -130,9 +132,7 @@ class MiniLMTextEncoder:
         self._placement = placement
         self._max_tokens = max_tokens
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = transformers.AutoModel.from_pretrained(
-            model_dir, local_files_only=True, dtype=placement.dtype
-        )
+        model = transformers.AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=placement.dtype)
         self._model = model.to(placement.device).eval()
         self._dim = int(model.config.hidden_size)
 

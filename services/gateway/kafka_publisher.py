@@ -114,9 +114,7 @@ class KafkaEventPublisher:
 
     def _connect_in_thread(self, loop: asyncio.AbstractEventLoop, connecting: asyncio.Future[KafkaProducer]) -> None:
         try:
-            producer = make_producer(
-                self._bootstrap, self._client_id, max_block_ms=int(self._ack_timeout_s * 1000)
-            )
+            producer = make_producer(self._bootstrap, self._client_id, max_block_ms=int(self._ack_timeout_s * 1000))
         except Exception as exc:  # handed to the loop, which logs it and lets the next publish retry
             self._complete(loop, connecting, exc)
         else:

@@ -23,6 +23,7 @@ from shared.errors import BundlewiseError, Unavailable
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+REQUEST_ID_HEADER = "X-Request-Id"
 RETRY_AFTER_S = 5
 
 
@@ -50,28 +51,37 @@ def describe_request_errors(error: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _headers(request: Request, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``extra`` plus the request id, when the route set one (``request.state.request_id``)."""
+    headers = dict(extra or {})
+    request_id = getattr(request.state, "request_id", None)
+    if isinstance(request_id, str):
+        headers[REQUEST_ID_HEADER] = request_id
+    return headers
+
+
 async def _project_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BundlewiseError)
     status = exc.http_status
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Unavailable) else None
+    retry = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Unavailable) else None
     if status >= 500:
         log.warning("%s %s answered %d: %s", request.method, route_template(request.scope), status, exc)
-    return problem_response(status, str(exc) or HTTPStatus(status).phrase, headers=headers)
+    return problem_response(status, str(exc) or HTTPStatus(status).phrase, headers=_headers(request, retry))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(422, describe_request_errors(exc))
+    return problem_response(422, describe_request_errors(exc), headers=_headers(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    return problem_response(exc.status_code, str(exc.detail), headers=_headers(request, exc.headers))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error in %s %s", request.method, route_template(request.scope), exc_info=exc)
-    return problem_response(500, "internal error")
+    return problem_response(500, "internal error", headers=_headers(request))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

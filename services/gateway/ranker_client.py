@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import grpc
 import grpc.aio
+from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from services.gateway.domain import BundleItem, RankedBundle, Recommendation
 from shared.errors import (
     BundlewiseError,

@@ -81,6 +81,7 @@ class IngestionLoop:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=5)
             self.stopped.set()
+            log.info("stopped")
 
     def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
         """Handles one polled batch and commits its offsets once its effects are durable."""

@@ -150,10 +150,11 @@ def effective_price(bundle: BundleInfo, items: Mapping[str, ItemInfo]) -> float 
         return bundle.discounted_price
     if bundle.price is not None:
         return bundle.price
-    prices = [items[i].price for i in bundle.item_ids if i in items]
-    if not prices or any(p is None for p in prices):
+    prices = [items[i].price if i in items else None for i in bundle.item_ids]
+    known = [p for p in prices if p is not None]
+    if not prices or len(known) < len(prices):  # one unpriced item makes the total unknown
         return None
-    return float(sum(p for p in prices if p is not None))
+    return float(sum(known))
 
 
 def is_servable(bundle: BundleInfo, items: Mapping[str, ItemInfo], signals: UserSignals) -> bool:

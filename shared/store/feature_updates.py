@@ -169,7 +169,11 @@ class FeatureWriter:
                     insert(tables.items).on_conflict_do_nothing(),
                     [{"catalog_id": c, "item_id": i, "first_seen_in_event": True} for c, i in sorted(items)],
                 )
-            inserted = conn.execute(insert(tables.events).on_conflict_do_nothing(), rows).rowcount
+            inserted = len(
+                conn.execute(
+                    insert(tables.events).on_conflict_do_nothing().returning(tables.events.c.event_id), rows
+                ).all()
+            )
             first_positions = conn.execute(
                 select(
                     tables.events.c.catalog_id,
@@ -189,7 +193,7 @@ class FeatureWriter:
             for d in batch
             if first.get((d.event.catalog_id, d.event.event_id)) == (d.topic, d.partition, d.offset)
         ]
-        return owned, max(inserted, 0)
+        return owned, inserted
 
     def apply_to_redis(self, owned: Iterable[DeliveredEvent]) -> int:
         """Applies deliveries known to be first deliveries; the watermark skips any seen before."""

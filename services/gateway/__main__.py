@@ -1,0 +1,32 @@
+"""``python -m services.gateway``: serve the gateway's HTTP API until SIGTERM."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.gateway.settings import GatewaySettings
+from services.gateway.wiring import build_app
+from shared.log import configure_logging
+from shared.settings import SettingsError, load_settings
+
+
+def main() -> None:
+    try:
+        settings = load_settings(GatewaySettings)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    configure_logging("gateway", settings.log_level)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish (bounded below), then runs
+    # the lifespan shutdown. Its access log is off: it would log raw paths, which hold user ids.
+    uvicorn.run(
+        build_app(settings),
+        host="0.0.0.0",
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``GET /v1/users/{user_id}/bundles``: personalised bundles for a shopper."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from services.gateway.dependencies import Bundles
+from services.gateway.problems import PROBLEM_MEDIA_TYPE, REQUEST_ID_HEADER
+from services.gateway.schemas import BundlesResponse, Problem
+from shared.events import CatalogId, EntityId
+from shared.log import pseudonymise
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["bundles"])
+
+MAX_K = 100
+MAX_ANCHORS = 50
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+@router.get(
+    "/v1/users/{user_id}/bundles",
+    summary="Recommend bundles to a shopper",
+    response_model=BundlesResponse,
+    responses={
+        404: _problem("The catalog is unknown."),
+        422: _problem("A parameter is invalid; `detail` names each one."),
+        503: _problem("The ranker is unavailable; retry after Retry-After seconds."),
+    },
+)
+async def get_bundles(
+    request: Request,
+    response: Response,
+    bundles: Bundles,
+    user_id: Annotated[EntityId, Path(description="The shopper, as the storefront knows them.")],
+    catalog_id: Annotated[CatalogId, Query(description="The catalog to recommend from, e.g. amazon.")],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many bundles, at most.")] = 10,
+    anchor_item_id: Annotated[
+        list[EntityId] | None,
+        Query(
+            max_length=MAX_ANCHORS,
+            description="Items the shopper is looking at or has in the cart (repeat the parameter); "
+            "bundles that complete them rank higher.",
+        ),
+    ] = None,
+    request_id: Annotated[
+        str | None,
+        Query(pattern=REQUEST_ID_PATTERN, description="For tracing; a UUID is minted when absent."),
+    ] = None,
+) -> BundlesResponse:
+    """At most ``k`` bundles, best first, with the propensities to log with the impression.
+
+    The request id is echoed in the ``X-Request-Id`` header, also on error answers.
+    """
+    request_id = request_id or str(uuid.uuid4())
+    request.state.request_id = request_id
+    response.headers[REQUEST_ID_HEADER] = request_id
+    recommendation = await bundles.recommend(
+        catalog_id=catalog_id,
+        user_id=user_id,
+        k=k,
+        anchor_item_ids=anchor_item_id or [],
+        request_id=request_id,
+    )
+    log.debug(
+        "request %s: %d bundles for %s in %s (cold start: %s)",
+        request_id,
+        len(recommendation.bundles),
+        pseudonymise(user_id),
+        catalog_id,
+        recommendation.cold_start,
+    )
+    return BundlesResponse.from_recommendation(
+        recommendation, user_id=user_id, catalog_id=catalog_id, request_id=request_id
+    )
