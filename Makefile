@@ -15,7 +15,7 @@ VENV = $(shell scripts/venv.sh)
 PY = $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop bench migrate
+.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,3 @@ demo: venv up ## run the whole system on the real data and show what it does
 
 demo-stop: ## stop the services that make demo left running (SIGTERM: they stop gracefully)
 	bash scripts/stop_services.sh
-
-bench: venv up ## measure speed; writes benchmarks/results/*.json and docs/benchmarks.md
-	$(PY) -m benchmarks.run

@@ -8,7 +8,10 @@ readonly BW_INFRA_DIR
 
 # set -e exits without a word; say which command failed and where (errtrace: in functions too).
 set -o errtrace
-trap 'printf "[infra] ERROR: exit %s from \"%s\" (%s line %s)\n" "$?" "$BASH_COMMAND" "${BASH_SOURCE[0]##*/}" "$LINENO" >&2' ERR
+report_failure() {
+  printf '[infra] ERROR: exit %s from "%s" (%s line %s)\n' "$1" "$2" "$3" "$4" >&2
+}
+trap 'report_failure "$?" "$BASH_COMMAND" "${BASH_SOURCE[0]##*/}" "$LINENO"' ERR
 
 # --- settings -----------------------------------------------------------------------------------
 BW_HOST=127.0.0.1 # loopback only: nothing here has real credentials

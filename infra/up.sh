@@ -47,7 +47,8 @@ install_missing() {
   pg_bin_dir >/dev/null || die "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
   if ((EUID == 0)) && ! id -u postgres >/dev/null 2>&1; then
     log "creating system user postgres"
-    useradd --system --user-group --home-dir "$BW_PG_DATA" --shell /usr/sbin/nologin postgres
+    useradd --system --user-group --no-create-home --home-dir /var/lib/postgresql \
+      --shell /usr/sbin/nologin postgres
   fi
 }
 
@@ -90,7 +91,7 @@ prepare_state_dir() {
   if ((EUID == 0)); then
     chown postgres: "$BW_PG_SOCKET_DIR"
     as_postgres test -x "$BW_PG_SOCKET_DIR" ||
-      die "user postgres cannot reach $BW_STATE_DIR; make its parent folders traversable (chmod o+x)"
+      die "user postgres cannot reach $BW_STATE_DIR; make its parents traversable (chmod o+x)"
   fi
 }
 
@@ -207,7 +208,8 @@ start_redis() {
   started=$SECONDS
   until redis_is_up; do
     # The daemon writes its pidfile within moments of forking; no live pid after 5 s means it died.
-    if ((SECONDS - started > 5)) && ! pid_from_pidfile "$BW_REDIS_PIDFILE" redis-server >/dev/null; then
+    if ((SECONDS - started > 5)) &&
+      ! pid_from_pidfile "$BW_REDIS_PIDFILE" redis-server >/dev/null; then
       die_with_log "redis exited while starting" "$BW_REDIS_LOG"
     fi
     ((SECONDS < deadline)) ||
@@ -238,7 +240,7 @@ resolve_kafka_classpath() {
   fi
   if [[ ! -s $cpfile ]]; then
     log "resolving Kafka jars with Maven (infra/kafka/pom.xml)"
-    # Maven's output is shown only when it fails (with -q, Maven 3.8 still prints bare colour codes).
+    # Maven's output is shown only on failure (with -q, Maven 3.8 still prints bare colour codes).
     if ! output=$(mvn -q -B -f "$BW_KAFKA_POM" dependency:build-classpath \
       -Dmdep.outputFile="$cpfile.tmp" 2>&1); then
       printf '%s\n' "$output" >&2
@@ -266,7 +268,8 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$BW_HOST:$BW_KAFKA_CONTROLLER_PORT
 listeners=PLAINTEXT://$BW_HOST:$BW_KAFKA_PORT,CONTROLLER://$BW_HOST:$BW_KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$BW_HOST:$BW_KAFKA_PORT,CONTROLLER://$BW_HOST:$BW_KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$BW_HOST:$BW_KAFKA_PORT,\
+CONTROLLER://$BW_HOST:$BW_KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -354,9 +357,14 @@ wait_for_kafka_and_create_topics() {
   for topic in "$BW_EVENTS_TOPIC:$BW_EVENTS_PARTITIONS" "$BW_DEADLETTER_TOPIC:1"; do
     partitions=${topic##*:}
     topic=${topic%:*}
-    existing=$(awk -v t="$topic" '/PartitionCount:/ {
-        for (i = 1; i < NF; i++) { if ($i == "Topic:") name = $(i + 1); if ($i == "PartitionCount:") n = $(i + 1) }
-        if (name == t) print n }' <<<"$listing")
+    # Summary lines read "Topic: NAME  TopicId: ID  PartitionCount: N  ...".
+    existing=$(awk -v want="$topic" '/PartitionCount:/ {
+        for (i = 1; i < NF; i++) {
+          if ($i == "Topic:") name = $(i + 1)
+          if ($i == "PartitionCount:") count = $(i + 1)
+        }
+        if (name == want) print count
+      }' <<<"$listing")
     if [[ -z $existing ]]; then
       log "creating topic $topic ($partitions partitions)"
       kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BW_HOST:$BW_KAFKA_PORT" \
@@ -366,7 +374,7 @@ wait_for_kafka_and_create_topics() {
     elif [[ $existing != "$partitions" ]]; then
       # Changing it would move keys to other partitions, so it is left to a person.
       warn "topic $topic has $existing partitions, expected $partitions; to start over:" \
-        "infra/down.sh && rm -rf $BW_KAFKA_DIR && infra/up.sh"
+        "infra/down.sh && rm -rf $BW_KAFKA_DATA && infra/up.sh"
     fi
   done
 }

@@ -41,7 +41,7 @@ if [[ -x $venv/bin/python ]]; then
   printf '%s\n' "$venv"
   exit 0
 fi
-[[ ! -e $venv || -L $venv ]] || die "$venv exists and is not a symlink made by this script; remove it"
+[[ ! -e $venv || -L $venv ]] || die "$venv is not a symlink made by this script; remove it"
 
 # A venv cannot be moved once built (its scripts' #! lines hold its path), so it is built in a
 # folder beside it that stays where it is, and $venv becomes a symlink to that folder at the end.

@@ -49,9 +49,10 @@ class TextBatcher:
     """Queues texts from many threads and encodes them in batches on one worker thread.
 
     A batch is closed when ``max_batch`` texts wait or when the oldest waiting text has waited
-    ``max_wait_s``, whichever comes first, and right away while closing. Calls are served in
-    arrival order; a call larger than ``max_batch`` is spread over consecutive batches, and a
-    batch never mixes roles. At most ``max_queue`` texts wait at a time.
+    ``max_wait_s``, whichever comes first, and right away while closing. A batch never mixes
+    roles: the oldest waiting call always goes into the next batch, and calls of its role join it
+    in arrival order. A call larger than ``max_batch`` is spread over consecutive batches. At most
+    ``max_queue`` texts wait at a time.
     """
 
     def __init__(self, encoder: TextEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -19,6 +20,8 @@ from shared.errors import (
     from_rpc_error,
 )
 from shared.grpc_server import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
 
 RANKER_SERVICE = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
 
@@ -151,6 +154,10 @@ def _project_error(err: grpc.RpcError) -> BundlewiseError:
     code = err.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable("ranker did not answer in time")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # The channel's reason names internal addresses: logged for operators, not shown to callers.
+        log.warning("ranker unavailable: %s", err.details())
+        return Unavailable("ranker is unavailable")
     return _BY_CODE.get(code, BundlewiseError)(f"ranker: {err.details()}")
 
 

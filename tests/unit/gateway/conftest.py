@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_fakes import TWO_BUNDLES, RecordingPublisher, ScriptedBundleSource, make_settings
 
 from services.gateway.app import create_app
+from tests.unit.gateway.gateway_fakes import TWO_BUNDLES, RecordingPublisher, ScriptedBundleSource, make_settings
 
 
 @pytest.fixture

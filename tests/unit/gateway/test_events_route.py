@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from fastapi.testclient import TestClient
-from gateway_fakes import RecordingPublisher, view_event
 
 from shared.errors import Unavailable
+from tests.unit.gateway.gateway_fakes import RecordingPublisher, view_event
 
 PROBLEM = "application/problem+json"
 
@@ -64,7 +64,7 @@ def test_a_batch_with_no_valid_event_is_a_422_problem_with_every_reason(
     assert response.headers["content-type"] == PROBLEM
     assert response.json() == {
         "type": "about:blank",
-        "title": "Unprocessable Content",
+        "title": "Unprocessable Entity",
         "status": 422,
         "detail": "none of the 2 events is valid; `results` gives the reason for each",
         "accepted": 0,

@@ -1,0 +1,1 @@
+"""The policy service: learns per-bundle click rates from Kafka and publishes versioned snapshots."""

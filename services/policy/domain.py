@@ -1,0 +1,196 @@
+"""The policy's core: a Beta-Bernoulli click-rate model per bundle ("arm"), and its snapshots.
+
+Pure: no transport, storage or clock. The updater feeds it events and publishes its snapshots; the
+ranker turns a snapshot into ``ctr_weight * alpha / (alpha + beta)`` added to each bundle's score.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+POLICY_NAME = "beta_ctr"
+
+# (topic, partition) of the event log.
+LogPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What is known about one bundle: raw counts and the Beta posterior of its click rate."""
+
+    bundle_id: str
+    impressions: int
+    clicks: int
+    alpha: float
+    beta: float
+
+    @property
+    def expected_click_rate(self) -> float:
+        """E[Beta(alpha, beta)], in [0, 1]."""
+        return self.alpha / (self.alpha + self.beta)
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """Everything a published policy carries.
+
+    ``arms`` is sorted by bundle id. ``log_positions`` maps each (topic, partition) of the event log to
+    the offset of the first event *not* counted in ``arms``; empty when nothing was read yet.
+    """
+
+    temperature: float
+    ctr_weight: float
+    prior_alpha: float
+    prior_beta: float
+    arms: tuple[Arm, ...]
+    log_positions: Mapping[LogPartition, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One published version of a catalog's policy."""
+
+    catalog_id: str
+    version: int
+    policy_name: str
+    params: PolicyParams
+    note: str
+    created_at: datetime
+
+
+class Observation(StrEnum):
+    """What became of one observed (impression or click, bundle) pair."""
+
+    COUNTED = "counted"
+    DUPLICATE = "duplicate"
+    OVER_ARM_LIMIT = "over_arm_limit"
+
+
+class RecentKeys:
+    """The last ``capacity`` keys added, for membership tests; the oldest is forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._order: deque[int] = deque()
+        self._members: set[int] = set()
+
+    def add(self, key: Hashable) -> bool:
+        """Remembers ``key``; returns False if it was already among the remembered ones."""
+        # Hashes, not the keys themselves, bound the memory per entry; a 64-bit collision within the
+        # window is negligible next to the duplicates it catches.
+        digest = hash(key)
+        if digest in self._members:
+            return False
+        if len(self._order) >= self._capacity:
+            self._members.discard(self._order.popleft())
+        self._order.append(digest)
+        self._members.add(digest)
+        return True
+
+
+@dataclass
+class _Counts:
+    impressions: int = 0
+    clicks: int = 0
+
+
+class BetaArms:
+    """Per-catalog, per-bundle impression and click counts with a shared Beta prior.
+
+    A bundle's posterior is ``alpha = prior_alpha + clicks`` and
+    ``beta = prior_beta + max(impressions - clicks, 0)``. An (impression id, bundle) pair counts at most
+    once as an impression and once as a click while it is among the last ``dedup_window`` pairs seen of
+    its kind, so a redelivered or retried event does not count twice. A catalog learns at most
+    ``max_arms`` bundles; observations of further bundles are dropped.
+
+    Not thread-safe: one updater thread owns it.
+    """
+
+    def __init__(
+        self,
+        temperature: float,
+        ctr_weight: float,
+        prior_alpha: float,
+        prior_beta: float,
+        max_arms: int,
+        dedup_window: int,
+    ) -> None:
+        if prior_alpha <= 0 or prior_beta <= 0:
+            raise ValueError(f"the Beta prior must be positive, got ({prior_alpha}, {prior_beta})")
+        self._temperature = temperature
+        self._ctr_weight = ctr_weight
+        self._prior_alpha = prior_alpha
+        self._prior_beta = prior_beta
+        self._max_arms = max_arms
+        self._arms: dict[str, dict[str, _Counts]] = {}
+        self._seen_impressions = RecentKeys(dedup_window)
+        self._seen_clicks = RecentKeys(dedup_window)
+
+    def observe_impression(self, catalog_id: str, impression_id: str, bundle_id: str) -> Observation:
+        """Counts one showing of ``bundle_id`` in impression ``impression_id``."""
+        if not self._seen_impressions.add((catalog_id, impression_id, bundle_id)):
+            return Observation.DUPLICATE
+        counts = self._counts(catalog_id, bundle_id)
+        if counts is None:
+            return Observation.OVER_ARM_LIMIT
+        counts.impressions += 1
+        return Observation.COUNTED
+
+    def observe_click(self, catalog_id: str, impression_id: str, bundle_id: str) -> Observation:
+        """Counts a click on ``bundle_id`` as shown in impression ``impression_id``."""
+        if not self._seen_clicks.add((catalog_id, impression_id, bundle_id)):
+            return Observation.DUPLICATE
+        counts = self._counts(catalog_id, bundle_id)
+        if counts is None:
+            return Observation.OVER_ARM_LIMIT
+        counts.clicks += 1
+        return Observation.COUNTED
+
+    def catalogs(self) -> list[str]:
+        """Catalogs with at least one arm, sorted."""
+        return sorted(catalog for catalog, arms in self._arms.items() if arms)
+
+    def snapshot(self, catalog_id: str) -> PolicyParams:
+        """The current posterior of every arm of ``catalog_id`` (no arms for an unknown catalog)."""
+        arms = self._arms.get(catalog_id, {})
+        return PolicyParams(
+            temperature=self._temperature,
+            ctr_weight=self._ctr_weight,
+            prior_alpha=self._prior_alpha,
+            prior_beta=self._prior_beta,
+            arms=tuple(self._arm(bundle_id, arms[bundle_id]) for bundle_id in sorted(arms)),
+        )
+
+    def load(self, catalog_id: str, params: PolicyParams) -> None:
+        """Replaces what is known of ``catalog_id`` with the counts in ``params``.
+
+        The counts carry over; the posterior is recomputed with this learner's prior, so a prior changed
+        between runs applies to everything learned so far. Arms beyond ``max_arms`` are dropped.
+        """
+        self._arms[catalog_id] = {
+            arm.bundle_id: _Counts(arm.impressions, arm.clicks) for arm in params.arms[: self._max_arms]
+        }
+
+    def _counts(self, catalog_id: str, bundle_id: str) -> _Counts | None:
+        arms = self._arms.setdefault(catalog_id, {})
+        counts = arms.get(bundle_id)
+        if counts is None:
+            if len(arms) >= self._max_arms:
+                return None
+            counts = arms[bundle_id] = _Counts()
+        return counts
+
+    def _arm(self, bundle_id: str, counts: _Counts) -> Arm:
+        return Arm(
+            bundle_id=bundle_id,
+            impressions=counts.impressions,
+            clicks=counts.clicks,
+            alpha=self._prior_alpha + counts.clicks,
+            beta=self._prior_beta + max(counts.impressions - counts.clicks, 0),
+        )

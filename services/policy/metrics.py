@@ -1,0 +1,45 @@
+"""The policy service's Prometheus metrics, declared once (the registry is process-global)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.metrics import metric_name
+
+
+class OutcomeKind(StrEnum):
+    """Labels of ``bundlewise_policy_outcomes_total``: what the updater did with what it read."""
+
+    IMPRESSION = "impression"  # one bundle shown in one impression, counted
+    CLICK = "click"  # one click on a shown bundle, counted
+    PURCHASE = "purchase"  # read, not learned from yet
+    DUPLICATE = "duplicate"  # an (impression, bundle) pair seen before
+    UNATTRIBUTED = "unattributed"  # a click without an impression id: no showing to credit it to
+    OVER_ARM_LIMIT = "over_arm_limit"  # a new bundle in a catalog already at policy_max_arms
+    ALREADY_COUNTED = "already_counted"  # re-read below the positions of the catalog's latest snapshot
+    INVALID = "invalid"  # failed shared.events.parse_event; the ingestion service dead-letters it
+    OTHER = "other"  # a valid event of a type the policy does not learn from
+
+
+OUTCOMES = Counter(
+    metric_name("policy", "outcomes_total"),
+    "Events and bundle observations read from Kafka by the policy updater, by what became of them.",
+    ["kind"],
+)
+# Catalog ids are a small, operator-controlled set, so they are acceptable as a label.
+PUBLISHED_VERSION = Gauge(
+    metric_name("policy", "published_version"),
+    "Version of the latest policy snapshot this process published or loaded, by catalog.",
+    ["catalog"],
+)
+PUBLISH_DURATION = Histogram(
+    metric_name("policy", "publish_duration_seconds"),
+    "Time to publish one catalog's policy snapshot to the store.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PUBLISH_FAILURES = Counter(
+    metric_name("policy", "publish_failures_total"),
+    "Snapshot publishes that failed because the store was unavailable (retried later).",
+)

@@ -1,0 +1,28 @@
+"""The policy service's settings, read once from ``BUNDLEWISE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
+
+
+class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
+    grpc_port: int = Field(default=50054, ge=0, le=65535)
+    metrics_port: int = Field(default=9104, ge=0, le=65535, description="HTTP port of /metrics.")
+    policy_publish_every_s: float = Field(
+        default=5.0, gt=0, description="Publish changed catalogs at least this often (seconds)."
+    )
+    policy_publish_every_outcomes: int = Field(
+        default=1000, ge=1, description="... or as soon as this many bundle events were learned from."
+    )
+    policy_temperature: float = Field(default=0.1, ge=0, description="Ranker softmax temperature; 0 greedy.")
+    policy_ctr_weight: float = Field(default=1.0, ge=0, description="Weight of E[click rate] in ranking.")
+    policy_prior_alpha: float = Field(default=1.0, gt=0, description="Beta prior: pseudo-clicks.")
+    policy_prior_beta: float = Field(default=20.0, gt=0, description="Beta prior: pseudo-non-clicks.")
+    policy_max_arms: int = Field(default=100_000, ge=1, description="Bundles learned per catalog at most.")
+    policy_dedup_window: int = Field(
+        default=200_000,
+        ge=1,
+        description="Recent (impression, bundle) pairs remembered to ignore repeated events, per kind.",
+    )

@@ -1,0 +1,262 @@
+"""The learning loop: bundle events from Kafka into :class:`BetaArms`, snapshots into the store.
+
+Exactly once in effect across restarts, without distributed transactions:
+
+1. On start the learner is loaded from each catalog's latest snapshot, then the consumer resumes from
+   the group's committed offsets.
+2. Every snapshot records ``log_positions``: per partition, the first offset not counted in it.
+3. Offsets are committed only after every catalog changed by the events below them is published.
+
+A crash after publishing and before the commit re-reads events a snapshot already counted; the events
+of a catalog below its snapshot's positions are skipped, so they do not count twice. A crash before
+publishing loses nothing either: those events were not committed and are read again.
+
+Run one updater per namespace: each one learns from every partition of the topic, and the positions
+assume that this process read all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from services.policy.domain import BetaArms, LogPartition, Observation
+from services.policy.metrics import (
+    OUTCOMES,
+    PUBLISH_DURATION,
+    PUBLISH_FAILURES,
+    PUBLISHED_VERSION,
+    OutcomeKind,
+)
+from services.policy.ports import SnapshotStore
+from shared.errors import Unavailable
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType, InvalidEvent, parse_event
+
+log = logging.getLogger(__name__)
+
+_OBSERVATION_KIND = {
+    Observation.DUPLICATE: OutcomeKind.DUPLICATE,
+    Observation.OVER_ARM_LIMIT: OutcomeKind.OVER_ARM_LIMIT,
+}
+RESTORE_RETRY_S = 2.0
+
+
+class EventConsumer(Protocol):
+    """The part of ``kafka.KafkaConsumer`` the updater uses (see ``shared.kafka.make_consumer``)."""
+
+    def poll(self, timeout_ms: int = 0) -> Mapping[Any, list[Any]]: ...
+
+    def commit(self, offsets: Mapping[Any, Any] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PolicyUpdater:
+    """Runs the loop of the module docstring in its own thread, between :meth:`start` and :meth:`stop`.
+
+    A changed catalog is published every ``publish_every_s`` seconds, or sooner once
+    ``publish_every_outcomes`` bundle events were learned from since the last publish. A store that is
+    unavailable is retried every ``publish_every_s``; any other error ends the loop, marks
+    :attr:`crashed` and calls ``on_crash`` so that the process can exit and be restarted.
+    """
+
+    def __init__(
+        self,
+        store: SnapshotStore,
+        learner: BetaArms,
+        consumer_factory: Callable[[], EventConsumer],
+        publish_every_s: float,
+        publish_every_outcomes: int,
+        poll_timeout_ms: int = 200,
+    ) -> None:
+        self._store = store
+        self._learner = learner
+        self._consumer_factory = consumer_factory
+        self._publish_every_s = publish_every_s
+        self._publish_every_outcomes = publish_every_outcomes
+        self._poll_timeout_ms = poll_timeout_ms
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._crashed = False
+        # Per catalog: the positions its latest snapshot (published or restored) covers.
+        self._snapshot_positions: dict[str, dict[LogPartition, int]] = {}
+        # Next offset to read per partition, in this process; what a commit would cover.
+        self._read_positions: dict[LogPartition, int] = {}
+        self._committed_positions: dict[LogPartition, int] = {}
+        # Catalogs changed since their last publish, with how many events changed them.
+        self._unpublished: Tally[str] = Tally()
+        self._next_publish_at = 0.0
+        # After a failed publish, the outcome count does not trigger a retry before this time.
+        self._retry_at = 0.0
+
+    @property
+    def crashed(self) -> bool:
+        """True once the loop ended on an unexpected error."""
+        return self._crashed
+
+    def start(self, on_crash: Callable[[], None] | None = None) -> None:
+        """Starts the loop in a (non-daemon) thread; returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("the policy updater was already started")
+        self._thread = threading.Thread(target=self._run, args=(on_crash,), name="policy-updater")
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Lets the loop finish its current batch, publish, commit and close the consumer; waits for it.
+
+        Idempotent; from inside the loop's own thread (an ``on_crash`` callback) it does not wait.
+        """
+        self._stopping.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(timeout_s)
+        if thread.is_alive():
+            log.error("policy updater did not stop within %.0f s", timeout_s)
+
+    def _run(self, on_crash: Callable[[], None] | None) -> None:
+        consumer: EventConsumer | None = None
+        try:
+            if not self._restore():
+                return
+            consumer = self._consumer_factory()
+            self._next_publish_at = time.monotonic() + self._publish_every_s
+            while not self._stopping.is_set():
+                for records in consumer.poll(timeout_ms=self._poll_timeout_ms).values():
+                    for record in records:
+                        self._apply(record.topic, record.partition, record.offset, record.value)
+                if self._publish_due():
+                    self._publish_and_commit(consumer)
+            if not self._publish_and_commit(consumer):
+                log.error(
+                    "stopping with unpublished changes to %s; their events were not committed and will "
+                    "be read again on the next start",
+                    sorted(self._unpublished),
+                )
+        except Exception:
+            self._crashed = True
+            log.exception("policy updater failed")
+            if on_crash is not None:
+                on_crash()
+        finally:
+            if consumer is not None:
+                consumer.close()
+            log.info("policy updater stopped")
+
+    def _restore(self) -> bool:
+        """Loads every catalog's latest snapshot; False if stopped before the store answered."""
+        while True:
+            try:
+                for catalog in self._store.catalogs():
+                    snapshot = self._store.latest(catalog)
+                    if snapshot is None:
+                        continue
+                    self._learner.load(catalog, snapshot.params)
+                    self._snapshot_positions[catalog] = dict(snapshot.params.log_positions)
+                    PUBLISHED_VERSION.labels(catalog).set(snapshot.version)
+                    log.info(
+                        "restored policy of %s from version %d (%d arms)",
+                        catalog,
+                        snapshot.version,
+                        len(snapshot.params.arms),
+                    )
+                return True
+            except Unavailable as exc:
+                log.warning("cannot restore policies yet, retrying in %.0f s: %s", RESTORE_RETRY_S, exc)
+                if self._stopping.wait(RESTORE_RETRY_S):
+                    return False
+
+    def _apply(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        position = (topic, partition)
+        # A rebalance may hand back a partition from its committed offset: skip what this process
+        # already learned from.
+        if offset < self._read_positions.get(position, 0):
+            OUTCOMES.labels(OutcomeKind.ALREADY_COUNTED).inc()
+            return
+        self._read_positions[position] = offset + 1
+        try:
+            event = parse_event(value or b"")
+        except InvalidEvent:
+            OUTCOMES.labels(OutcomeKind.INVALID).inc()
+            return
+        if not isinstance(event, BundleImpressionEvent | BundleOutcomeEvent):
+            OUTCOMES.labels(OutcomeKind.OTHER).inc()
+            return
+        catalog = event.catalog_id
+        if offset < self._snapshot_positions.get(catalog, {}).get(position, 0):
+            OUTCOMES.labels(OutcomeKind.ALREADY_COUNTED).inc()
+            return
+        counted = False
+        if isinstance(event, BundleImpressionEvent):
+            for bundle_id in dict.fromkeys(shown.bundle_id for shown in event.bundles):
+                observed = self._learner.observe_impression(catalog, event.impression_id, bundle_id)
+                OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc()
+                counted |= observed is Observation.COUNTED
+        elif event.type == EventType.BUNDLE_PURCHASE:
+            # A purchase is preceded by its click, which is what the click rate learns from.
+            OUTCOMES.labels(OutcomeKind.PURCHASE).inc()
+        elif event.impression_id is None:
+            OUTCOMES.labels(OutcomeKind.UNATTRIBUTED).inc()
+        else:
+            observed = self._learner.observe_click(catalog, event.impression_id, event.bundle_id)
+            OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.CLICK)).inc()
+            counted = observed is Observation.COUNTED
+        if counted:
+            self._unpublished[catalog] += 1
+
+    def _publish_due(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next_publish_at:
+            return True
+        return now >= self._retry_at and self._unpublished.total() >= self._publish_every_outcomes
+
+    def _publish_and_commit(self, consumer: EventConsumer) -> bool:
+        """Publishes every changed catalog, then commits what was read. False if a publish failed."""
+        self._next_publish_at = time.monotonic() + self._publish_every_s
+        for catalog in sorted(self._unpublished):
+            if not self._publish(catalog):
+                self._retry_at = self._next_publish_at
+                return False
+        if self._read_positions != self._committed_positions:
+            positions = dict(self._read_positions)
+            try:
+                consumer.commit(
+                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()}
+                )
+            except KafkaError as exc:
+                # Harmless: the next commit covers these offsets too, and a restart before it skips
+                # what the snapshots already counted.
+                log.warning("committing offsets failed, retrying with the next publish: %s", exc)
+            else:
+                self._committed_positions = positions
+        return True
+
+    def _publish(self, catalog: str) -> bool:
+        positions = dict(self._snapshot_positions.get(catalog, {}))
+        for position, offset in self._read_positions.items():
+            positions[position] = max(offset, positions.get(position, 0))
+        params = replace(self._learner.snapshot(catalog), log_positions=positions)
+        events = self._unpublished[catalog]
+        started = time.perf_counter()
+        try:
+            version = self._store.publish(catalog, params, note=f"learned from {events} more bundle events")
+        except Unavailable as exc:
+            PUBLISH_FAILURES.inc()
+            log.warning("publishing the policy of %s failed, retrying later: %s", catalog, exc)
+            return False
+        PUBLISH_DURATION.observe(time.perf_counter() - started)
+        PUBLISHED_VERSION.labels(catalog).set(version)
+        self._snapshot_positions[catalog] = positions
+        del self._unpublished[catalog]
+        log.info(
+            "published policy of %s version %d (%d arms, %d new events)", catalog, version, len(params.arms), events
+        )
+        return True
