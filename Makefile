@@ -11,7 +11,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 # The virtual environment lives outside the clone, keyed by the hash of requirements.txt.
-VENV = $(shell scripts/venv.sh)
+# Evaluated once, on first use, so targets that need no Python never build it.
+VENV = $(eval VENV := $$(shell scripts/venv.sh | tail -n 1))$(VENV)
 PY = $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto' | sort)
 

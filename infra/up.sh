@@ -30,6 +30,13 @@ apt_install() {
   # Waits for the dpkg lock instead of failing when another install is running.
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
     --no-install-recommends "$@" >&2
+  # Debian's package starts its own cluster on port 5432 where services may start; ours replaces it.
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters --no-header | awk '$4 == "online" {print $1, $2}' | while read -r version cluster; do
+      log "stopping Debian's default cluster $version/$cluster (port $BW_PG_PORT is ours)"
+      pg_ctlcluster "$version" "$cluster" stop || true
+    done
+  fi
 }
 
 install_missing() {

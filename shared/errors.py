@@ -6,9 +6,13 @@ else becomes INTERNAL / 500 with a generic message and a logged traceback.
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import grpc
+import grpc.aio
+
+log = logging.getLogger(__name__)
 
 
 class BundlewiseError(Exception):
@@ -46,10 +50,17 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, type[BundlewiseError]] = {
 
 
 def from_rpc_error(error: grpc.RpcError, service: str) -> BundlewiseError:
-    """Turns a failed client call into the matching project error, keeping the server's reason."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    """Turns a failed client call (sync or asyncio) into the matching project error.
+
+    The server's reason is kept for the codes a caller can act on; an UNAVAILABLE reason names
+    internal addresses, so it is logged for operators and not passed on.
+    """
+    has_status = isinstance(error, grpc.Call | grpc.aio.AioRpcError)
+    code = error.code() if has_status else grpc.StatusCode.UNKNOWN
+    details = error.details() if has_status else str(error)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"{service} did not answer in time")
-    cls = _BY_GRPC_CODE.get(code, Unavailable if code == grpc.StatusCode.UNAVAILABLE else BundlewiseError)
-    return cls(f"{service}: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        log.warning("%s unavailable: %s", service, details)
+        return Unavailable(f"{service} is unavailable")
+    return _BY_GRPC_CODE.get(code, BundlewiseError)(f"{service}: {details}")

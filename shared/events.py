@@ -26,6 +26,8 @@ EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$", d
 
 
 class EventType(StrEnum):
+    """Every event type; the models below spell the same values as literals (plain tags in errors)."""
+
     VIEW = "view"
     CLICK = "click"
     ADD_TO_CART = "add_to_cart"
@@ -54,21 +56,21 @@ class _EventBase(BaseModel):
 class ItemEvent(_EventBase):
     """A shopper viewed, clicked, carted or bought one item."""
 
-    type: Literal[EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE]
+    type: Literal["view", "click", "add_to_cart", "purchase"]
     item_id: EntityId
     quantity: int = Field(default=1, ge=1, le=1000)
     price: float | None = Field(default=None, ge=0, le=1e7)
 
 
 class ReviewEvent(_EventBase):
-    type: Literal[EventType.REVIEW]
+    type: Literal["review"]
     item_id: EntityId
     rating: int | None = Field(default=None, ge=1, le=5)
     text: str = Field(default="", max_length=5000)
 
 
 class SearchEvent(_EventBase):
-    type: Literal[EventType.SEARCH]
+    type: Literal["search"]
     query: str = Field(min_length=1, max_length=512)
 
 
@@ -83,7 +85,7 @@ class ShownBundle(BaseModel):
 class BundleImpressionEvent(_EventBase):
     """A list of bundles was shown; logged with propensities for off-policy evaluation."""
 
-    type: Literal[EventType.BUNDLE_IMPRESSION]
+    type: Literal["bundle_impression"]
     impression_id: EntityId
     bundles: list[ShownBundle] = Field(min_length=1, max_length=100)
     policy_version: str = Field(default="", max_length=64)
@@ -93,7 +95,7 @@ class BundleImpressionEvent(_EventBase):
 class BundleOutcomeEvent(_EventBase):
     """A shown (or browsed) bundle was clicked or bought."""
 
-    type: Literal[EventType.BUNDLE_CLICK, EventType.BUNDLE_PURCHASE]
+    type: Literal["bundle_click", "bundle_purchase"]
     bundle_id: EntityId
     impression_id: EntityId | None = None
     revenue: float | None = Field(default=None, ge=0, le=1e7)

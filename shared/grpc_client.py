@@ -5,22 +5,28 @@ from __future__ import annotations
 import time
 
 import grpc
+import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.grpc_server import MAX_MESSAGE_BYTES
 
+# round_robin spreads calls over every address a dns:/// target resolves to (headless Services).
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+
 
 def open_channel(address: str) -> grpc.Channel:
     """A channel to ``address`` (``host:port`` or ``dns:///host:port`` for client-side balancing)."""
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def open_aio_channel(address: str) -> grpc.aio.Channel:
+    """The asyncio twin of :func:`open_channel`; it belongs to the event loop it is made on."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 def wait_until_serving(channel: grpc.Channel, service: str = "", timeout_s: float = 30.0) -> None:

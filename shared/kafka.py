@@ -21,9 +21,7 @@ DEADLETTER_REASON_HEADER = "bundlewise-deadletter-reason"
 INGEST_TIME_HEADER = "bundlewise-ingest-time"
 
 
-def make_producer(
-    bootstrap: str, client_id: str, linger_ms: int = 5, max_block_ms: int = 5000
-) -> KafkaProducer:
+def make_producer(bootstrap: str, client_id: str, linger_ms: int = 5, max_block_ms: int = 5000) -> KafkaProducer:
     """A producer whose acknowledged sends are on every in-sync replica.
 
     ``max_block_ms`` bounds how long ``send`` may block when the broker is unreachable (metadata
@@ -74,9 +72,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="bundlewise-admin")
     try:
         existing = set(admin.list_topics())
-        missing = [
-            NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing
-        ]
+        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by another process
                 admin.create_topics(missing)

@@ -12,26 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gateway.domain import BundleItem, RankedBundle, Recommendation
 from shared.errors import (
-    BundlewiseError,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
     Unavailable,
     from_rpc_error,
 )
-from shared.grpc_server import MAX_MESSAGE_BYTES
+from shared.grpc_client import open_aio_channel
 
 log = logging.getLogger(__name__)
 
 RANKER_SERVICE = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
-
-# The options of shared.grpc_client.open_channel, which builds a synchronous channel only.
-_CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.lb_policy_name", "round_robin"),
-    ("grpc.keepalive_time_ms", 30_000),
-)
 
 
 class RankerBundleSource:
@@ -74,7 +62,7 @@ class RankerBundleSource:
         try:
             response = await stub.RecommendBundles(request, timeout=self._timeout_s)
         except grpc.RpcError as err:
-            raise _project_error(err) from err
+            raise from_rpc_error(err, "ranker") from err
         return recommendation_from_proto(response)
 
     async def check_ready(self) -> None:
@@ -102,7 +90,7 @@ class RankerBundleSource:
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address, options=_CHANNEL_OPTIONS)
+            self._channel = open_aio_channel(self._address)
         return self._channel
 
 
@@ -135,30 +123,6 @@ def recommendation_from_proto(response: ranker_pb2.RecommendBundlesResponse) -> 
         policy_version=response.policy_version,
         cold_start=response.cold_start,
     )
-
-
-_BY_CODE: dict[grpc.StatusCode, type[BundlewiseError]] = {
-    cls.grpc_code: cls for cls in (InvalidArgument, NotFound, ResourceExhausted, Unavailable)
-}
-
-
-def _project_error(err: grpc.RpcError) -> BundlewiseError:
-    """The project error for a failed ranker call.
-
-    ``shared.errors.from_rpc_error`` reads the status only from a ``grpc.Call`` (what synchronous
-    stubs raise); ``grpc.aio`` raises ``AioRpcError``, which has the same ``code()`` and
-    ``details()`` but is not a ``grpc.Call``, so it is mapped here the same way.
-    """
-    if not isinstance(err, grpc.aio.AioRpcError):
-        return from_rpc_error(err, "ranker")
-    code = err.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Unavailable("ranker did not answer in time")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        # The channel's reason names internal addresses: logged for operators, not shown to callers.
-        log.warning("ranker unavailable: %s", err.details())
-        return Unavailable("ranker is unavailable")
-    return _BY_CODE.get(code, BundlewiseError)(f"ranker: {err.details()}")
 
 
 def _code_name(err: grpc.RpcError) -> str:

@@ -104,7 +104,7 @@ async def post_events(
         )
 
     await publisher.publish(accepted)
-    for event_type, count in Counter(event.type.value for event in accepted).items():
+    for event_type, count in Counter(str(event.type) for event in accepted).items():
         metrics.events_published.labels(type=event_type).inc(count)
     log.debug("published %d events, rejected %d", len(accepted), rejected)
     response.status_code = 207 if rejected else 200

@@ -125,9 +125,7 @@ class PostgresSnapshotStore:
 
     def publish(self, catalog_id: str, params: PolicyParams, note: str) -> int:
         next_version = (
-            select(func.coalesce(func.max(_T.c.version), 0) + 1)
-            .where(_T.c.catalog_id == catalog_id)
-            .scalar_subquery()
+            select(func.coalesce(func.max(_T.c.version), 0) + 1).where(_T.c.catalog_id == catalog_id).scalar_subquery()
         )
         statement = (
             insert(_T)

@@ -228,9 +228,7 @@ class PolicyUpdater:
         if self._read_positions != self._committed_positions:
             positions = dict(self._read_positions)
             try:
-                consumer.commit(
-                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()}
-                )
+                consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in positions.items()})
             except KafkaError as exc:
                 # Harmless: the next commit covers these offsets too, and a restart before it skips
                 # what the snapshots already counted.

@@ -212,17 +212,13 @@ def _read_bundles(
     def known_bundle(path: Path, line: int, bundle_text: str) -> int:
         bundle_id = _parse_int(path, line, "bundle ID", bundle_text)
         if bundle_id not in owners:
-            raise MalformedLineError(
-                path, line, f"a bundle ID listed in {user_bundle_path.name}", bundle_text
-            )
+            raise MalformedLineError(path, line, f"a bundle ID listed in {user_bundle_path.name}", bundle_text)
         return bundle_id
 
     bundle_items: dict[int, list[int]] = {}
     for line, (bundle_text, item_text) in _read_csv(bundle_item_path, ("bundle ID", "item ID")):
         bundle_id = known_bundle(bundle_item_path, line, bundle_text)
-        bundle_items.setdefault(bundle_id, []).append(
-            _parse_int(bundle_item_path, line, "item ID", item_text)
-        )
+        bundle_items.setdefault(bundle_id, []).append(_parse_int(bundle_item_path, line, "item ID", item_text))
     intents: dict[int, str] = {}
     for line, (bundle_text, intent) in _read_csv(bundle_intent_path, ("bundle ID", "intent")):
         bundle_id = known_bundle(bundle_intent_path, line, bundle_text)
@@ -231,9 +227,7 @@ def _read_bundles(
     bundle_sessions: dict[int, int] = {}
     for line, (session_text, bundle_text) in _read_csv(session_bundle_path, ("session ID", "bundle ID")):
         bundle_id = known_bundle(session_bundle_path, line, bundle_text)
-        _require_new_key(
-            bundle_sessions, bundle_id, session_bundle_path, line, "bundle ID (one session each)"
-        )
+        _require_new_key(bundle_sessions, bundle_id, session_bundle_path, line, "bundle ID (one session each)")
         bundle_sessions[bundle_id] = _parse_int(session_bundle_path, line, "session ID", session_text)
 
     empty_bundles = sorted(owners.keys() - bundle_items.keys())
@@ -268,15 +262,11 @@ def _read_sessions(user_session_path: Path, session_item_path: Path) -> dict[int
     session_items: dict[int, list[int]] = {}
     for line, (session_text, item_text) in _read_csv(session_item_path, ("session ID", "item ID")):
         session_id = _parse_int(session_item_path, line, "session ID", session_text)
-        session_items.setdefault(session_id, []).append(
-            _parse_int(session_item_path, line, "item ID", item_text)
-        )
+        session_items.setdefault(session_id, []).append(_parse_int(session_item_path, line, "item ID", item_text))
     sessions: dict[int, AmazonSession] = {}
     for session_id in sorted(owners.keys() | session_items.keys()):
         user_id, timestamp = owners.get(session_id, (None, None))
-        sessions[session_id] = AmazonSession(
-            session_id, user_id, timestamp, tuple(session_items.get(session_id, ()))
-        )
+        sessions[session_id] = AmazonSession(session_id, user_id, timestamp, tuple(session_items.get(session_id, ())))
     return sessions
 
 
@@ -322,9 +312,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[
             try:
                 record = next(reader, None)
             except csv.Error as error:
-                raise MalformedLineError(
-                    path, record_start, "a well-formed CSV record", str(error)
-                ) from error
+                raise MalformedLineError(path, record_start, "a well-formed CSV record", str(error)) from error
             if record is None:
                 return
             if len(record) != len(columns):

@@ -39,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dataset", choices=(*DATASET_NAMES, "all"), default="all")
     parser.add_argument("--verify-only", action="store_true", help="check the files; download nothing")
-    parser.add_argument(
-        "--base-url", default=GITHUB_RAW_BASE_URL, help="mirror serving <repo>/<commit>/<path>"
-    )
+    parser.add_argument("--base-url", default=GITHUB_RAW_BASE_URL, help="mirror serving <repo>/<commit>/<path>")
     arguments = parser.parse_args(argv)
     data_dir: Path = arguments.dest if arguments.dest is not None else default_data_dir()
     dataset = cast(DatasetName | Literal["all"], arguments.dataset)
@@ -54,9 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ok          {published.local_path}")
             else:
                 outcome = fetch_file(data_dir, published, arguments.base_url)
-                print(
-                    f"{'downloaded' if outcome.action == 'downloaded' else 'ok':<11} {published.local_path}"
-                )
+                print(f"{'downloaded' if outcome.action == 'downloaded' else 'ok':<11} {published.local_path}")
         except DatasetError as error:
             failures += 1
             print(f"FAILED      {published.local_path}: {error}", file=sys.stderr)

@@ -54,22 +54,12 @@ class PublishedFile:
         return f"{self.snapshot.folder}/{self.file_name}" if self.snapshot.folder else self.file_name
 
 
-_CROSSCBR_YOUSHU = RepositorySnapshot(
-    "mysbupt/CrossCBR", "49717496a4be9cda72209645631634d58dd39d23", "datasets/Youshu"
-)
-_COHEAT_COLD = RepositorySnapshot(
-    "ColdBundle/CoHeat", "8e482fdd6a7da50ade7ea5d8e85cd4922c34e0fa", "data/cold/Youshu"
-)
-_COHEAT_ALL = RepositorySnapshot(
-    "ColdBundle/CoHeat", "8e482fdd6a7da50ade7ea5d8e85cd4922c34e0fa", "data/all/Youshu"
-)
+_CROSSCBR_YOUSHU = RepositorySnapshot("mysbupt/CrossCBR", "49717496a4be9cda72209645631634d58dd39d23", "datasets/Youshu")
+_COHEAT_COLD = RepositorySnapshot("ColdBundle/CoHeat", "8e482fdd6a7da50ade7ea5d8e85cd4922c34e0fa", "data/cold/Youshu")
+_COHEAT_ALL = RepositorySnapshot("ColdBundle/CoHeat", "8e482fdd6a7da50ade7ea5d8e85cd4922c34e0fa", "data/all/Youshu")
 _BUNDLEREC_COMMIT = "087da2e2b4d8738ef23f3f6f2005505e8685edde"
-_BUNDLEREC_ELECTRONIC = RepositorySnapshot(
-    "BundleRec/bundle_recommendation", _BUNDLEREC_COMMIT, "dataset/electronic"
-)
-_BUNDLEREC_CLOTHING = RepositorySnapshot(
-    "BundleRec/bundle_recommendation", _BUNDLEREC_COMMIT, "dataset/clothing"
-)
+_BUNDLEREC_ELECTRONIC = RepositorySnapshot("BundleRec/bundle_recommendation", _BUNDLEREC_COMMIT, "dataset/electronic")
+_BUNDLEREC_CLOTHING = RepositorySnapshot("BundleRec/bundle_recommendation", _BUNDLEREC_COMMIT, "dataset/clothing")
 _UCSD_STEAM = RepositorySnapshot("zhubzy/proj2158", "236f2ab707490797d750047e557b319cc5c3ba6d", "")
 
 

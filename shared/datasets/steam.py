@@ -195,9 +195,7 @@ def _read_dict_literals(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                     path, line_number, "a Python dict literal", f"{type(error).__name__}: {line[:80]!r}"
                 ) from error
             if not isinstance(record, dict) or not all(isinstance(key, str) for key in record):
-                raise MalformedLineError(
-                    path, line_number, "a dict literal with string keys", type(record).__name__
-                )
+                raise MalformedLineError(path, line_number, "a dict literal with string keys", type(record).__name__)
             yield line_number, record
 
 

@@ -111,13 +111,9 @@ def _read_id_pairs(path: Path, first: tuple[str, int], second: tuple[str, int]) 
                 )
             first_id, second_id = int(fields[0]), int(fields[1])
             if first_id >= first_bound:
-                raise MalformedLineError(
-                    path, line_number, f"{first_name} in [0, {first_bound})", str(first_id)
-                )
+                raise MalformedLineError(path, line_number, f"{first_name} in [0, {first_bound})", str(first_id))
             if second_id >= second_bound:
-                raise MalformedLineError(
-                    path, line_number, f"{second_name} in [0, {second_bound})", str(second_id)
-                )
+                raise MalformedLineError(path, line_number, f"{second_name} in [0, {second_bound})", str(second_id))
             pairs.append((first_id, second_id))
     return pairs
 

@@ -74,9 +74,7 @@ class CatalogWriter:
         self._keys = NamespaceKeys(namespace)
 
     def upsert_catalog(self, catalog_id: str, name: str, source: str, currency: str | None = None) -> None:
-        statement = insert(tables.catalogs).values(
-            catalog_id=catalog_id, name=name, source=source, currency=currency
-        )
+        statement = insert(tables.catalogs).values(catalog_id=catalog_id, name=name, source=source, currency=currency)
         statement = statement.on_conflict_do_update(
             index_elements=["catalog_id"],
             set_={"name": statement.excluded.name, "source": statement.excluded.source, "currency": currency},
@@ -187,14 +185,10 @@ class CatalogWriter:
         """Rewrites the Redis mirror of one catalog from PostgreSQL (after Redis was lost)."""
         with self._engine.connect() as conn:
             item_rows = (
-                conn.execute(select(tables.items).where(tables.items.c.catalog_id == catalog_id))
-                .mappings()
-                .all()
+                conn.execute(select(tables.items).where(tables.items.c.catalog_id == catalog_id)).mappings().all()
             )
             bundle_rows = (
-                conn.execute(select(tables.bundles).where(tables.bundles.c.catalog_id == catalog_id))
-                .mappings()
-                .all()
+                conn.execute(select(tables.bundles).where(tables.bundles.c.catalog_id == catalog_id)).mappings().all()
             )
             member_rows = conn.execute(
                 select(tables.bundle_items.c.bundle_id, tables.bundle_items.c.item_id)

@@ -189,9 +189,7 @@ class FeatureWriter:
             ).all()
         first = {(c, e): (t, p, o) for c, e, t, p, o in first_positions}
         owned = [
-            d
-            for d in batch
-            if first.get((d.event.catalog_id, d.event.event_id)) == (d.topic, d.partition, d.offset)
+            d for d in batch if first.get((d.event.catalog_id, d.event.event_id)) == (d.topic, d.partition, d.offset)
         ]
         return owned, inserted
 
@@ -203,11 +201,6 @@ class FeatureWriter:
         applied = 0
         for (topic, partition), run in by_partition.items():
             run.sort(key=lambda d: d.offset)
-            payload = [
-                {"o": d.offset, "ops": redis_ops(d.event, self._keys.catalog(d.event.catalog_id))}
-                for d in run
-            ]
-            applied += int(
-                self._apply(keys=[self._keys.watermark(topic, partition)], args=[json.dumps(payload)])
-            )
+            payload = [{"o": d.offset, "ops": redis_ops(d.event, self._keys.catalog(d.event.catalog_id))} for d in run]
+            applied += int(self._apply(keys=[self._keys.watermark(topic, partition)], args=[json.dumps(payload)]))
         return applied

@@ -1,0 +1,75 @@
+"""The one place where the policy service's adapters are constructed and connected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import grpc
+from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
+from sqlalchemy import Engine
+
+from services.policy.domain import BetaArms
+from services.policy.postgres_snapshots import PostgresSnapshotStore
+from services.policy.servicer import PolicyServicer
+from services.policy.settings import PolicySettings
+from services.policy.updater import PolicyUpdater
+from shared.grpc_server import ServiceRegistration
+from shared.kafka import make_consumer
+from shared.store.migrate import make_engine
+
+SERVICE_FULL_NAME = policy_pb2.DESCRIPTOR.services_by_name["Policy"].full_name
+
+
+@dataclass(frozen=True)
+class PolicyService:
+    """The built service: a learning loop to start and a servicer to register on a gRPC server."""
+
+    engine: Engine
+    store: PostgresSnapshotStore
+    updater: PolicyUpdater
+    servicer: PolicyServicer
+    registration: ServiceRegistration
+
+    def close(self) -> None:
+        """Stops the updater (publishing and committing what it learned) and closes the pool."""
+        self.updater.stop()
+        self.engine.dispose()
+
+
+def consumer_group(namespace: str) -> str:
+    return f"bundlewise-policy-{namespace}"
+
+
+def build_policy_service(settings: PolicySettings) -> PolicyService:
+    """Constructs everything; connects to nothing until the updater starts or a request comes in."""
+    engine = make_engine(settings.postgres_url, settings.namespace)
+    store = PostgresSnapshotStore(engine)
+    learner = BetaArms(
+        temperature=settings.policy_temperature,
+        ctr_weight=settings.policy_ctr_weight,
+        prior_alpha=settings.policy_prior_alpha,
+        prior_beta=settings.policy_prior_beta,
+        max_arms=settings.policy_max_arms,
+        dedup_window=settings.policy_dedup_window,
+    )
+    updater = PolicyUpdater(
+        store,
+        learner,
+        consumer_factory=partial(
+            make_consumer,
+            settings.kafka_bootstrap,
+            consumer_group(settings.namespace),
+            [settings.events_topic],
+            client_id=f"bundlewise-policy-{settings.namespace}",
+        ),
+        publish_every_s=settings.policy_publish_every_s,
+        publish_every_outcomes=settings.policy_publish_every_outcomes,
+    )
+    servicer = PolicyServicer(store)
+
+    def add_to_server(server: grpc.Server) -> None:
+        policy_pb2_grpc.add_PolicyServicer_to_server(servicer, server)
+
+    registration = ServiceRegistration(SERVICE_FULL_NAME, add_to_server)
+    return PolicyService(engine, store, updater, servicer, registration)

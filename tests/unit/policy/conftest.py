@@ -1,0 +1,120 @@
+"""Fixtures of the policy tests: real PostgreSQL and Kafka in a namespace and topic of their own."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+from sqlalchemy import Engine, text
+
+from shared.events import Event, encode_event, partition_key
+from shared.kafka import ensure_topics, make_producer
+from shared.store.migrate import make_engine, upgrade_to_head
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+POSTGRES_URL = os.environ.get(
+    "BUNDLEWISE_POSTGRES_URL", "postgresql+psycopg://bundlewise:bundlewise@127.0.0.1:5432/bundlewise"
+)
+KAFKA_BOOTSTRAP = os.environ.get("BUNDLEWISE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def _infra_down_reason() -> str | None:
+    try:
+        status = subprocess.run(
+            ["bash", "infra/status.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run infra/status.sh: {exc}"
+    if status.returncode != 0:
+        return f"the local stack is not up (infra/status.sh exited {status.returncode}); start it with infra/up.sh"
+    postgres = urlsplit(POSTGRES_URL)
+    kafka_host, _, kafka_port = KAFKA_BOOTSTRAP.split(",")[0].rpartition(":")
+    for name, host, port in [
+        ("PostgreSQL", postgres.hostname or "127.0.0.1", postgres.port or 5432),
+        ("Kafka", kafka_host, int(kafka_port)),
+    ]:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError as exc:
+            return f"{name} at {host}:{port} is not reachable ({exc}); start the stack with infra/up.sh"
+    return None
+
+
+@pytest.fixture(scope="session")
+def infra() -> None:
+    """Skips the test unless PostgreSQL and Kafka of infra/up.sh are up."""
+    reason = _infra_down_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def new_namespace() -> str:
+    return f"policytest_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def namespace(infra: None) -> Iterator[str]:
+    """A freshly migrated PostgreSQL schema, dropped afterwards."""
+    name = new_namespace()
+    upgrade_to_head(POSTGRES_URL, name)
+    yield name
+    drop_namespace(name)
+
+
+def drop_namespace(name: str) -> None:
+    engine = make_engine(POSTGRES_URL, name)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(namespace: str) -> Iterator[Engine]:
+    engine = make_engine(POSTGRES_URL, namespace)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def events_topic(infra: None) -> Iterator[str]:
+    """A new 3-partition topic, deleted afterwards."""
+    topic = f"policytest.events.{uuid.uuid4().hex[:12]}"
+    ensure_topics(KAFKA_BOOTSTRAP, {topic: 3})
+    yield topic
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP.split(","), client_id="policytest-admin")
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_producer(infra: None) -> Iterator[KafkaProducer]:
+    producer = make_producer(KAFKA_BOOTSTRAP, "policytest")
+    yield producer
+    producer.close()
+
+
+@pytest.fixture
+def produce(kafka_producer: KafkaProducer, events_topic: str) -> Callable[[list[Event | bytes]], None]:
+    """Sends events (or raw bytes) to the test's topic and waits until Kafka acknowledged them."""
+
+    def send(messages: list[Event | bytes]) -> None:
+        for message in messages:
+            if isinstance(message, bytes):
+                kafka_producer.send(events_topic, value=message, key=b"raw")
+            else:
+                kafka_producer.send(events_topic, value=encode_event(message), key=partition_key(message))
+        kafka_producer.flush(timeout=30)
+
+    return send

@@ -1,0 +1,176 @@
+"""Builders and in-memory fakes shared by the policy tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from services.policy.domain import POLICY_NAME, BetaArms, PolicyParams, Snapshot
+from shared.errors import Unavailable
+from shared.events import (
+    BundleImpressionEvent,
+    BundleOutcomeEvent,
+    EventType,
+    ItemEvent,
+    ShownBundle,
+    encode_event,
+)
+
+T = TypeVar("T")
+EVENT_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+_event_ids = iter(range(10**9))
+
+
+def next_event_id() -> str:
+    return f"evt-{next(_event_ids):08d}"
+
+
+def impression(catalog: str, impression_id: str, bundles: list[str], user: str = "u1") -> BundleImpressionEvent:
+    return BundleImpressionEvent(
+        type=EventType.BUNDLE_IMPRESSION,
+        event_id=next_event_id(),
+        catalog_id=catalog,
+        user_id=user,
+        event_time=EVENT_TIME,
+        impression_id=impression_id,
+        bundles=[ShownBundle(bundle_id=b, position=i, propensity=0.5) for i, b in enumerate(bundles)],
+    )
+
+
+def click(catalog: str, impression_id: str | None, bundle: str, user: str = "u1") -> BundleOutcomeEvent:
+    return BundleOutcomeEvent(
+        type=EventType.BUNDLE_CLICK,
+        event_id=next_event_id(),
+        catalog_id=catalog,
+        user_id=user,
+        event_time=EVENT_TIME,
+        bundle_id=bundle,
+        impression_id=impression_id,
+    )
+
+
+def purchase(catalog: str, impression_id: str, bundle: str, user: str = "u1") -> BundleOutcomeEvent:
+    return BundleOutcomeEvent(
+        type=EventType.BUNDLE_PURCHASE,
+        event_id=next_event_id(),
+        catalog_id=catalog,
+        user_id=user,
+        event_time=EVENT_TIME,
+        bundle_id=bundle,
+        impression_id=impression_id,
+        revenue=10.0,
+    )
+
+
+def item_view(catalog: str, item: str, user: str = "u1") -> ItemEvent:
+    return ItemEvent(
+        type=EventType.VIEW, event_id=next_event_id(), catalog_id=catalog, user_id=user, event_time=EVENT_TIME, item_id=item
+    )
+
+
+def learner(**overrides: Any) -> BetaArms:
+    settings: dict[str, Any] = {
+        "temperature": 0.1,
+        "ctr_weight": 1.0,
+        "prior_alpha": 1.0,
+        "prior_beta": 20.0,
+        "max_arms": 1000,
+        "dedup_window": 1000,
+    }
+    settings.update(overrides)
+    return BetaArms(**settings)
+
+
+def counts(params: PolicyParams | None) -> dict[str, tuple[int, int]]:
+    """bundle id -> (impressions, clicks)."""
+    return {} if params is None else {a.bundle_id: (a.impressions, a.clicks) for a in params.arms}
+
+
+def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 60.0) -> T:
+    """Calls ``read`` until ``done`` holds for its result; returns the last result either way."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
+class InMemorySnapshotStore:
+    """A SnapshotStore in a list; ``fail_next_publishes`` makes that many publishes raise Unavailable.
+
+    ``journal`` (shared with a FakeConsumer) records publishes and commits in the order they happened.
+    """
+
+    def __init__(self, journal: list[tuple[str, Any]] | None = None) -> None:
+        self.snapshots: list[Snapshot] = []
+        self.journal = journal if journal is not None else []
+        self.fail_next_publishes = 0
+        self._lock = threading.Lock()
+
+    def latest(self, catalog_id: str) -> Snapshot | None:
+        with self._lock:
+            mine = [s for s in self.snapshots if s.catalog_id == catalog_id]
+        return mine[-1] if mine else None
+
+    def publish(self, catalog_id: str, params: PolicyParams, note: str) -> int:
+        with self._lock:
+            if self.fail_next_publishes > 0:
+                self.fail_next_publishes -= 1
+                raise Unavailable("store down (test)")
+            version = 1 + sum(1 for s in self.snapshots if s.catalog_id == catalog_id)
+            self.snapshots.append(Snapshot(catalog_id, version, POLICY_NAME, params, note, datetime.now(UTC)))
+            self.journal.append(("publish", (catalog_id, version)))
+            return version
+
+    def catalogs(self) -> list[str]:
+        with self._lock:
+            return sorted({s.catalog_id for s in self.snapshots})
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class FakeConsumer:
+    """Hands out ``batches`` one per poll, then nothing; records commits in ``journal``."""
+
+    batches: list[list[FakeRecord]]
+    journal: list[tuple[str, Any]] = field(default_factory=list)
+    closed: bool = False
+    drained: threading.Event = field(default_factory=threading.Event)
+
+    def poll(self, timeout_ms: int = 0) -> Mapping[Any, list[Any]]:
+        if not self.batches:
+            self.drained.set()
+            time.sleep(timeout_ms / 1000)
+            return {}
+        batch = self.batches.pop(0)
+        by_partition: dict[tuple[str, int], list[FakeRecord]] = {}
+        for record in batch:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        return by_partition
+
+    def commit(self, offsets: Mapping[Any, Any] | None = None) -> None:
+        assert offsets is not None
+        self.journal.append(("commit", {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def records(topic: str, partition: int, events: list[Any], first_offset: int = 0) -> list[FakeRecord]:
+    """Consecutive records of ``events`` (events or raw bytes) on one partition."""
+    return [
+        FakeRecord(topic, partition, first_offset + i, e if isinstance(e, bytes) else encode_event(e))
+        for i, e in enumerate(events)
+    ]
