@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import Future
 
 import grpc
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
@@ -104,7 +104,7 @@ def _check_texts(texts: list[str], max_chars: int) -> None:
             raise InvalidArgument(f"texts[{index}] has {len(text)} characters; the limit is {max_chars}")
 
 
-def _wait(future: Any, context: grpc.ServicerContext) -> Vectors:
+def _wait(future: Future[Vectors], context: grpc.ServicerContext) -> Vectors:
     # gRPC does not stop a handler whose deadline passed: give up then, and free the queue slot.
     try:
         vectors: Vectors = future.result(timeout=context.time_remaining())

@@ -200,7 +200,7 @@ class PolicyUpdater:
                 observed = self._learner.observe_impression(catalog, event.impression_id, bundle_id)
                 OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc()
                 counted |= observed is Observation.COUNTED
-        elif event.type == EventType.BUNDLE_PURCHASE:
+        elif EventType(event.type) is EventType.BUNDLE_PURCHASE:
             # A purchase is preceded by its click, which is what the click rate learns from.
             OUTCOMES.labels(OutcomeKind.PURCHASE).inc()
         elif event.impression_id is None:

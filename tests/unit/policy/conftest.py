@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import uuid
@@ -13,23 +12,20 @@ from urllib.parse import urlsplit
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from shared.events import Event, encode_event, partition_key
 from shared.kafka import ensure_topics, make_producer
-from shared.store.migrate import make_engine, upgrade_to_head
+from shared.store.migrate import make_engine
+from tests.unit.policy.policy_testkit import KAFKA_BOOTSTRAP, POSTGRES_URL, create_namespace, drop_namespace
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-POSTGRES_URL = os.environ.get(
-    "BUNDLEWISE_POSTGRES_URL", "postgresql+psycopg://bundlewise:bundlewise@127.0.0.1:5432/bundlewise"
-)
-KAFKA_BOOTSTRAP = os.environ.get("BUNDLEWISE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 def _infra_down_reason() -> str | None:
     try:
         status = subprocess.run(
-            ["bash", "infra/status.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+            ["bash", "infra/status.sh"], check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run infra/status.sh: {exc}"
@@ -56,26 +52,23 @@ def infra() -> None:
         pytest.skip(reason)
 
 
-def new_namespace() -> str:
-    return f"policytest_{uuid.uuid4().hex[:12]}"
+@pytest.fixture
+def make_namespace(infra: None) -> Iterator[Callable[[], str]]:
+    """Creates freshly migrated PostgreSQL schemas on demand; drops them afterwards."""
+    created: list[str] = []
+
+    def make() -> str:
+        created.append(create_namespace())
+        return created[-1]
+
+    yield make
+    for name in created:
+        drop_namespace(name)
 
 
 @pytest.fixture
-def namespace(infra: None) -> Iterator[str]:
-    """A freshly migrated PostgreSQL schema, dropped afterwards."""
-    name = new_namespace()
-    upgrade_to_head(POSTGRES_URL, name)
-    yield name
-    drop_namespace(name)
-
-
-def drop_namespace(name: str) -> None:
-    engine = make_engine(POSTGRES_URL, name)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    finally:
-        engine.dispose()
+def namespace(make_namespace: Callable[[], str]) -> str:
+    return make_namespace()
 
 
 @pytest.fixture

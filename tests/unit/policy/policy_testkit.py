@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+from sqlalchemy import text
 
 from services.policy.domain import POLICY_NAME, BetaArms, PolicyParams, Snapshot
 from shared.errors import Unavailable
@@ -19,8 +23,13 @@ from shared.events import (
     ShownBundle,
     encode_event,
 )
+from shared.store.migrate import make_engine, upgrade_to_head
 
 T = TypeVar("T")
+POSTGRES_URL = os.environ.get(
+    "BUNDLEWISE_POSTGRES_URL", "postgresql+psycopg://bundlewise:bundlewise@127.0.0.1:5432/bundlewise"
+)
+KAFKA_BOOTSTRAP = os.environ.get("BUNDLEWISE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 EVENT_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 _event_ids = iter(range(10**9))
 
@@ -68,8 +77,29 @@ def purchase(catalog: str, impression_id: str, bundle: str, user: str = "u1") ->
 
 def item_view(catalog: str, item: str, user: str = "u1") -> ItemEvent:
     return ItemEvent(
-        type=EventType.VIEW, event_id=next_event_id(), catalog_id=catalog, user_id=user, event_time=EVENT_TIME, item_id=item
+        type=EventType.VIEW,
+        event_id=next_event_id(),
+        catalog_id=catalog,
+        user_id=user,
+        event_time=EVENT_TIME,
+        item_id=item,
     )
+
+
+def create_namespace() -> str:
+    """A new, migrated PostgreSQL schema for one test (or module) of its own."""
+    name = f"policytest_{uuid.uuid4().hex[:12]}"
+    upgrade_to_head(POSTGRES_URL, name)
+    return name
+
+
+def drop_namespace(name: str) -> None:
+    engine = make_engine(POSTGRES_URL, name)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
 
 
 def learner(**overrides: Any) -> BetaArms:

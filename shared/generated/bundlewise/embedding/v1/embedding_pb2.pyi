@@ -26,6 +26,7 @@ class _TextRole:
 class _TextRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TextRole.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TEXT_ROLE_UNSPECIFIED: _TextRole.ValueType  # 0
+    """Treated as PASSAGE."""
     TEXT_ROLE_QUERY: _TextRole.ValueType  # 1
     """A shopper's query (search box, spoken query)."""
     TEXT_ROLE_PASSAGE: _TextRole.ValueType  # 2
@@ -34,6 +35,7 @@ class _TextRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TextRole.Val
 class TextRole(_TextRole, metaclass=_TextRoleEnumTypeWrapper): ...
 
 TEXT_ROLE_UNSPECIFIED: TextRole.ValueType  # 0
+"""Treated as PASSAGE."""
 TEXT_ROLE_QUERY: TextRole.ValueType  # 1
 """A shopper's query (search box, spoken query)."""
 TEXT_ROLE_PASSAGE: TextRole.ValueType  # 2

@@ -50,8 +50,10 @@ class EmbeddingServicer:
     """Missing associated documentation comment in .proto file."""
 
     def EmbedTexts(self, request, context):
-        """Embeds a batch of texts. Vectors come back in request order, L2-normalised, float32.
-        INVALID_ARGUMENT for an empty text or one past the hard length limit.
+        """Embeds a batch of up to 1024 texts. Vectors come back in request order, L2-normalised, float32.
+        INVALID_ARGUMENT: no texts, more than 1024, an empty text, one past the hard length limit, or an
+        unknown role. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED: the queue is full (retry with
+        backoff). UNAVAILABLE: the deadline passed in the queue, or the server is shutting down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

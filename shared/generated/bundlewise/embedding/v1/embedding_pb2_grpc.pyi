@@ -32,8 +32,10 @@ class EmbeddingStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EmbeddingAsyncStub: ...
     EmbedTexts: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.EmbedTextsRequest, _embedding_pb2.EmbedTextsResponse]
-    """Embeds a batch of texts. Vectors come back in request order, L2-normalised, float32.
-    INVALID_ARGUMENT for an empty text or one past the hard length limit.
+    """Embeds a batch of up to 1024 texts. Vectors come back in request order, L2-normalised, float32.
+    INVALID_ARGUMENT: no texts, more than 1024, an empty text, one past the hard length limit, or an
+    unknown role. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED: the queue is full (retry with
+    backoff). UNAVAILABLE: the deadline passed in the queue, or the server is shutting down.
     """
     DescribeModels: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.DescribeModelsRequest, _embedding_pb2.DescribeModelsResponse]
     """Which encoders this server has loaded, their dimensions and the device they run on."""
@@ -42,8 +44,10 @@ class EmbeddingStub:
 class EmbeddingAsyncStub(EmbeddingStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     EmbedTexts: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedTextsRequest, _embedding_pb2.EmbedTextsResponse]  # type: ignore[assignment]
-    """Embeds a batch of texts. Vectors come back in request order, L2-normalised, float32.
-    INVALID_ARGUMENT for an empty text or one past the hard length limit.
+    """Embeds a batch of up to 1024 texts. Vectors come back in request order, L2-normalised, float32.
+    INVALID_ARGUMENT: no texts, more than 1024, an empty text, one past the hard length limit, or an
+    unknown role. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED: the queue is full (retry with
+    backoff). UNAVAILABLE: the deadline passed in the queue, or the server is shutting down.
     """
     DescribeModels: _aio.UnaryUnaryMultiCallable[_embedding_pb2.DescribeModelsRequest, _embedding_pb2.DescribeModelsResponse]  # type: ignore[assignment]
     """Which encoders this server has loaded, their dimensions and the device they run on."""
@@ -55,8 +59,10 @@ class EmbeddingServicer(metaclass=_abc_1.ABCMeta):
         request: _embedding_pb2.EmbedTextsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.EmbedTextsResponse, _abc.Awaitable[_embedding_pb2.EmbedTextsResponse]]:
-        """Embeds a batch of texts. Vectors come back in request order, L2-normalised, float32.
-        INVALID_ARGUMENT for an empty text or one past the hard length limit.
+        """Embeds a batch of up to 1024 texts. Vectors come back in request order, L2-normalised, float32.
+        INVALID_ARGUMENT: no texts, more than 1024, an empty text, one past the hard length limit, or an
+        unknown role. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED: the queue is full (retry with
+        backoff). UNAVAILABLE: the deadline passed in the queue, or the server is shutting down.
         """
 
     @_abc_1.abstractmethod

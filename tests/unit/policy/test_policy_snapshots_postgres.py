@@ -1,0 +1,145 @@
+"""PostgresSnapshotStore against the real PostgreSQL: versions, round trips, concurrency, outages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, select
+
+from services.policy.domain import POLICY_NAME, Arm, PolicyParams
+from services.policy.postgres_snapshots import PostgresSnapshotStore, params_from_json, params_to_json
+from shared.errors import Unavailable
+from shared.store import tables
+from shared.store.migrate import make_engine
+from tests.unit.policy.policy_testkit import POSTGRES_URL
+
+PARAMS = PolicyParams(
+    temperature=0.1,
+    ctr_weight=1.5,
+    prior_alpha=1.0,
+    prior_beta=20.0,
+    arms=(
+        Arm("bundle-a", impressions=10, clicks=3, alpha=4.0, beta=27.0),
+        Arm("bundle:b/2", impressions=0, clicks=1, alpha=2.0, beta=20.0),
+    ),
+    log_positions={("bundlewise.events.v1", 0): 17, ("bundlewise.events.v1", 5): 3},
+)
+
+
+def test_params_json_has_the_documented_shape_and_round_trips() -> None:
+    document = params_to_json(PARAMS)
+
+    assert document == {
+        "temperature": 0.1,
+        "ctr_weight": 1.5,
+        "prior_alpha": 1.0,
+        "prior_beta": 20.0,
+        "arms": {"bundle-a": [4.0, 27.0], "bundle:b/2": [2.0, 20.0]},
+        "counts": {"bundle-a": [10, 3], "bundle:b/2": [0, 1]},
+        "log_positions": {"bundlewise.events.v1": {"0": 17, "5": 3}},
+    }
+    assert params_from_json(document) == PARAMS
+
+
+def test_params_json_whose_arms_and_counts_disagree_is_refused() -> None:
+    document = params_to_json(PARAMS)
+    del document["counts"]["bundle-a"]
+
+    with pytest.raises(ValueError, match="name different bundles"):
+        params_from_json(document)
+
+
+def test_params_json_with_unknown_keys_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        params_from_json({**params_to_json(PARAMS), "surprise": 1})
+
+
+def test_an_unreachable_database_is_reported_as_unavailable() -> None:
+    engine = make_engine("postgresql+psycopg://nobody:nothing@127.0.0.1:1/none", "policytest_unreachable")
+    store = PostgresSnapshotStore(engine)
+    try:
+        with pytest.raises(Unavailable, match="policy store"):
+            store.latest("shop")
+        with pytest.raises(Unavailable, match="policy store"):
+            store.publish("shop", PARAMS, note="")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_nothing_is_published_in_a_new_namespace(engine: Engine) -> None:
+    store = PostgresSnapshotStore(engine)
+
+    assert store.latest("shop") is None
+    assert store.catalogs() == []
+
+
+@pytest.mark.integration
+def test_a_published_snapshot_reads_back_as_the_latest(engine: Engine) -> None:
+    store = PostgresSnapshotStore(engine)
+
+    version = store.publish("shop", PARAMS, note="first")
+    latest = store.latest("shop")
+
+    assert version == 1
+    assert latest is not None
+    assert (latest.catalog_id, latest.version, latest.policy_name, latest.params, latest.note) == (
+        "shop",
+        1,
+        POLICY_NAME,
+        PARAMS,
+        "first",
+    )
+    assert latest.created_at.tzinfo is not None
+
+
+@pytest.mark.integration
+def test_versions_go_up_by_one_per_catalog_independently(engine: Engine) -> None:
+    store = PostgresSnapshotStore(engine)
+    second = PolicyParams(temperature=0.0, ctr_weight=1.0, prior_alpha=1.0, prior_beta=20.0, arms=())
+
+    versions = [
+        store.publish("shop", PARAMS, ""),
+        store.publish("books", PARAMS, ""),
+        store.publish("shop", PARAMS, ""),
+        store.publish("shop", second, "newest"),
+        store.publish("books", PARAMS, ""),
+    ]
+
+    assert versions == [1, 1, 2, 3, 2]
+    latest = store.latest("shop")
+    assert latest is not None
+    assert (latest.version, latest.params, latest.note) == (3, second, "newest")
+    assert store.catalogs() == ["books", "shop"]
+
+
+@pytest.mark.integration
+def test_concurrent_publishes_get_distinct_consecutive_versions(engine: Engine) -> None:
+    publishers, each = 8, 6
+    store = PostgresSnapshotStore(engine)
+
+    def publish_many(_: int) -> list[int]:
+        return [store.publish("shop", PARAMS, "") for _ in range(each)]
+
+    with ThreadPoolExecutor(publishers) as pool:
+        versions = [v for batch in pool.map(publish_many, range(publishers)) for v in batch]
+
+    assert sorted(versions) == list(range(1, publishers * each + 1))
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(tables.policy_versions)).scalar_one()
+    assert rows == publishers * each
+
+
+@pytest.mark.integration
+def test_namespaces_do_not_see_each_others_snapshots(engine: Engine, make_namespace: Callable[[], str]) -> None:
+    PostgresSnapshotStore(engine).publish("shop", PARAMS, "")
+    other_engine = make_engine(POSTGRES_URL, make_namespace())
+    try:
+        other = PostgresSnapshotStore(other_engine)
+        assert other.latest("shop") is None
+        assert other.publish("shop", PARAMS, "") == 1
+    finally:
+        other_engine.dispose()
