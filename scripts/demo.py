@@ -56,17 +56,13 @@ def stop_previous() -> None:
 
 
 def wait_for_events(catalog_id: str, expected: int, timeout_s: float) -> int:
-    engine = make_engine(
-        os.environ["BUNDLEWISE_POSTGRES_URL"], os.environ.get("BUNDLEWISE_NAMESPACE", "live")
-    )
+    engine = make_engine(os.environ["BUNDLEWISE_POSTGRES_URL"], os.environ.get("BUNDLEWISE_NAMESPACE", "live"))
     deadline = time.monotonic() + timeout_s
     count = 0
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             count = conn.execute(
-                select(func.count())
-                .select_from(tables.events)
-                .where(tables.events.c.catalog_id == catalog_id)
+                select(func.count()).select_from(tables.events).where(tables.events.c.catalog_id == catalog_id)
             ).scalar_one()
         if count >= expected:
             break
@@ -79,14 +75,10 @@ def show(stack: LocalStack, catalog_id: str, user_id: str, params: dict[str, str
     query = urllib.parse.urlencode({"catalog_id": catalog_id, "k": 3, **params})
     answer = get_json(f"{stack.gateway_url}/v1/users/{user_id}/bundles?{query}")
     print(f"\n== {who}: {catalog_id} / {user_id}" + (f"  {params}" if params else ""))
-    print(
-        f"   model {answer['model_version']}, policy v{answer['policy_version']}, cold start: {answer['cold_start']}"
-    )
+    print(f"   model {answer['model_version']}, policy v{answer['policy_version']}, cold start: {answer['cold_start']}")
     for rank, bundle in enumerate(answer["bundles"], 1):
         price = f"  ${bundle['total_price']:.2f}" if bundle.get("total_price") is not None else ""
-        print(
-            f"   {rank}. {bundle['name'][:60]!r}{price}  score {bundle['score']:.2f}  — {bundle['explanation']}"
-        )
+        print(f"   {rank}. {bundle['name'][:60]!r}{price}  score {bundle['score']:.2f}  — {bundle['explanation']}")
         for item in bundle["items"][:4]:
             print(f"        - {item['title'][:90] or item['item_id']}")
         if len(bundle["items"]) > 4:

@@ -152,11 +152,7 @@ class LocalStack:
                 return False
             finally:
                 channel.close()
-        url = (
-            f"{self.gateway_url}/healthz"
-            if name == "gateway"
-            else f"http://127.0.0.1:{self.ports[name]}/metrics"
-        )
+        url = f"{self.gateway_url}/healthz" if name == "gateway" else f"http://127.0.0.1:{self.ports[name]}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=1) as reply:
                 return bool(reply.status == 200)

@@ -85,19 +85,23 @@ class GrpcServer:
     service_names: Sequence[str]
     grace_s: float
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within the grace period, runs on_stop."""
-        if self._stopped.is_set():
+        if self._stopping.is_set():
             return
-        self._stopped.set()
-        for name in [*self.service_names, ""]:
-            self.health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server.stop(self.grace_s).wait()
-        for callback in self.on_stop:
-            callback()
-        log.info("stopped")
+        self._stopping.set()
+        try:
+            for name in [*self.service_names, ""]:
+                self.health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.server.stop(self.grace_s).wait()
+            for callback in self.on_stop:
+                callback()
+            log.info("stopped")
+        finally:
+            self._stopped.set()
 
     def wait(self) -> None:
         def handle(signum: int, _frame: object) -> None:
@@ -106,9 +110,9 @@ class GrpcServer:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
-        while not self._stopped.is_set():
-            self._stopped.wait(0.5)
-        self.server.wait_for_termination()
+        # Returns only once stop() has finished, on_stop callbacks included (they may flush state).
+        while not self._stopped.wait(0.5):
+            pass
 
 
 def start_grpc_server(

@@ -33,9 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(CATALOG_IDS),
         help=f"comma-separated, from {', '.join(CATALOG_IDS)} (default: all)",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $BUNDLEWISE_DATA_DIR or ../shared/data"
-    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: $BUNDLEWISE_DATA_DIR or ../shared/data")
     parser.add_argument("--no-events", action="store_true", help="load the catalogs only; replay no history")
     return parser.parse_args(argv)
 
@@ -60,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         redis.Redis.from_url(settings.redis_url),
         settings.namespace,
     )
-    producer = (
-        None if args.no_events else make_producer(settings.kafka_bootstrap, "bundlewise-loader", linger_ms=20)
-    )
+    producer = None if args.no_events else make_producer(settings.kafka_bootstrap, "bundlewise-loader", linger_ms=20)
     try:
         for catalog in load_real_catalogs(data_dir, catalog_ids):
             started = time.perf_counter()

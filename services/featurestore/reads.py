@@ -33,9 +33,7 @@ class FeatureReader:
         """True when the catalog has at least one live bundle."""
         return bool(self._redis.exists(self._catalog(catalog_id).live_bundles()))
 
-    def user_features(
-        self, catalog_id: str, user_ids: Sequence[str], max_recent: int
-    ) -> list[pb.UserFeatures]:
+    def user_features(self, catalog_id: str, user_ids: Sequence[str], max_recent: int) -> list[pb.UserFeatures]:
         keys = self._catalog(catalog_id)
         pipe = self._redis.pipeline(transaction=False)
         for user_id in user_ids:
@@ -87,9 +85,7 @@ class FeatureReader:
             for item_id, scored in zip(item_ids, pipe.execute(), strict=True)
         ]
 
-    def bundles_for_items(
-        self, catalog_id: str, item_ids: Sequence[str], max_per_item: int
-    ) -> list[pb.BundlesForItem]:
+    def bundles_for_items(self, catalog_id: str, item_ids: Sequence[str], max_per_item: int) -> list[pb.BundlesForItem]:
         keys = self._catalog(catalog_id)
         pipe = self._redis.pipeline(transaction=False)
         for item_id in item_ids:
@@ -134,9 +130,7 @@ class FeatureReader:
             self._redis.zrevrange(keys.bundle_popularity(), 0, 4 * k - 1, withscores=True)  # type: ignore[arg-type]
         )
         live_flags = self._redis.smismember(keys.live_bundles(), [b for b, _ in scored]) if scored else []
-        result = [
-            pb.ScoredId(id=b, score=s) for (b, s), live in zip(scored, live_flags, strict=True) if live
-        ][:k]
+        result = [pb.ScoredId(id=b, score=s) for (b, s), live in zip(scored, live_flags, strict=True) if live][:k]
         if len(result) < k:
             taken = {r.id for r in result}
             live: set[str] = self._redis.smembers(keys.live_bundles())  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.datasets import AMAZON_DOMAINS, YoushuSplit, load_amazon_domain, load_steam, load_youshu
-from shared.events import BundleOutcomeEvent, Event, EventType, ItemEvent
+from shared.events import BundleOutcomeEvent, Event, ItemEvent
 from shared.store.catalog import CatalogBundle, CatalogItem
 
 CATALOG_IDS = ("amazon", "steam", "youshu")
@@ -70,7 +70,7 @@ def load_amazon(data_dir: Path) -> RealCatalog:
                 continue  # 213 clothing sessions have no owner: nobody to attribute them to
             events.extend(
                 ItemEvent(
-                    type=EventType.PURCHASE,
+                    type="purchase",
                     event_id=f"amazon-{p}-s{session.session_id}-i{item_id}",
                     catalog_id="amazon",
                     user_id=f"{p}-u{session.user_id}",
@@ -82,7 +82,7 @@ def load_amazon(data_dir: Path) -> RealCatalog:
             )
         events.extend(
             BundleOutcomeEvent(
-                type=EventType.BUNDLE_PURCHASE,
+                type="bundle_purchase",
                 event_id=f"amazon-{p}-b{bundle.bundle_id}",
                 catalog_id="amazon",
                 user_id=f"{p}-u{bundle.user_id}",
@@ -93,9 +93,7 @@ def load_amazon(data_dir: Path) -> RealCatalog:
             for bundle in domain.bundles.values()
         )
     events.sort(key=lambda e: (e.event_time, e.event_id))
-    return RealCatalog(
-        "amazon", "Amazon electronics and clothing", "BundleRec_Amazon", None, items, bundles, events
-    )
+    return RealCatalog("amazon", "Amazon electronics and clothing", "BundleRec_Amazon", None, items, bundles, events)
 
 
 def load_steam_catalog(data_dir: Path) -> RealCatalog:
@@ -163,7 +161,7 @@ def _youshu_events(youshu: YoushuSplit) -> list[Event]:
     for index, (user, item) in enumerate(youshu.user_item):
         events.append(
             ItemEvent(
-                type=EventType.PURCHASE,
+                type="purchase",
                 event_id=f"youshu-ui-{user}-{item}",
                 catalog_id="youshu",
                 user_id=f"u{user}",
@@ -176,7 +174,7 @@ def _youshu_events(youshu: YoushuSplit) -> list[Event]:
     for index, (user, bundle) in enumerate(youshu.user_bundle_train):
         events.append(
             BundleOutcomeEvent(
-                type=EventType.BUNDLE_PURCHASE,
+                type="bundle_purchase",
                 event_id=f"youshu-ub-{user}-{bundle}",
                 catalog_id="youshu",
                 user_id=f"u{user}",

@@ -32,9 +32,7 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
     ) -> pb.GetUserFeaturesResponse:
         _check(request.catalog_id, request.user_ids, "user_ids")
         limit = min(request.max_recent_items or self._settings.default_recent_items, 50)
-        return pb.GetUserFeaturesResponse(
-            users=self._reader.user_features(request.catalog_id, request.user_ids, limit)
-        )
+        return pb.GetUserFeaturesResponse(users=self._reader.user_features(request.catalog_id, request.user_ids, limit))
 
     def GetItems(self, request: pb.GetItemsRequest, context: grpc.ServicerContext) -> pb.GetItemsResponse:
         _check(request.catalog_id, request.item_ids, "item_ids")
@@ -45,9 +43,7 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
     ) -> pb.GetItemNeighboursResponse:
         _check(request.catalog_id, request.item_ids, "item_ids")
         k = min(request.k or self._settings.default_neighbours, 200)
-        return pb.GetItemNeighboursResponse(
-            items=self._reader.neighbours(request.catalog_id, request.item_ids, k)
-        )
+        return pb.GetItemNeighboursResponse(items=self._reader.neighbours(request.catalog_id, request.item_ids, k))
 
     def GetBundlesForItems(
         self, request: pb.GetBundlesForItemsRequest, context: grpc.ServicerContext
@@ -58,9 +54,7 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
             items=self._reader.bundles_for_items(request.catalog_id, request.item_ids, limit)
         )
 
-    def GetBundles(
-        self, request: pb.GetBundlesRequest, context: grpc.ServicerContext
-    ) -> pb.GetBundlesResponse:
+    def GetBundles(self, request: pb.GetBundlesRequest, context: grpc.ServicerContext) -> pb.GetBundlesResponse:
         _check(request.catalog_id, request.bundle_ids, "bundle_ids")
         return pb.GetBundlesResponse(bundles=self._reader.bundles(request.catalog_id, request.bundle_ids))
 
@@ -74,6 +68,4 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
             raise NotFound(
                 f"catalog {request.catalog_id!r} has no live bundles; load it with `bundlewise load-catalogs`"
             )
-        return pb.GetPopularBundlesResponse(
-            bundles=self._reader.popular_bundles(request.catalog_id, request.k)
-        )
+        return pb.GetPopularBundlesResponse(bundles=self._reader.popular_bundles(request.catalog_id, request.k))

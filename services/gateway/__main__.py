@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from services.gateway.settings import GatewaySettings
@@ -16,6 +18,10 @@ def main() -> None:
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
     configure_logging("gateway", settings.log_level)
+    # uvicorn re-raises the stop signal to the handler that was installed before it once it has shut
+    # down; a no-op handler there lets a graceful stop end with exit status 0 like every service.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish (bounded below), then runs
     # the lifespan shutdown. Its access log is off: it would log raw paths, which hold user ids.
     uvicorn.run(

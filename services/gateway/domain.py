@@ -10,6 +10,18 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class BundleConstraints:
+    """What a shopper allows: a price cap on a bundle's total and bounds on its size (0: no bound)."""
+
+    max_total_price: float | None = None
+    min_items: int = 0
+    max_items: int = 0
+
+
+NO_CONSTRAINTS = BundleConstraints()
+
+
+@dataclass(frozen=True, slots=True)
 class BundleItem:
     item_id: str
     title: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.gateway.domain import Recommendation
+from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation
 from shared.events import Event
 
 
@@ -44,6 +44,7 @@ class BundleSource(Protocol):
         k: int,
         anchor_item_ids: Sequence[str],
         request_id: str,
+        constraints: BundleConstraints = NO_CONSTRAINTS,
     ) -> Recommendation:
         """At most ``k`` bundles for ``user_id`` in ``catalog_id``, best first.
 

@@ -10,7 +10,7 @@ import grpc.aio
 from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.gateway.domain import BundleItem, RankedBundle, Recommendation
+from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, BundleItem, RankedBundle, Recommendation
 from shared.errors import (
     Unavailable,
     from_rpc_error,
@@ -44,6 +44,7 @@ class RankerBundleSource:
         k: int,
         anchor_item_ids: Sequence[str],
         request_id: str,
+        constraints: BundleConstraints = NO_CONSTRAINTS,
     ) -> Recommendation:
         """``Ranker.RecommendBundles`` within ``timeout_s``; see the port for the contract.
 
@@ -58,6 +59,11 @@ class RankerBundleSource:
             k=k,
             anchor_item_ids=list(anchor_item_ids),
             request_id=request_id,
+            constraints=ranker_pb2.Constraints(
+                max_total_price=constraints.max_total_price,
+                min_items=constraints.min_items,
+                max_items=constraints.max_items,
+            ),
         )
         try:
             response = await stub.RecommendBundles(request, timeout=self._timeout_s)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from services.gateway.dependencies import Bundles
+from services.gateway.domain import BundleConstraints
 from services.gateway.problems import PROBLEM_MEDIA_TYPE, REQUEST_ID_HEADER
 from services.gateway.schemas import BundlesResponse, Problem
 from shared.events import CatalogId, EntityId
@@ -52,6 +53,11 @@ async def get_bundles(
             "bundles that complete them rank higher.",
         ),
     ] = None,
+    max_total_price: Annotated[
+        float | None, Query(gt=0, le=1e7, description="Only bundles whose total price is at most this.")
+    ] = None,
+    min_items: Annotated[int, Query(ge=0, le=100, description="Smallest bundle size; 0: no bound.")] = 0,
+    max_items: Annotated[int, Query(ge=0, le=100, description="Largest bundle size; 0: no bound.")] = 0,
     request_id: Annotated[
         str | None,
         Query(pattern=REQUEST_ID_PATTERN, description="For tracing; a UUID is minted when absent."),
@@ -70,6 +76,7 @@ async def get_bundles(
         k=k,
         anchor_item_ids=anchor_item_id or [],
         request_id=request_id,
+        constraints=BundleConstraints(max_total_price, min_items, max_items),
     )
     log.debug(
         "request %s: %d bundles for %s in %s (cold start: %s)",

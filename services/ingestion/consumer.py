@@ -120,9 +120,7 @@ class IngestionLoop:
                 ("bundlewise-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
             ]
             futures.append(
-                self._producer.send(
-                    self._deadletter_topic, key=record.key, value=record.value, headers=headers
-                )
+                self._producer.send(self._deadletter_topic, key=record.key, value=record.value, headers=headers)
             )
         for future in futures:
             future.get(timeout=30)
@@ -138,9 +136,7 @@ class IngestionLoop:
             except tuple(TRANSIENT_ERRORS) as exc:
                 name = dependency or next(n for t, n in TRANSIENT_ERRORS.items() if isinstance(exc, t))
                 metrics.TRANSIENT_FAILURES.labels(name).inc()
-                log.warning(
-                    "%s unavailable (%s); retrying the batch in %.1fs", name, type(exc).__name__, backoff
-                )
+                log.warning("%s unavailable (%s); retrying the batch in %.1fs", name, type(exc).__name__, backoff)
             except Exception as exc:
                 if dependency != "kafka":
                     raise

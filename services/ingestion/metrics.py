@@ -11,9 +11,7 @@ EVENTS_PROCESSED = Counter(
     "Events read from Kafka, by type and outcome (applied, duplicate, deadlettered).",
     ["type", "outcome"],
 )
-DEADLETTERED = Counter(
-    metric_name("ingestion", "deadlettered_total"), "Events sent to the dead-letter topic."
-)
+DEADLETTERED = Counter(metric_name("ingestion", "deadlettered_total"), "Events sent to the dead-letter topic.")
 TRANSIENT_FAILURES = Counter(
     metric_name("ingestion", "transient_failures_total"),
     "Batches that failed on a transient error and were retried, by dependency.",

@@ -24,8 +24,6 @@ def main() -> None:
     server.on_stop.append(service.close)
     service.updater.start(on_crash=server.stop)
     server.wait()
-    # wait() can return while on_stop still runs in the signal's thread; close() waits for the updater.
-    service.close()
     if service.updater.crashed:
         sys.exit(1)
 

@@ -138,9 +138,7 @@ def score_bundles(
     evidence: dict[str, Evidence] = {}
     for item, (weight, kind, source) in weights.items():
         for bundle_id in bundles_by_item.get(item, ()):
-            evidence.setdefault(bundle_id, Evidence()).add(
-                weight, kind, source if kind == "neighbour" else item
-            )
+            evidence.setdefault(bundle_id, Evidence()).add(weight, kind, source if kind == "neighbour" else item)
     return evidence
 
 

@@ -58,9 +58,7 @@ class GrpcFeatureSource:
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         if not bundle_ids:
             return {}
-        reply = self._call(
-            self._stub.GetBundles, pb.GetBundlesRequest(catalog_id=catalog_id, bundle_ids=bundle_ids)
-        )
+        reply = self._call(self._stub.GetBundles, pb.GetBundlesRequest(catalog_id=catalog_id, bundle_ids=bundle_ids))
         return {
             b.bundle_id: BundleInfo(
                 bundle_id=b.bundle_id,
@@ -93,7 +91,5 @@ class GrpcFeatureSource:
         }
 
     def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
-        reply = self._call(
-            self._stub.GetPopularBundles, pb.GetPopularBundlesRequest(catalog_id=catalog_id, k=k)
-        )
+        reply = self._call(self._stub.GetPopularBundles, pb.GetPopularBundlesRequest(catalog_id=catalog_id, k=k))
         return [b.id for b in reply.bundles]

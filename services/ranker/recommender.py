@@ -75,9 +75,7 @@ class Recommender:
             generated = self._compose(anchors[0], neighbours.get(anchors[0], []))
             if generated is not None:
                 bundles[generated.bundle_id] = generated
-        items = self._features.items(
-            catalog_id, list(dict.fromkeys(i for b in bundles.values() for i in b.item_ids))
-        )
+        items = self._features.items(catalog_id, list(dict.fromkeys(i for b in bundles.values() for i in b.item_ids)))
         servable = {
             b.bundle_id: b
             for b in bundles.values()
@@ -103,9 +101,7 @@ class Recommender:
                     score=c.score,
                     propensity=c.propensity,
                     total_price=domain.effective_price(servable[c.bundle_id], items),
-                    explanation=domain.explain(
-                        evidence.get(c.bundle_id), servable[c.bundle_id], items, signals
-                    )
+                    explanation=domain.explain(evidence.get(c.bundle_id), servable[c.bundle_id], items, signals)
                     if servable[c.bundle_id].source == "catalog"
                     else "Composed for you from items often bought together",
                 )

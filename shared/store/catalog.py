@@ -184,9 +184,11 @@ class CatalogWriter:
     def mirror_from_postgres(self, catalog_id: str) -> None:
         """Rewrites the Redis mirror of one catalog from PostgreSQL (after Redis was lost)."""
         with self._engine.connect() as conn:
-            item_rows = (
-                conn.execute(select(tables.items).where(tables.items.c.catalog_id == catalog_id)).mappings().all()
+            # Items known only from events were never synced: live ingestion mirrors nothing for them.
+            synced_items = select(tables.items).where(
+                tables.items.c.catalog_id == catalog_id, tables.items.c.first_seen_in_event.is_(False)
             )
+            item_rows = conn.execute(synced_items).mappings().all()
             bundle_rows = (
                 conn.execute(select(tables.bundles).where(tables.bundles.c.catalog_id == catalog_id)).mappings().all()
             )

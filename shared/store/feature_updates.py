@@ -49,15 +49,15 @@ from shared.store.redis_keys import (
 log = logging.getLogger(__name__)
 
 # How much one interaction says about interest in an item.
-INTERACTION_WEIGHTS: dict[EventType, int] = {
-    EventType.VIEW: 1,
-    EventType.CLICK: 2,
-    EventType.REVIEW: 2,
-    EventType.ADD_TO_CART: 3,
-    EventType.PURCHASE: 5,
+INTERACTION_WEIGHTS: dict[str, int] = {
+    EventType.VIEW.value: 1,
+    EventType.CLICK.value: 2,
+    EventType.REVIEW.value: 2,
+    EventType.ADD_TO_CART.value: 3,
+    EventType.PURCHASE.value: 5,
 }
-BASKET_EVENTS = frozenset({EventType.ADD_TO_CART, EventType.PURCHASE})
-BUNDLE_STAT_FIELD = {EventType.BUNDLE_CLICK: "clicks", EventType.BUNDLE_PURCHASE: "purchases"}
+BASKET_EVENTS = frozenset({EventType.ADD_TO_CART.value, EventType.PURCHASE.value})
+BUNDLE_STAT_FIELD = {EventType.BUNDLE_CLICK.value: "clicks", EventType.BUNDLE_PURCHASE.value: "purchases"}
 
 APPLY_SCRIPT = Path(__file__).with_name("apply_effects.lua").read_text()
 
@@ -84,7 +84,7 @@ def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
     ts = int(event.event_time.timestamp())
     ops: list[list[Any]] = []
     if isinstance(event, ItemEvent | ReviewEvent):
-        weight = INTERACTION_WEIGHTS[EventType(event.type)]
+        weight = INTERACTION_WEIGHTS[event.type]
         item = event.item_id
         day = event.event_time.strftime("%Y%m%d")
         ops.append(["recent", keys.user_recent_items(event.user_id), item, ts, USER_RECENT_ITEMS_CAP])
@@ -106,7 +106,7 @@ def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
         ops.extend(["hincr", keys.bundle_stats(shown.bundle_id), "impressions", 1] for shown in event.bundles)
     elif isinstance(event, BundleOutcomeEvent):
         ops.append(["hincr", keys.bundle_stats(event.bundle_id), BUNDLE_STAT_FIELD[event.type], 1])
-        if event.type == EventType.BUNDLE_PURCHASE:
+        if event.type == EventType.BUNDLE_PURCHASE.value:
             ops.append(["zincr", keys.bundle_popularity(), 1, event.bundle_id])
             ops.append(["sadd", keys.user_bundles(event.user_id), event.bundle_id])
     elif isinstance(event, SearchEvent):

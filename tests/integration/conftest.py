@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from kafka.admin import KafkaAdminClient
+from sqlalchemy import Engine, create_engine, text
 
 from scripts.local_stack import LocalStack
 from shared.kafka import ensure_topics
 from shared.store.migrate import make_engine, upgrade_to_head
+from shared.store.rebuild import drop_namespace_keys
 from tests.integration.servers import KAFKA, POSTGRES_URL, REDIS_URL
 
 PARTITIONS = 3
@@ -37,10 +39,15 @@ def namespace(run_id: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def topics(run_id: str) -> dict[str, str]:
+def topics(run_id: str) -> Iterator[dict[str, str]]:
     names = {"events": f"it-{run_id}.events.v1", "deadletter": f"it-{run_id}.events.deadletter.v1"}
     ensure_topics(KAFKA, {names["events"]: PARTITIONS, names["deadletter"]: 1})
-    return names
+    yield names
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        admin.delete_topics(list(names.values()))
+    finally:
+        admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +73,15 @@ def engine(namespace: str) -> Iterator[Engine]:
     engine = make_engine(POSTGRES_URL, namespace)
     yield engine
     engine.dispose()
+    with create_engine(POSTGRES_URL).begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE'))
 
 
 @pytest.fixture(scope="session")
-def redis_client() -> Iterator[redis.Redis]:
+def redis_client(namespace: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     yield client
+    drop_namespace_keys(client, namespace)
     client.close()
 
 

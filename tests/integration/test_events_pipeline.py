@@ -53,7 +53,7 @@ def test_the_replayed_amazon_history_builds_co_purchase_neighbours(
 ) -> None:
     keys = NamespaceKeys(namespace).catalog("amazon")
     # electronic session 232 holds items 10675 and 3500 (a tablet case bought with a tablet case)
-    assert redis_client.zscore(keys.item_neighbours("electronic-10675"), "electronic-3500") >= 1
+    assert (redis_client.zscore(keys.item_neighbours("electronic-10675"), "electronic-3500") or 0) >= 1
     assert redis_client.zcard(keys.item_popularity()) > 5000
 
 
@@ -93,7 +93,9 @@ def test_an_invalid_message_on_kafka_is_deadlettered_and_its_neighbours_still_la
     producer = make_producer(KAFKA, "it-dlq")
     try:
         send_events(producer, topics["events"], [EVENT_ADAPTER.validate_python(good_before)])
-        producer.send(topics["events"], key=b"amazon:it-dlq", value=json.dumps({"type": "purchase", "m": marker}).encode())
+        producer.send(
+            topics["events"], key=b"amazon:it-dlq", value=json.dumps({"type": "purchase", "m": marker}).encode()
+        )
         send_events(producer, topics["events"], [EVENT_ADAPTER.validate_python(good_after)])
     finally:
         producer.close()
@@ -149,7 +151,7 @@ def dump_namespace(client: redis.Redis, namespace: str) -> dict[str, object]:
     for key in client.scan_iter(match=NamespaceKeys(namespace).pattern(), count=5000):
         kind = client.type(key)
         if kind == "zset":
-            dumped[key] = dict(client.zrange(key, 0, -1, withscores=True))
+            dumped[key] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "hash":
             dumped[key] = client.hgetall(key)
         elif kind == "set":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import grpc
 import httpx
 import pytest
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
@@ -22,7 +23,7 @@ def catalogs(stack: LocalStack, engine: Engine) -> None:
     load_catalogs_into(stack, engine, "amazon,steam")
 
 
-def bundles(stack: LocalStack, user_id: str, **params: object) -> httpx.Response:
+def bundles(stack: LocalStack, user_id: str, **params: str | int | float) -> httpx.Response:
     return httpx.get(f"{stack.gateway_url}/v1/users/{user_id}/bundles", params=params, timeout=10)
 
 
@@ -34,7 +35,8 @@ def test_a_shopper_with_history_gets_personal_bundles_of_real_items(catalogs: No
     assert answer["cold_start"] is False
     assert len(answer["bundles"]) == 5
     first = answer["bundles"][0]
-    assert first["items"] and all(item["title"] for item in first["items"])
+    assert first["items"]
+    assert all(item["title"] for item in first["items"])
     assert first["explanation"].startswith(("Often bought with", "Includes", "Matches your interest"))
     assert 0 < first["propensity"] <= 1
     assert reply.headers["x-request-id"]
@@ -57,7 +59,8 @@ def test_a_price_cap_is_respected_on_the_priced_catalog(catalogs: None, stack: L
     answer = bundles(stack, "gamer", catalog_id="steam", k=10, max_total_price=20).json()
 
     assert answer["bundles"]
-    assert all(b["total_price"] is not None and b["total_price"] <= 20 for b in answer["bundles"])
+    prices = [b["total_price"] for b in answer["bundles"]]
+    assert all(p is not None and p <= 20 for p in prices), prices
 
 
 def test_an_unknown_catalog_is_a_404_problem(stack: LocalStack) -> None:
@@ -103,15 +106,20 @@ def test_bundle_outcomes_posted_as_events_publish_a_policy_the_ranker_swaps_in(
         "impression_id": impression,
         "bundle_id": "electronic-b320",
     }
-    assert httpx.post(f"{stack.gateway_url}/v1/events", json={"events": [shown, clicked]}, timeout=10).status_code == 200
+    assert (
+        httpx.post(f"{stack.gateway_url}/v1/events", json={"events": [shown, clicked]}, timeout=10).status_code == 200
+    )
 
     stub = policy_pb2_grpc.PolicyStub(open_channel(stack.address("policy")))
 
     def snapshot() -> policy_pb2.PolicySnapshot | None:
         try:
-            return stub.GetCurrentPolicy(policy_pb2.GetCurrentPolicyRequest(catalog_id="amazon"), timeout=2)
-        except Exception:
+            reply: policy_pb2.PolicySnapshot = stub.GetCurrentPolicy(
+                policy_pb2.GetCurrentPolicyRequest(catalog_id="amazon"), timeout=2
+            )
+        except grpc.RpcError:
             return None
+        return reply
 
     published = wait_for(snapshot, lambda s: s is not None and s.version >= 1, 30, "a policy version")
     assert published is not None

@@ -66,7 +66,10 @@ def test_migrating_twice_changes_nothing(scratch: tuple[str, Engine, redis.Redis
 def test_a_batch_applied_twice_counts_once(scratch: tuple[str, Engine, redis.Redis]) -> None:
     namespace, engine, client = scratch
     writer = FeatureWriter(engine, client, namespace)
-    batch = [DeliveredEvent("t", 0, 10, purchase("evt-a-000001", "i1")), DeliveredEvent("t", 0, 11, purchase("evt-b-000001", "i2"))]
+    batch = [
+        DeliveredEvent("t", 0, 10, purchase("evt-a-000001", "i1")),
+        DeliveredEvent("t", 0, 11, purchase("evt-b-000001", "i2")),
+    ]
 
     first = writer.apply(batch)
     again = writer.apply(batch)

@@ -61,10 +61,7 @@ def test_clothing_sessions_missing_from_user_session_have_no_user(clothing: Amaz
 def test_item_has_its_title_and_parsed_category_path(electronic: AmazonDomain) -> None:
     assert electronic.items[10675] == AmazonItem(
         item_id=10675,
-        title=(
-            "GEARONIC TM iPad Mini 5-in-1 Accessories Bundle Rotating Case for Business and Travel, "
-            "Light Blue"
-        ),
+        title=("GEARONIC TM iPad Mini 5-in-1 Accessories Bundle Rotating Case for Business and Travel, Light Blue"),
         category_paths=(
             ("Electronics", "Computers & Accessories", "Touch Screen Tablet Accessories", "Cases & Sleeves"),
         ),
@@ -174,9 +171,7 @@ def test_item_found_in_only_one_of_titles_and_categories_still_appears(tmp_path:
 
 
 def test_bad_field_is_reported_at_the_physical_line_after_a_multi_line_record(tmp_path: Path) -> None:
-    data_dir = write_domain(
-        tmp_path, {"bundle_intent.csv": 'bundle ID,intent\n0,"camera\nkit"\none,swimsuit\n'}
-    )
+    data_dir = write_domain(tmp_path, {"bundle_intent.csv": 'bundle ID,intent\n0,"camera\nkit"\none,swimsuit\n'})
 
     with pytest.raises(MalformedLineError) as raised:
         load_amazon_domain(data_dir, "electronic")
@@ -196,18 +191,14 @@ def test_record_with_too_few_fields_is_reported(tmp_path: Path) -> None:
 def test_unexpected_header_is_reported(tmp_path: Path) -> None:
     data_dir = write_domain(tmp_path, {"bundle_item.csv": "bundle\titem\n0\t5\n"})
 
-    with pytest.raises(
-        MalformedLineError, match=r"bundle_item\.csv:1: expected the CSV header bundle ID,item ID"
-    ):
+    with pytest.raises(MalformedLineError, match=r"bundle_item\.csv:1: expected the CSV header bundle ID,item ID"):
         load_amazon_domain(data_dir, "electronic")
 
 
 def test_bundle_item_row_for_an_unknown_bundle_is_reported(tmp_path: Path) -> None:
     data_dir = write_domain(tmp_path, {"bundle_item.csv": "bundle ID,item ID\n0,5\n1,7\n2,9\n"})
 
-    with pytest.raises(
-        MalformedLineError, match=r"bundle_item\.csv:4: expected a bundle ID listed in user_bundle"
-    ):
+    with pytest.raises(MalformedLineError, match=r"bundle_item\.csv:4: expected a bundle ID listed in user_bundle"):
         load_amazon_domain(data_dir, "electronic")
 
 

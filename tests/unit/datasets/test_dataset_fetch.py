@@ -52,9 +52,7 @@ def test_every_file_of_the_shared_data_folder_is_the_published_version(published
 
 def test_the_table_lists_every_data_file_of_the_shared_data_folder() -> None:
     data_files = {
-        path.relative_to(DATA_DIR).as_posix()
-        for path in DATA_DIR.rglob("*")
-        if path.is_file() and path.suffix != ".md"
+        path.relative_to(DATA_DIR).as_posix() for path in DATA_DIR.rglob("*") if path.is_file() and path.suffix != ".md"
     }
 
     assert data_files == {published.local_path for published in PUBLISHED_FILES}
@@ -67,13 +65,9 @@ def test_blob_ids_agree_with_those_source_md_lists() -> None:
             continue
         source_md = (DATA_DIR / published.local_path).parent / "SOURCE.md"
         lines_naming_file = [
-            line
-            for line in source_md.read_text(encoding="utf-8").splitlines()
-            if f"`{published.file_name}`" in line
+            line for line in source_md.read_text(encoding="utf-8").splitlines() if f"`{published.file_name}`" in line
         ]
-        listed_ids = {
-            blob_id for line in lines_naming_file for blob_id in re.findall(r"\b[0-9a-f]{8,40}\b", line)
-        }
+        listed_ids = {blob_id for line in lines_naming_file for blob_id in re.findall(r"\b[0-9a-f]{8,40}\b", line)}
         expected = published.blob_id if published.blob_id_origin == "listed" else published.blob_id[:8]
         assert expected in listed_ids, published.local_path
         checked += 1
@@ -84,8 +78,7 @@ def test_source_url_points_at_the_file_at_its_commit() -> None:
     steam_bundles, _ = published_files("steam")
 
     assert source_url(steam_bundles) == (
-        "https://raw.githubusercontent.com/zhubzy/proj2158/"
-        "236f2ab707490797d750047e557b319cc5c3ba6d/bundle_data.json.gz"
+        "https://raw.githubusercontent.com/zhubzy/proj2158/236f2ab707490797d750047e557b319cc5c3ba6d/bundle_data.json.gz"
     )
     youshu_sizes = published_files("youshu")[0]
     assert source_url(youshu_sizes, "http://127.0.0.1:8000/") == (
@@ -110,9 +103,7 @@ def test_changed_file_fails_verification_naming_file_and_both_blob_ids(tmp_path:
 
 
 def test_absent_file_fails_verification_as_missing(tmp_path: Path) -> None:
-    with pytest.raises(
-        DatasetFileMissingError, match=r"missing dataset file Steam_bundles/bundle_data\.json\.gz"
-    ):
+    with pytest.raises(DatasetFileMissingError, match=r"missing dataset file Steam_bundles/bundle_data\.json\.gz"):
         verify_file(tmp_path, published_files("steam")[0])
 
 
@@ -128,9 +119,7 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
         monkeypatch.setenv(variable, "127.0.0.1")  # a configured HTTP proxy must not see these requests
     root = tmp_path / "mirror"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -152,9 +141,7 @@ def publish(mirror_root: Path, published: PublishedFile, content: bytes | None =
         target.write_bytes(content)
 
 
-def test_fetch_downloads_verified_files_and_rejects_a_tampered_one(
-    mirror: tuple[str, Path], tmp_path: Path
-) -> None:
+def test_fetch_downloads_verified_files_and_rejects_a_tampered_one(mirror: tuple[str, Path], tmp_path: Path) -> None:
     base_url, mirror_root = mirror
     sizes, train, tune = published_files("youshu")[:3]
     publish(mirror_root, sizes)
@@ -199,9 +186,7 @@ def test_fetch_replaces_a_changed_local_file(mirror: tuple[str, Path], tmp_path:
     assert git_blob_id_of_file(tmp_path / sizes.local_path) == sizes.blob_id
 
 
-def test_file_the_server_lacks_is_a_dataset_error_naming_the_url(
-    mirror: tuple[str, Path], tmp_path: Path
-) -> None:
+def test_file_the_server_lacks_is_a_dataset_error_naming_the_url(mirror: tuple[str, Path], tmp_path: Path) -> None:
     base_url, _ = mirror
     sizes = published_files("youshu")[0]
 
@@ -236,9 +221,7 @@ def test_command_verifies_the_shared_data_folder() -> None:
     assert main(["--dest", str(DATA_DIR), "--verify-only"]) == 0
 
 
-def test_command_reports_each_missing_file_and_fails(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_command_reports_each_missing_file_and_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["--dest", str(tmp_path), "--dataset", "steam", "--verify-only"])
 
     errors = capsys.readouterr().err

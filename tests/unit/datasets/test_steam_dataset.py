@@ -162,7 +162,5 @@ def test_line_that_is_not_a_dict_literal_is_reported_with_file_and_line(tmp_path
 def test_field_of_the_wrong_type_is_reported(tmp_path: Path) -> None:
     data_dir = write_steam(tmp_path, [], ["{'id': '3', 'tags': 'Action'}"])
 
-    with pytest.raises(
-        MalformedLineError, match=r"steam_games\.json\.gz:1: expected 'tags' to be a list of text"
-    ):
+    with pytest.raises(MalformedLineError, match=r"steam_games\.json\.gz:1: expected 'tags' to be a list of text"):
         load_steam(data_dir)

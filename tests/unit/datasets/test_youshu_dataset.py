@@ -115,10 +115,7 @@ def test_bundle_id_beyond_the_declared_size_is_reported_with_file_and_line(tmp_p
 
     assert raised.value.path == data_dir / "Youshu" / "user_bundle_train.txt"
     assert raised.value.line == 2
-    assert (
-        str(raised.value)
-        == f"{data_dir}/Youshu/user_bundle_train.txt:2: expected bundle id in [0, 2), found 2"
-    )
+    assert str(raised.value) == f"{data_dir}/Youshu/user_bundle_train.txt:2: expected bundle id in [0, 2), found 2"
 
 
 def test_line_that_is_not_two_integers_is_reported_with_file_and_line(tmp_path: Path) -> None:
@@ -131,9 +128,7 @@ def test_line_that_is_not_two_integers_is_reported_with_file_and_line(tmp_path: 
 def test_sizes_file_must_hold_three_positive_integers(tmp_path: Path) -> None:
     data_dir = write_youshu(tmp_path, {"Youshu_data_size.txt": "3\t2\n"})
 
-    with pytest.raises(
-        MalformedLineError, match=r"Youshu_data_size\.txt:1: expected three positive integers"
-    ):
+    with pytest.raises(MalformedLineError, match=r"Youshu_data_size\.txt:1: expected three positive integers"):
         load_youshu(data_dir)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.domain import BundleItem, RankedBundle, Recommendation
+from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, BundleItem, RankedBundle, Recommendation
 from services.gateway.settings import GatewaySettings
 from shared.events import Event
 
@@ -37,7 +37,14 @@ class ScriptedBundleSource:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     async def recommend(
-        self, *, catalog_id: str, user_id: str, k: int, anchor_item_ids: Sequence[str], request_id: str
+        self,
+        *,
+        catalog_id: str,
+        user_id: str,
+        k: int,
+        anchor_item_ids: Sequence[str],
+        request_id: str,
+        constraints: BundleConstraints = NO_CONSTRAINTS,
     ) -> Recommendation:
         self.calls.append(
             {
@@ -46,6 +53,7 @@ class ScriptedBundleSource:
                 "k": k,
                 "anchor_item_ids": list(anchor_item_ids),
                 "request_id": request_id,
+                "constraints": constraints,
             }
         )
         if self.failure is not None:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
+from services.gateway.domain import BundleConstraints
 from shared.errors import NotFound, Unavailable
 from tests.unit.gateway.gateway_fakes import ScriptedBundleSource
 
@@ -71,8 +72,28 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
             "k": 2,
             "anchor_item_ids": ["tent-2p", "mat"],
             "request_id": "req-1",
+            "constraints": BundleConstraints(),
         }
     ]
+
+
+def test_price_and_size_constraints_are_passed_to_the_ranker(
+    client: TestClient, bundle_source: ScriptedBundleSource
+) -> None:
+    reply = client.get(
+        "/v1/users/shopper-42/bundles",
+        params={"catalog_id": "amazon", "max_total_price": 25.5, "min_items": 2, "max_items": 4},
+    )
+
+    assert reply.status_code == 200
+    assert bundle_source.calls[0]["constraints"] == BundleConstraints(25.5, 2, 4)
+
+
+def test_a_non_positive_price_cap_is_refused(client: TestClient) -> None:
+    reply = client.get("/v1/users/shopper-42/bundles", params={"catalog_id": "amazon", "max_total_price": 0})
+
+    assert reply.status_code == 422
+    assert "max_total_price" in reply.text
 
 
 def test_without_a_request_id_a_uuid_is_minted_and_echoed(

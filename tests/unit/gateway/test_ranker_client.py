@@ -97,7 +97,12 @@ def test_the_request_carries_every_argument_and_the_answer_maps_every_field() ->
 
     assert ranker.requests == [
         ranker_pb2.RecommendBundlesRequest(
-            catalog_id="amazon", user_id="shopper-42", k=3, anchor_item_ids=["tent-2p"], request_id="req-1"
+            catalog_id="amazon",
+            user_id="shopper-42",
+            k=3,
+            anchor_item_ids=["tent-2p"],
+            request_id="req-1",
+            constraints=ranker_pb2.Constraints(),
         )
     ]
     assert recommendation == Recommendation(

@@ -18,7 +18,6 @@ from shared.errors import Unavailable
 from shared.events import (
     BundleImpressionEvent,
     BundleOutcomeEvent,
-    EventType,
     ItemEvent,
     ShownBundle,
     encode_event,
@@ -40,7 +39,7 @@ def next_event_id() -> str:
 
 def impression(catalog: str, impression_id: str, bundles: list[str], user: str = "u1") -> BundleImpressionEvent:
     return BundleImpressionEvent(
-        type=EventType.BUNDLE_IMPRESSION,
+        type="bundle_impression",
         event_id=next_event_id(),
         catalog_id=catalog,
         user_id=user,
@@ -52,7 +51,7 @@ def impression(catalog: str, impression_id: str, bundles: list[str], user: str =
 
 def click(catalog: str, impression_id: str | None, bundle: str, user: str = "u1") -> BundleOutcomeEvent:
     return BundleOutcomeEvent(
-        type=EventType.BUNDLE_CLICK,
+        type="bundle_click",
         event_id=next_event_id(),
         catalog_id=catalog,
         user_id=user,
@@ -64,7 +63,7 @@ def click(catalog: str, impression_id: str | None, bundle: str, user: str = "u1"
 
 def purchase(catalog: str, impression_id: str, bundle: str, user: str = "u1") -> BundleOutcomeEvent:
     return BundleOutcomeEvent(
-        type=EventType.BUNDLE_PURCHASE,
+        type="bundle_purchase",
         event_id=next_event_id(),
         catalog_id=catalog,
         user_id=user,
@@ -77,7 +76,7 @@ def purchase(catalog: str, impression_id: str, bundle: str, user: str = "u1") ->
 
 def item_view(catalog: str, item: str, user: str = "u1") -> ItemEvent:
     return ItemEvent(
-        type=EventType.VIEW,
+        type="view",
         event_id=next_event_id(),
         catalog_id=catalog,
         user_id=user,

@@ -79,4 +79,7 @@ def test_an_invalid_event_is_refused_with_a_reason_naming_the_problem(payload: b
 
 
 def test_an_oversized_event_is_refused_before_parsing() -> None:
-    assert reason_of(b" " * (MAX_EVENT_BYTES + 1)) == f"event is {MAX_EVENT_BYTES + 1} bytes; the limit is {MAX_EVENT_BYTES}"
+    assert (
+        reason_of(b" " * (MAX_EVENT_BYTES + 1))
+        == f"event is {MAX_EVENT_BYTES + 1} bytes; the limit is {MAX_EVENT_BYTES}"
+    )

@@ -41,7 +41,10 @@ def test_bundle_outcomes_update_bundle_statistics() -> None:
     impression = event(
         type="bundle_impression",
         impression_id="imp1",
-        bundles=[{"bundle_id": "b1", "position": 0, "propensity": 0.5}, {"bundle_id": "b2", "position": 1, "propensity": 1}],
+        bundles=[
+            {"bundle_id": "b1", "position": 0, "propensity": 0.5},
+            {"bundle_id": "b2", "position": 1, "propensity": 1},
+        ],
     )
     bought = event(type="bundle_purchase", bundle_id="b1")
 
