@@ -95,6 +95,29 @@ class FeatureReader:
             for item_id, members in zip(item_ids, pipe.execute(), strict=True)
         ]
 
+    def bundles_for_categories(
+        self, catalog_id: str, categories: Sequence[str], max_per_category: int
+    ) -> list[pb.BundlesForCategory]:
+        """For each category, its live bundles by purchases (most first), then by id."""
+        keys = self._catalog(catalog_id)
+        pipe = self._redis.pipeline(transaction=False)
+        for category in categories:
+            pipe.smembers(keys.category_bundles(category))
+        members: list[list[str]] = [sorted(m) for m in pipe.execute()]
+        everyone = sorted({b for bundle_ids in members for b in bundle_ids})
+        bought = (
+            dict(zip(everyone, self._redis.zmscore(keys.bundle_popularity(), everyone), strict=True))
+            if everyone
+            else {}
+        )
+        return [
+            pb.BundlesForCategory(
+                category=category,
+                bundle_ids=sorted(bundle_ids, key=lambda b: (-(bought.get(b) or 0.0), b))[:max_per_category],
+            )
+            for category, bundle_ids in zip(categories, members, strict=True)
+        ]
+
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> list[pb.Bundle]:
         keys = self._catalog(catalog_id)
         pipe = self._redis.pipeline(transaction=False)

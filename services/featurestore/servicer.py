@@ -54,6 +54,15 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
             items=self._reader.bundles_for_items(request.catalog_id, request.item_ids, limit)
         )
 
+    def GetBundlesForCategories(
+        self, request: pb.GetBundlesForCategoriesRequest, context: grpc.ServicerContext
+    ) -> pb.GetBundlesForCategoriesResponse:
+        _check(request.catalog_id, request.categories, "categories")
+        limit = request.max_bundles_per_category or self._settings.default_bundles_per_item
+        return pb.GetBundlesForCategoriesResponse(
+            categories=self._reader.bundles_for_categories(request.catalog_id, request.categories, limit)
+        )
+
     def GetBundles(self, request: pb.GetBundlesRequest, context: grpc.ServicerContext) -> pb.GetBundlesResponse:
         _check(request.catalog_id, request.bundle_ids, "bundle_ids")
         return pb.GetBundlesResponse(bundles=self._reader.bundles(request.catalog_id, request.bundle_ids))

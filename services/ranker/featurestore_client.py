@@ -13,6 +13,8 @@ from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import from_rpc_error
 
 Reply = TypeVar("Reply")
+# Candidates taken from each of a shopper's favourite categories.
+CATEGORY_CANDIDATES = 30
 
 
 class GrpcFeatureSource:
@@ -54,6 +56,17 @@ class GrpcFeatureSource:
             pb.GetBundlesForItemsRequest(catalog_id=catalog_id, item_ids=item_ids),
         )
         return {entry.item_id: list(entry.bundle_ids) for entry in reply.items}
+
+    def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
+        if not categories:
+            return {}
+        reply = self._call(
+            self._stub.GetBundlesForCategories,
+            pb.GetBundlesForCategoriesRequest(
+                catalog_id=catalog_id, categories=categories, max_bundles_per_category=CATEGORY_CANDIDATES
+            ),
+        )
+        return {entry.category: list(entry.bundle_ids) for entry in reply.categories}
 
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         if not bundle_ids:

@@ -17,6 +17,10 @@ class FeatureSource(Protocol):
 
     def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]: ...
 
+    def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
+        """Live bundles per affinity category, most bought first."""
+        ...
+
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         """Only bundles that exist are returned."""
         ...

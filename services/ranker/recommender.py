@@ -64,6 +64,11 @@ class Recommender:
         neighbours = self._features.neighbours(catalog_id, sources)
         weights = domain.item_weights(signals.recent_item_ids, anchors, neighbours)
         evidence = domain.score_bundles(weights, self._features.bundles_by_item(catalog_id, list(weights)))
+        domain.add_category_evidence(
+            evidence,
+            signals.top_categories,
+            self._features.bundles_by_category(catalog_id, signals.top_categories),
+        )
 
         shortlist = sorted(evidence, key=lambda b: (-evidence[b].score, b))[: CANDIDATES_PER_SLOT * k]
         cold_start = not shortlist

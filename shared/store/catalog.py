@@ -251,17 +251,30 @@ class CatalogWriter:
             pipe.execute()
 
     def _mirror_bundles(self, catalog_id: str, bundles: Sequence[CatalogBundle]) -> None:
+        """Bundle hashes plus the item -> bundles and category -> bundles indexes of live bundles.
+
+        Items are mirrored first (their categories index the bundles). A bundle whose items changed
+        leaves the indexes of what it lost.
+        """
         keys: CatalogKeys = self._keys.catalog(catalog_id)
         for chunk in _chunks(bundles, 500):
-            pipe = self._redis.pipeline(transaction=False)
-            # A bundle whose items changed must leave the item -> bundles sets of the items it lost.
-            previous = self._redis.pipeline(transaction=False)
+            lookup = self._redis.pipeline(transaction=False)
             for bundle in chunk:
-                previous.hget(keys.bundle(bundle.bundle_id), "items")
-            for bundle, old_items in zip(chunk, previous.execute(), strict=True):
-                if old_items:
-                    for item_id in json.loads(old_items):
-                        pipe.srem(keys.item_bundles(item_id), bundle.bundle_id)
+                lookup.hget(keys.bundle(bundle.bundle_id), "items")
+            old_items = [json.loads(raw) if raw else [] for raw in lookup.execute()]
+            all_items = sorted({i for b in chunk for i in b.item_ids} | {i for old in old_items for i in old})
+            for item_id in all_items:
+                lookup.hget(keys.item(item_id), "affinity_category")
+            category_of = {
+                item_id: (raw.decode() if isinstance(raw, bytes) else raw) or ""
+                for item_id, raw in zip(all_items, lookup.execute(), strict=True)
+            }
+            pipe = self._redis.pipeline(transaction=False)
+            for bundle, old in zip(chunk, old_items, strict=True):
+                for item_id in old:
+                    pipe.srem(keys.item_bundles(item_id), bundle.bundle_id)
+                for category in {category_of[i] for i in old} - {""}:
+                    pipe.srem(keys.category_bundles(category), bundle.bundle_id)
                 pipe.hset(
                     keys.bundle(bundle.bundle_id),
                     mapping={
@@ -275,8 +288,10 @@ class CatalogWriter:
                 )
                 if bundle.retired:
                     pipe.srem(keys.live_bundles(), bundle.bundle_id)
-                else:
-                    pipe.sadd(keys.live_bundles(), bundle.bundle_id)
-                    for item_id in bundle.item_ids:
-                        pipe.sadd(keys.item_bundles(item_id), bundle.bundle_id)
+                    continue
+                pipe.sadd(keys.live_bundles(), bundle.bundle_id)
+                for item_id in bundle.item_ids:
+                    pipe.sadd(keys.item_bundles(item_id), bundle.bundle_id)
+                for category in {category_of[i] for i in bundle.item_ids} - {""}:
+                    pipe.sadd(keys.category_bundles(category), bundle.bundle_id)
             pipe.execute()

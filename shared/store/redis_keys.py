@@ -54,6 +54,10 @@ class CatalogKeys:
         """Set of live catalog bundle ids that contain the item."""
         return f"{self.prefix}:item_bundles:{item_id}"
 
+    def category_bundles(self, category: str) -> str:
+        """Set of live bundle ids holding an item whose affinity category is ``category``."""
+        return f"{self.prefix}:category_bundles:{category}"
+
     def live_bundles(self) -> str:
         """Set of every live (not retired) bundle id."""
         return f"{self.prefix}:live_bundles"

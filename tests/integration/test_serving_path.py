@@ -42,6 +42,16 @@ def test_a_shopper_with_history_gets_personal_bundles_of_real_items(catalogs: No
     assert reply.headers["x-request-id"]
 
 
+def test_a_shopper_with_sparse_history_stays_in_their_part_of_the_catalog(catalogs: None, stack: LocalStack) -> None:
+    # clothing-u1's items are in no other shopper's bundle: co-purchases alone would find nothing.
+    answer = bundles(stack, "clothing-u1", catalog_id="amazon", k=5).json()
+
+    item_ids = [item["item_id"] for b in answer["bundles"] for item in b["items"]]
+    assert item_ids
+    assert all(i.startswith("clothing-") for i in item_ids)
+    assert any(b["explanation"].startswith("Matches your interest in") for b in answer["bundles"])
+
+
 def test_a_shopper_never_seen_gets_popular_bundles(catalogs: None, stack: LocalStack) -> None:
     answer = bundles(stack, f"stranger-{uuid.uuid4().hex[:6]}", catalog_id="amazon", k=4).json()
 

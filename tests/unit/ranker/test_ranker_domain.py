@@ -129,3 +129,17 @@ def test_explanations_name_the_real_signal() -> None:
         "Matches your interest in Cameras"
     )
     assert domain.explain(None, bundle("p", ("zz",), purchases=7), items, NO_SIGNALS) == "Popular: bought 7 times"
+
+
+def test_bundles_of_a_shoppers_favourite_categories_earn_evidence_the_favourite_most() -> None:
+    evidence: dict[str, domain.Evidence] = {}
+
+    domain.add_category_evidence(evidence, ["Women", "Men"], {"Women": ["w1", "both"], "Men": ["both"]})
+
+    assert evidence["w1"].score == pytest.approx(domain.CATEGORY_WEIGHT)
+    assert evidence["both"].score == pytest.approx(domain.CATEGORY_WEIGHT * (1 + 1 / 1.5))
+    assert domain.explain(evidence["w1"], bundle("w1", ("a",)), {}, NO_SIGNALS) == "Matches your interest in Women"
+
+
+def test_a_bundle_bought_once_says_so() -> None:
+    assert domain.explain(None, bundle("p", ("zz",), purchases=1), {}, NO_SIGNALS) == "Popular: bought once"

@@ -360,6 +360,78 @@ class GetBundlesForItemsResponse(_message.Message):
 Global___GetBundlesForItemsResponse: _TypeAlias = GetBundlesForItemsResponse  # noqa: Y015
 
 @_typing.final
+class GetBundlesForCategoriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    MAX_BUNDLES_PER_CATEGORY_FIELD_NUMBER: _builtins.int
+    catalog_id: _builtins.str
+    max_bundles_per_category: _builtins.int
+    """Bundles per category, at most; 0 means the server default."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Affinity categories, as UserFeatures.category_affinity names them."""
+
+    def __init__(
+        self,
+        *,
+        catalog_id: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        max_bundles_per_category: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "categories", b"categories", "max_bundles_per_category", b"max_bundles_per_category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBundlesForCategoriesRequest: _TypeAlias = GetBundlesForCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class BundlesForCategory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    BUNDLE_IDS_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    @_builtins.property
+    def bundle_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        bundle_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_ids", b"bundle_ids", "category", b"category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BundlesForCategory: _TypeAlias = BundlesForCategory  # noqa: Y015
+
+@_typing.final
+class GetBundlesForCategoriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundlesForCategory]: ...
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___BundlesForCategory] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBundlesForCategoriesResponse: _TypeAlias = GetBundlesForCategoriesResponse  # noqa: Y015
+
+@_typing.final
 class GetBundlesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -56,6 +56,11 @@ class FeatureStoreStub:
                 request_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsResponse.FromString,
                 _registered_method=True)
+        self.GetBundlesForCategories = channel.unary_unary(
+                '/bundlewise.featurestore.v1.FeatureStore/GetBundlesForCategories',
+                request_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesResponse.FromString,
+                _registered_method=True)
         self.GetBundles = channel.unary_unary(
                 '/bundlewise.featurestore.v1.FeatureStore/GetBundles',
                 request_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesRequest.SerializeToString,
@@ -101,6 +106,13 @@ class FeatureStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBundlesForCategories(self, request, context):
+        """Live bundles holding items of the given categories (a shopper's interests), most bought first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetBundles(self, request, context):
         """Catalog records of bundles with their items and outcome statistics.
         """
@@ -137,6 +149,11 @@ def add_FeatureStoreServicer_to_server(servicer, server):
                     servicer.GetBundlesForItems,
                     request_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsRequest.FromString,
                     response_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsResponse.SerializeToString,
+            ),
+            'GetBundlesForCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBundlesForCategories,
+                    request_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesRequest.FromString,
+                    response_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesResponse.SerializeToString,
             ),
             'GetBundles': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBundles,
@@ -259,6 +276,33 @@ class FeatureStore:
             '/bundlewise.featurestore.v1.FeatureStore/GetBundlesForItems',
             bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsRequest.SerializeToString,
             bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBundlesForCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.featurestore.v1.FeatureStore/GetBundlesForCategories',
+            bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesRequest.SerializeToString,
+            bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetBundlesForCategoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class FeatureStoreStub:
     """Items most often seen together with each given item (sessions and baskets), best first."""
     GetBundlesForItems: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesForItemsRequest, _featurestore_pb2.GetBundlesForItemsResponse]
     """Catalog bundles that contain any of the given items, with how many of them each holds."""
+    GetBundlesForCategories: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesForCategoriesRequest, _featurestore_pb2.GetBundlesForCategoriesResponse]
+    """Live bundles holding items of the given categories (a shopper's interests), most bought first."""
     GetBundles: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesRequest, _featurestore_pb2.GetBundlesResponse]
     """Catalog records of bundles with their items and outcome statistics."""
     GetPopularBundles: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularBundlesRequest, _featurestore_pb2.GetPopularBundlesResponse]
@@ -65,6 +67,8 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
     """Items most often seen together with each given item (sessions and baskets), best first."""
     GetBundlesForItems: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesForItemsRequest, _featurestore_pb2.GetBundlesForItemsResponse]  # type: ignore[assignment]
     """Catalog bundles that contain any of the given items, with how many of them each holds."""
+    GetBundlesForCategories: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesForCategoriesRequest, _featurestore_pb2.GetBundlesForCategoriesResponse]  # type: ignore[assignment]
+    """Live bundles holding items of the given categories (a shopper's interests), most bought first."""
     GetBundles: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetBundlesRequest, _featurestore_pb2.GetBundlesResponse]  # type: ignore[assignment]
     """Catalog records of bundles with their items and outcome statistics."""
     GetPopularBundles: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularBundlesRequest, _featurestore_pb2.GetPopularBundlesResponse]  # type: ignore[assignment]
@@ -106,6 +110,14 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_featurestore_pb2.GetBundlesForItemsResponse, _abc.Awaitable[_featurestore_pb2.GetBundlesForItemsResponse]]:
         """Catalog bundles that contain any of the given items, with how many of them each holds."""
+
+    @_abc_1.abstractmethod
+    def GetBundlesForCategories(
+        self,
+        request: _featurestore_pb2.GetBundlesForCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_featurestore_pb2.GetBundlesForCategoriesResponse, _abc.Awaitable[_featurestore_pb2.GetBundlesForCategoriesResponse]]:
+        """Live bundles holding items of the given categories (a shopper's interests), most bought first."""
 
     @_abc_1.abstractmethod
     def GetBundles(
