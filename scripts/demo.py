@@ -33,7 +33,7 @@ STATE_DIR = Path(os.environ.get("BUNDLEWISE_STATE_DIR", "/var/tmp/bundlewise"))
 PID_DIR = STATE_DIR / "run" / "services"
 SHOWCASE = [
     ("amazon", "electronic-u1", {}, "an electronics shopper"),
-    ("amazon", "clothing-u3", {}, "a clothing shopper"),
+    ("amazon", "clothing-u1", {}, "a clothing shopper with little co-purchase data"),
     ("amazon", "new-shopper-42", {}, "a shopper we have never seen (cold start)"),
     (
         "amazon",

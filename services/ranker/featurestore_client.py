@@ -13,8 +13,14 @@ from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import from_rpc_error
 
 Reply = TypeVar("Reply")
+# The feature store takes at most this many ids per request (see featurestore.proto).
+MAX_IDS_PER_REQUEST = 1000
 # Candidates taken from each of a shopper's favourite categories.
 CATEGORY_CANDIDATES = 30
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[start : start + MAX_IDS_PER_REQUEST] for start in range(0, len(ids), MAX_IDS_PER_REQUEST)]
 
 
 class GrpcFeatureSource:
@@ -42,20 +48,24 @@ class GrpcFeatureSource:
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
         if not item_ids:
             return {}
-        reply = self._call(
-            self._stub.GetItemNeighbours,
-            pb.GetItemNeighboursRequest(catalog_id=catalog_id, item_ids=item_ids),
-        )
-        return {entry.item_id: [(n.id, n.score) for n in entry.neighbours] for entry in reply.items}
+        return {
+            entry.item_id: [(n.id, n.score) for n in entry.neighbours]
+            for chunk in _chunks(item_ids)
+            for entry in self._call(
+                self._stub.GetItemNeighbours, pb.GetItemNeighboursRequest(catalog_id=catalog_id, item_ids=chunk)
+            ).items
+        }
 
     def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
         if not item_ids:
             return {}
-        reply = self._call(
-            self._stub.GetBundlesForItems,
-            pb.GetBundlesForItemsRequest(catalog_id=catalog_id, item_ids=item_ids),
-        )
-        return {entry.item_id: list(entry.bundle_ids) for entry in reply.items}
+        return {
+            entry.item_id: list(entry.bundle_ids)
+            for chunk in _chunks(item_ids)
+            for entry in self._call(
+                self._stub.GetBundlesForItems, pb.GetBundlesForItemsRequest(catalog_id=catalog_id, item_ids=chunk)
+            ).items
+        }
 
     def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
         if not categories:
@@ -71,7 +81,10 @@ class GrpcFeatureSource:
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         if not bundle_ids:
             return {}
-        reply = self._call(self._stub.GetBundles, pb.GetBundlesRequest(catalog_id=catalog_id, bundle_ids=bundle_ids))
+        replies = [
+            self._call(self._stub.GetBundles, pb.GetBundlesRequest(catalog_id=catalog_id, bundle_ids=chunk))
+            for chunk in _chunks(bundle_ids)
+        ]
         return {
             b.bundle_id: BundleInfo(
                 bundle_id=b.bundle_id,
@@ -82,6 +95,7 @@ class GrpcFeatureSource:
                 retired=b.retired,
                 purchases=b.stats.purchases,
             )
+            for reply in replies
             for b in reply.bundles
             if b.found
         }
@@ -89,7 +103,10 @@ class GrpcFeatureSource:
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         if not item_ids:
             return {}
-        reply = self._call(self._stub.GetItems, pb.GetItemsRequest(catalog_id=catalog_id, item_ids=item_ids))
+        replies = [
+            self._call(self._stub.GetItems, pb.GetItemsRequest(catalog_id=catalog_id, item_ids=chunk))
+            for chunk in _chunks(item_ids)
+        ]
         return {
             i.item_id: ItemInfo(
                 item_id=i.item_id,
@@ -99,6 +116,7 @@ class GrpcFeatureSource:
                 retired=i.retired,
                 category_path=tuple(i.category_path),
             )
+            for reply in replies
             for i in reply.items
             if i.found
         }

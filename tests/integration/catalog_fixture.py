@@ -24,14 +24,21 @@ def count_events(engine: Engine, catalog_id: str) -> int:
         )
 
 
-def load_catalogs_into(stack: LocalStack, engine: Engine, catalogs: str) -> None:
+def load_catalogs_into(stack: LocalStack, engine: Engine, catalogs: str, events: bool = True) -> None:
     env = {**os.environ, **stack.service_env("loader")}
     subprocess.run(
-        [sys.executable, "-m", "services.featurestore.load_catalogs", "--catalogs", catalogs],
+        [
+            sys.executable,
+            "-m",
+            "services.featurestore.load_catalogs",
+            "--catalogs",
+            catalogs,
+            *([] if events else ["--no-events"]),
+        ],
         cwd=REPO_ROOT,
         env=env,
         check=True,
     )
-    if "amazon" in catalogs:
+    if events and "amazon" in catalogs:
         expected = len(load_amazon(default_data_dir()).events)
         wait_for(lambda: count_events(engine, "amazon"), lambda n: n >= expected, 180, "the Amazon history")

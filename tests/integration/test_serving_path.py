@@ -21,9 +21,10 @@ from tests.integration.waiting import wait_for
 @pytest.fixture(scope="module")
 def catalogs(stack: LocalStack, engine: Engine) -> None:
     load_catalogs_into(stack, engine, "amazon,steam")
+    load_catalogs_into(stack, engine, "youshu", events=False)
 
 
-def bundles(stack: LocalStack, user_id: str, **params: str | int | float) -> httpx.Response:
+def bundles(stack: LocalStack, user_id: str, **params: str | int | float | list[str]) -> httpx.Response:
     return httpx.get(f"{stack.gateway_url}/v1/users/{user_id}/bundles", params=params, timeout=10)
 
 
@@ -71,6 +72,16 @@ def test_a_price_cap_is_respected_on_the_priced_catalog(catalogs: None, stack: L
     assert answer["bundles"]
     prices = [b["total_price"] for b in answer["bundles"]]
     assert all(p is not None and p <= 20 for p in prices), prices
+
+
+def test_bundles_of_hundreds_of_items_are_served_whole(catalogs: None, stack: LocalStack) -> None:
+    # Youshu's book lists hold up to hundreds of books: more ids than one feature-store read takes.
+    cart = [f"i{i}" for i in range(0, 2000, 40)]
+
+    answer = bundles(stack, "reader", catalog_id="youshu", k=40, anchor_item_id=cart)
+
+    assert answer.status_code == 200, answer.text
+    assert sum(len(b["items"]) for b in answer.json()["bundles"]) > 1000
 
 
 def test_an_unknown_catalog_is_a_404_problem(stack: LocalStack) -> None:

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class FeatureStoreStub:
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     def __init__(self, channel):
@@ -75,7 +76,8 @@ class FeatureStoreStub:
 
 class FeatureStoreServicer:
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     def GetUserFeatures(self, request, context):
@@ -175,7 +177,8 @@ def add_FeatureStoreServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FeatureStore:
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     @staticmethod

@@ -30,7 +30,8 @@ GRPC_VERSION: str
 
 class FeatureStoreStub:
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     @_typing.overload
@@ -55,7 +56,8 @@ class FeatureStoreStub:
 @_typing.type_check_only
 class FeatureStoreAsyncStub(FeatureStoreStub):
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -76,7 +78,8 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
 
 class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
-    an unknown id yields an entry with `found = false` rather than an error.
+    an unknown id yields an entry with `found = false` rather than an error. A request carries at most
+    1000 ids (INVALID_ARGUMENT beyond): callers split larger reads.
     """
 
     @_abc_1.abstractmethod
