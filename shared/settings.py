@@ -75,5 +75,5 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
             else:
                 problems.append(f"{variable} is invalid: {error['msg']}")
         raise SettingsError(
-            f"{settings_class.__name__}: " + "; ".join(problems) + " (see .env.example for every setting)"
+            f"{settings_class.__name__}: " + "; ".join(problems) + " (config/local.env lists every setting with its local value)"
         ) from None

@@ -7,17 +7,12 @@ from bundlewise.embedding.v1 import embedding_pb2_grpc
 from services.embedding.servicer import SERVICE_FULL_NAME
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.wiring import build_service
+from shared.entrypoint import settings_and_logging
 from shared.grpc_server import ServiceRegistration, start_grpc_server
-from shared.log import configure_logging
-from shared.settings import SettingsError, load_settings
 
 
 def main() -> None:
-    try:
-        settings = load_settings(EmbeddingSettings)
-    except SettingsError as exc:
-        raise SystemExit(str(exc)) from None
-    configure_logging("embedding", settings.log_level)
+    settings = settings_and_logging("embedding", EmbeddingSettings)
     servicer, closeables = build_service(settings)
     server = start_grpc_server(
         "embedding",

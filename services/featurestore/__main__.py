@@ -10,19 +10,13 @@ from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 from services.featurestore.reads import FeatureReader
 from services.featurestore.servicer import FeatureStoreServicer
 from services.featurestore.settings import FeatureStoreSettings
+from shared.entrypoint import settings_and_logging
 from shared.grpc_server import ServiceRegistration, start_grpc_server
-from shared.log import configure_logging
-from shared.settings import SettingsError, load_settings
 from shared.store.migrate import upgrade_to_head
 
 
 def main() -> int:
-    try:
-        settings = load_settings(FeatureStoreSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging("featurestore", settings.log_level)
+    settings = settings_and_logging("featurestore", FeatureStoreSettings)
     upgrade_to_head(settings.postgres_url, settings.namespace)
     redis_client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
     servicer = FeatureStoreServicer(FeatureReader(redis_client, settings.namespace), settings)

@@ -8,16 +8,11 @@ import uvicorn
 
 from services.gateway.settings import GatewaySettings
 from services.gateway.wiring import build_app
-from shared.log import configure_logging
-from shared.settings import SettingsError, load_settings
+from shared.entrypoint import settings_and_logging
 
 
 def main() -> None:
-    try:
-        settings = load_settings(GatewaySettings)
-    except SettingsError as exc:
-        raise SystemExit(str(exc)) from None
-    configure_logging("gateway", settings.log_level)
+    settings = settings_and_logging("gateway", GatewaySettings)
     # uvicorn re-raises the stop signal to the handler that was installed before it once it has shut
     # down; a no-op handler there lets a graceful stop end with exit status 0 like every service.
     signal.signal(signal.SIGTERM, lambda *_: None)

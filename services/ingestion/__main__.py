@@ -8,19 +8,13 @@ import sys
 
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.wiring import build_loop
-from shared.log import configure_logging
+from shared.entrypoint import settings_and_logging
 from shared.metrics import serve_metrics
-from shared.settings import SettingsError, load_settings
 from shared.store.migrate import upgrade_to_head
 
 
 def main() -> int:
-    try:
-        settings = load_settings(IngestionSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging("ingestion", settings.log_level)
+    settings = settings_and_logging("ingestion", IngestionSettings)
     upgrade_to_head(settings.postgres_url, settings.namespace)
     loop = build_loop(settings)
     port = serve_metrics(settings.metrics_port)

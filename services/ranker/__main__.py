@@ -8,18 +8,12 @@ from bundlewise.ranker.v1 import ranker_pb2_grpc
 
 from services.ranker.settings import RankerSettings
 from services.ranker.wiring import build_service
+from shared.entrypoint import settings_and_logging
 from shared.grpc_server import ServiceRegistration, start_grpc_server
-from shared.log import configure_logging
-from shared.settings import SettingsError, load_settings
 
 
 def main() -> int:
-    try:
-        settings = load_settings(RankerSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging("ranker", settings.log_level)
+    settings = settings_and_logging("ranker", RankerSettings)
     service = build_service(settings)
     service.policies.start()
     server = start_grpc_server(
