@@ -51,7 +51,9 @@ def load_amazon(data_dir: Path) -> RealCatalog:
             CatalogItem(
                 item_id=f"{p}-{item.item_id}",
                 title=item.title,
-                category_path=item.category_paths[0] if item.category_paths else (),
+                # Items list several paths, the first often a brand's ("T" > "Tommy Hilfiger"): the
+                # longest is the most specific.
+                category_path=max(item.category_paths, key=len) if item.category_paths else (),
                 attributes={"asin": domain.item_source_ids.get(item.item_id, ""), "domain": domain_name},
             )
             for item in domain.items.values()
