@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from services.gateway import routes_bundles, routes_events, routes_ops
+from services.gateway import routes_bundles, routes_events, routes_ops, routes_privacy
 from services.gateway.dependencies import GatewayContext
 from services.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
 from services.gateway.ports import BundleSource, EventPublisher
@@ -51,6 +51,7 @@ def create_app(
     app.include_router(routes_events.router)
     app.include_router(routes_bundles.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_privacy.router)
     app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]
     return app
 

@@ -7,6 +7,7 @@ tests plug in in-memory fakes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation
@@ -63,6 +64,33 @@ class BundleSource(Protocol):
 
         Raises:
             shared.errors.Unavailable: it cannot (with the reason).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserErasure:
+    """What deleting one shopper removed."""
+
+    events_deleted: int
+    user_row_deleted: bool
+    keys_deleted: int
+    aggregates_corrected: int
+
+
+class UserDataEraser(Protocol):
+    """Deletes a shopper's personal data from the feature store on request."""
+
+    async def delete_user(self, *, catalog_id: str, user_id: str) -> UserErasure:
+        """Removes ``user_id``'s rows, features and share of aggregates from ``catalog_id`` and
+        deny-lists them for replays. Idempotent: deleting an unknown or deleted user removes nothing.
+
+        Raises:
+            shared.errors.Unavailable: PostgreSQL or Redis is down; nothing or all is deleted, retry.
         """
         ...
 

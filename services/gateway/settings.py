@@ -26,3 +26,15 @@ class GatewaySettings(BaseServiceSettings, KafkaSettings):
     graceful_shutdown_s: float = Field(
         default=10.0, ge=0, le=120, description="How long in-flight requests may finish after SIGTERM."
     )
+    # Only DELETE /v1/users/{user_id} uses the feature store's servers; without both URLs it answers 501.
+    postgres_url: str | None = Field(
+        default=None,
+        pattern=r"^postgresql(\+psycopg)?://",
+        description="The feature store's PostgreSQL, for deleting a shopper's data; unset: deletion is off.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="The feature store's Redis, for deleting a shopper's data; unset: deletion is off.",
+    )
+    namespace: str = Field(default="live", pattern="^[a-z][a-z0-9_]{0,30}$", description="Whose data is deleted.")

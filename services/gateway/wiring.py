@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from services.gateway.app import create_app
 from services.gateway.kafka_publisher import KafkaEventPublisher
-from services.gateway.ports import BundleSource
+from services.gateway.ports import BundleSource, UserDataEraser
+from services.gateway.privacy_store import StoreUserEraser
 from services.gateway.ranker_client import RankerBundleSource
 from services.gateway.settings import GatewaySettings
 
@@ -30,6 +31,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         ack_timeout_s=settings.kafka_ack_timeout_s,
     )
     ranker = RankerBundleSource(address=settings.ranker_addr, timeout_s=settings.ranker_timeout_s)
+    eraser = user_data_eraser(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,8 +48,12 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await publisher.close()
             await ranker.close()
+            if eraser is not None:
+                await eraser.close()
 
-    return create_app(settings, publisher, bundle_source(ranker), lifespan=lifespan)
+    app = create_app(settings, publisher, bundle_source(ranker), lifespan=lifespan)
+    app.state.privacy = eraser  # read by routes_privacy; None makes DELETE /v1/users/{id} answer 501
+    return app
 
 
 def bundle_source(ranker: RankerBundleSource) -> BundleSource:
@@ -57,3 +63,12 @@ def bundle_source(ranker: RankerBundleSource) -> BundleSource:
     BundleSource that wraps ``ranker``; the routes do not change.
     """
     return ranker
+
+
+def user_data_eraser(settings: GatewaySettings) -> UserDataEraser | None:
+    """What ``DELETE /v1/users/{user_id}`` deletes through: the feature store's servers, when the
+    gateway is given both of their URLs; otherwise none (the route answers 501)."""
+    if settings.postgres_url is None or settings.redis_url is None:
+        log.info("user deletion is off: BUNDLEWISE_POSTGRES_URL and BUNDLEWISE_REDIS_URL are not both set")
+        return None
+    return StoreUserEraser(settings.postgres_url, settings.redis_url, settings.namespace)

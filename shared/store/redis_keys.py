@@ -62,6 +62,10 @@ class CatalogKeys:
         """Set of every live (not retired) bundle id."""
         return f"{self.prefix}:live_bundles"
 
+    def privacy_erasures(self) -> str:
+        """Hash user digest -> id of the erasure whose Redis step is done (see shared.store.privacy)."""
+        return f"{self.prefix}:privacy_erasures"
+
     # --- features from events (written only by shared.store.feature_updates) -------------------------
     def user_recent_items(self, user_id: str) -> str:
         """Sorted set item -> latest event time (epoch s), capped at USER_RECENT_ITEMS_CAP."""

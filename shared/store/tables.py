@@ -134,3 +134,27 @@ policy_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("catalog_id", "version"),
 )
+
+# Shoppers deleted on request (shared.store.privacy). Only a digest of the user id is kept: enough to
+# recognise their events in Kafka, so that replays leave them out, and not enough to list who they were.
+privacy_denylist = Table(
+    "privacy_denylist",
+    metadata,
+    Column("catalog_id", String(64), nullable=False),
+    Column("user_digest", String(64), nullable=False, comment="sha256 of the user id, hex."),
+    Column(
+        "erasure_id",
+        String(36),
+        nullable=False,
+        comment="The latest erasure; a retried erasure with the same id is applied to Redis once.",
+    ),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "completed_at",
+        DateTime(timezone=True),
+        comment="When the erasure finished; NULL while it is pending. Replays skip the user's events "
+        "written to Kafka up to this time (all of them while pending).",
+    ),
+    Column("events_deleted", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("catalog_id", "user_digest"),
+)
