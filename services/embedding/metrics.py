@@ -10,22 +10,35 @@ SERVICE = "embedding"
 
 BATCH_SIZE = Histogram(
     metric_name(SERVICE, "batch_size"),
-    "Texts per encoder forward pass.",
+    "Inputs per encoder forward pass, by modality (text, image).",
+    ["modality"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 QUEUE_DEPTH = Gauge(
     metric_name(SERVICE, "queue_depth"),
-    "Texts accepted and waiting for a forward pass.",
+    "Inputs accepted and waiting for a forward pass, by modality.",
+    ["modality"],
 )
 ENCODE_DURATION = Histogram(
     metric_name(SERVICE, "encode_duration_seconds"),
-    "Time of one forward pass (tokenise, encode, pool, normalise), by modality.",
+    "Time of one forward pass (tokenise or stack, encode, pool, normalise), by modality.",
     ["modality"],
     buckets=LATENCY_BUCKETS_S,
 )
-TEXTS = Counter(
-    metric_name(SERVICE, "texts_total"),
-    "Texts embedded.",
+ENCODED = Counter(
+    metric_name(SERVICE, "encoded_total"),
+    "Inputs run through an encoder (cache hits are not counted), by modality.",
+    ["modality"],
+)
+CACHE_LOOKUPS = Counter(
+    metric_name(SERVICE, "cache_lookups_total"),
+    "Vector cache lookups by result (hit, miss); the hit rate is hit / (hit + miss).",
+    ["result"],
+)
+CACHE_ERRORS = Counter(
+    metric_name(SERVICE, "cache_errors_total"),
+    "Vector cache reads or writes that failed (the texts were encoded anyway), by operation.",
+    ["operation"],
 )
 DEVICE_INFO = Gauge(
     metric_name(SERVICE, "device_info"),

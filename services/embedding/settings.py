@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import BaseServiceSettings
+from shared.settings import ENV_PREFIX, BaseServiceSettings
 
 MAX_TEXTS_PER_CALL = 1024
 """The API's hard limit on texts in one ``EmbedTexts`` call (larger calls are INVALID_ARGUMENT)."""
 
+MAX_IMAGES_PER_CALL = 64
+"""The API's hard limit on images in one ``EmbedImages`` call (larger calls are INVALID_ARGUMENT)."""
 
-class EmbeddingSettings(BaseServiceSettings):
-    """Ports, device and batching limits of the embedding service."""
+DEFAULT_MODEL_CACHE = Path("~/.cache/bundlewise/models")
+
+
+class ModelCacheSettings(BaseSettings):
+    """Where ``make models`` writes converted checkpoints and the service reads them."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    model_cache: Path = Field(
+        default=DEFAULT_MODEL_CACHE,
+        description="Folder of converted model checkpoints (make models fills it); outside the repository.",
+    )
+
+    @field_validator("model_cache")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
+    """Ports, device, models, cache and input limits of the embedding service."""
 
     grpc_port: int = Field(default=50052, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
     metrics_port: int = Field(default=9102, ge=0, le=65535, description="HTTP port of /metrics; 0 picks a free port.")
     embedding_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA (float16) when torch sees a GPU, else CPU (float32)."
     )
+    embedding_int8: bool = Field(
+        default=False,
+        description="On the CPU, run the text encoders' linear layers in int8 (dynamic quantisation); "
+        "ignored on CUDA. Vectors get their own model version.",
+    )
     embedding_max_batch: int = Field(default=64, ge=1, le=1024, description="Texts per forward pass.")
+    embedding_max_image_batch: int = Field(default=16, ge=1, le=256, description="Images per forward pass.")
     embedding_max_wait_ms: float = Field(
-        default=5.0, ge=0.0, le=1000.0, description="How long the oldest waiting text may wait for others."
+        default=5.0, ge=0.0, le=1000.0, description="How long the oldest waiting input may wait for others."
     )
     # Must hold at least one full call, or a maximal call could never be admitted.
     embedding_max_queue: int = Field(
@@ -30,10 +59,37 @@ class EmbeddingSettings(BaseServiceSettings):
         ge=MAX_TEXTS_PER_CALL,
         description="Texts waiting to be encoded before new calls get RESOURCE_EXHAUSTED.",
     )
+    embedding_max_image_queue: int = Field(
+        default=256,
+        ge=MAX_IMAGES_PER_CALL,
+        description="Decoded images waiting to be encoded before new calls get RESOURCE_EXHAUSTED.",
+    )
     embedding_max_text_chars: int = Field(
         default=2000, ge=1, description="Longer texts are rejected with INVALID_ARGUMENT."
     )
     # BERT's position table has 512 entries; all-MiniLM-L6-v2 was trained on 128 word pieces.
     embedding_max_tokens: int = Field(
         default=128, ge=8, le=512, description="Word pieces kept per text; longer texts are truncated."
+    )
+    embedding_max_image_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=60 * 1024 * 1024, description="Larger encoded images are rejected."
+    )
+    embedding_max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=224 * 224,
+        le=100_000_000,
+        description="Images of more pixels (width x height, read from the header before decoding) are rejected.",
+    )
+    embedding_image_root: Path | None = Field(
+        default=None,
+        description="Images may be given by path only inside this folder; unset: paths are refused.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="Redis of the vector cache (content hash + model version); unset: no cache.",
+    )
+    namespace: str = Field(default="live", pattern="^[a-z][a-z0-9_]{0,30}$", description="Redis key prefix.")
+    embedding_cache_ttl_s: int = Field(
+        default=30 * 24 * 3600, ge=60, description="How long a cached vector lives in Redis after it is written."
     )

@@ -1,18 +1,30 @@
-"""The one place where the embedding service's encoder, batcher and servicer are built."""
+"""The one place where the embedding service's encoders, cache, batchers and servicer are built."""
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from services.embedding.batcher import TextBatcher
-from services.embedding.device import choose_device
+from PIL import Image
+
+from services.embedding.batcher import ImageBatcher, TextBatcher
+from services.embedding.device import DevicePlacement, choose_device
+from services.embedding.embedder import TextEmbedder
+from services.embedding.image_encoder import EfficientNetLiteImageEncoder, ImageEncoder
+from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
+from services.embedding.model_cache import e5_dir, is_prepared
 from services.embedding.servicer import EmbeddingServicer
 from services.embedding.settings import EmbeddingSettings
-from services.embedding.text_encoder import MiniLMTextEncoder, TextEncoder, TextRole
+from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
+from services.embedding.vector_cache import RedisVectorCache
 
 log = logging.getLogger(__name__)
+
+EncoderT = TypeVar("EncoderT", TextEncoder, ImageEncoder)
 
 
 class Closeable(Protocol):
@@ -21,38 +33,109 @@ class Closeable(Protocol):
         ...
 
 
-def build_service(settings: EmbeddingSettings) -> tuple[EmbeddingServicer, list[Closeable]]:
-    """Loads the encoder onto the configured device, warms it up and wraps it for gRPC.
+@dataclass(frozen=True)
+class LoadedEncoders:
+    """Encoders on their device, warmed up: the default text encoder first, and the image encoders."""
+
+    placement: DevicePlacement
+    texts: list[TextEncoder]
+    images: list[ImageEncoder]
+
+
+def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
+    """Loads every encoder onto the configured device and warms each up.
+
+    Text: multilingual-e5-small (the default) when ``make models`` has prepared the model cache, and
+    all-MiniLM-L6-v2 always. Image: EfficientNet-Lite0. ``BUNDLEWISE_EMBEDDING_INT8`` quantises the
+    text encoders on the CPU and is ignored (with a warning) on CUDA, which runs float16.
+
+    Raises:
+        RuntimeError: CUDA was asked for and is not there.
+        FileNotFoundError: packaged weights are missing.
+    """
+    placement = choose_device(settings.embedding_device)
+    int8 = settings.embedding_int8
+    if int8 and placement.device.type != "cpu":
+        log.warning("BUNDLEWISE_EMBEDDING_INT8 is ignored on %s, which runs float16", placement.describe())
+        int8 = False
+    max_tokens = settings.embedding_max_tokens
+    texts: list[TextEncoder] = []
+    if is_prepared(e5_dir(settings.model_cache)):
+        texts.append(_timed(lambda: E5TextEncoder.from_cache(settings.model_cache, placement, max_tokens, int8)))
+    else:
+        log.warning(
+            "no multilingual-e5-small in %s (run `make models`); the default text encoder is all-MiniLM-L6-v2",
+            settings.model_cache,
+        )
+    texts.append(_timed(lambda: MiniLMTextEncoder.from_package(placement, max_tokens, int8)))
+    images: list[ImageEncoder] = [_timed(lambda: EfficientNetLiteImageEncoder.from_package(placement))]
+    for text_encoder in texts:
+        _warm_up_text(text_encoder, max_tokens)
+    for image_encoder in images:
+        _warm_up_image(image_encoder)
+    DEVICE_INFO.labels(placement.describe()).set(1)
+    return LoadedEncoders(placement, texts, images)
+
+
+def build_service(
+    settings: EmbeddingSettings, encoders: LoadedEncoders | None = None
+) -> tuple[EmbeddingServicer, list[Closeable]]:
+    """Wraps the encoders (loaded here unless given) in batchers, the vector cache and the servicer.
 
     Returns:
         The servicer, and what to close after the server stops (in that order).
 
     Raises:
-        RuntimeError: CUDA was asked for and is not there.
-        FileNotFoundError: the packaged weights are missing.
+        RuntimeError, FileNotFoundError: as :func:`load_encoders`.
     """
-    placement = choose_device(settings.embedding_device)
-    encoder = MiniLMTextEncoder.from_package(placement, settings.embedding_max_tokens)
-    _warm_up(encoder, settings.embedding_max_tokens)
-    DEVICE_INFO.labels(placement.describe()).set(1)
+    encoders = encoders or load_encoders(settings)
+    max_wait_s = settings.embedding_max_wait_ms / 1000.0
+    cache = None
+    if settings.redis_url:
+        cache = RedisVectorCache.from_url(settings.redis_url, settings.namespace, settings.embedding_cache_ttl_s)
+        log.info("vector cache: Redis, keys under %s*", cache.key_prefix)
+    else:
+        log.info("vector cache: off (BUNDLEWISE_REDIS_URL is not set)")
+    text_batchers = [
+        TextBatcher(encoder, settings.embedding_max_batch, max_wait_s, settings.embedding_max_queue)
+        for encoder in encoders.texts
+    ]
+    image_batchers = [
+        ImageBatcher(encoder, settings.embedding_max_image_batch, max_wait_s, settings.embedding_max_image_queue)
+        for encoder in encoders.images
+    ]
+    servicer = EmbeddingServicer(
+        [TextEmbedder(batcher, cache) for batcher in text_batchers],
+        settings.embedding_max_text_chars,
+        image_batchers,
+        ImageLimits(settings.embedding_max_image_bytes, settings.embedding_max_image_pixels),
+        settings.embedding_image_root,
+    )
+    closeables: list[Closeable] = [*text_batchers, *image_batchers]
+    if cache is not None:
+        closeables.append(cache)
+    return servicer, closeables
+
+
+def _timed(load: Callable[[], EncoderT]) -> EncoderT:
+    started = time.perf_counter()
+    encoder = load()
     log.info(
-        "loaded text encoder %s (dim %d) on %s in %s",
+        "loaded %s (dim %d) on %s in %.1f s",
         encoder.version,
         encoder.dim,
-        placement.describe(),
-        placement.dtype,
+        encoder.device,
+        time.perf_counter() - started,
     )
-    batcher = TextBatcher(
-        encoder,
-        max_batch=settings.embedding_max_batch,
-        max_wait_s=settings.embedding_max_wait_ms / 1000.0,
-        max_queue=settings.embedding_max_queue,
-    )
-    return EmbeddingServicer([batcher], settings.embedding_max_text_chars), [batcher]
+    return encoder
 
 
-def _warm_up(encoder: TextEncoder, max_tokens: int) -> None:
+def _warm_up_text(encoder: TextEncoder, max_tokens: int) -> None:
     # The first forward passes pay for lazy initialisation (kernels, allocator pools); pay it here,
     # at the longest sequence too, rather than on the first caller's clock.
     encoder.encode(["usb-c charging cable", "wireless mouse"], TextRole.PASSAGE)
     encoder.encode(["word " * max_tokens] * 4, TextRole.QUERY)
+
+
+def _warm_up_image(encoder: ImageEncoder) -> None:
+    encoder.encode([encoder.preprocess(Image.new("RGB", (320, 240), (200, 120, 40)))] * 2)

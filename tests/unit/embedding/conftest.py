@@ -1,4 +1,9 @@
-"""Encoders shared by the embedding tests: loading one costs seconds, so each is loaded once."""
+"""Encoders shared by the embedding tests: loading one costs seconds, so each is loaded once.
+
+The real encoders come from the service's own wiring (:func:`load_encoders`) on the CPU, with the
+model cache that ``make models`` prepares (``BUNDLEWISE_MODEL_CACHE``). Tests that need
+multilingual-e5-small skip, saying so, when that cache has not been prepared.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,71 @@ import pytest
 import torch
 
 from services.embedding.device import DevicePlacement
-from services.embedding.text_encoder import MiniLMTextEncoder, tiny_random_bert_encoder
+from services.embedding.image_encoder import EfficientNetLiteImageEncoder
+from services.embedding.model_cache import E5_NAME, e5_dir, is_prepared
+from services.embedding.settings import EmbeddingSettings, ModelCacheSettings
+from services.embedding.text_encoder import (
+    E5TextEncoder,
+    MiniLMTextEncoder,
+    TextEncoder,
+    tiny_random_bert_encoder,
+)
+from services.embedding.wiring import LoadedEncoders, load_encoders
+from shared.settings import load_settings
 
 CPU_FLOAT32 = DevicePlacement(torch.device("cpu"), torch.float32)
 
 
 @pytest.fixture(scope="session")
-def minilm() -> MiniLMTextEncoder:
+def model_cache() -> Path:
+    """The model cache the service would read (``BUNDLEWISE_MODEL_CACHE`` or its default)."""
+    return load_settings(ModelCacheSettings).model_cache
+
+
+@pytest.fixture(scope="session")
+def e5_prepared(model_cache: Path) -> Path:
+    """The converted multilingual-e5-small folder; skips the test when it has not been prepared."""
+    directory = e5_dir(model_cache)
+    if not is_prepared(directory):
+        pytest.skip(f"{E5_NAME} is not prepared in {model_cache}: run `make models` first")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def loaded(model_cache: Path) -> LoadedEncoders:
+    """Every real encoder, loaded and warmed up once by the service's wiring, on the CPU in float32."""
+    settings = EmbeddingSettings(
+        embedding_device="cpu", model_cache=model_cache, embedding_int8=False, embedding_max_tokens=128
+    )
+    return load_encoders(settings)
+
+
+def _text_encoder(loaded: LoadedEncoders, name: str) -> TextEncoder:
+    return next(encoder for encoder in loaded.texts if encoder.name == name)
+
+
+@pytest.fixture(scope="session")
+def minilm(loaded: LoadedEncoders) -> MiniLMTextEncoder:
     """The real all-MiniLM-L6-v2 from the installed package, on the CPU, 128 word pieces."""
-    return MiniLMTextEncoder.from_package(CPU_FLOAT32, max_tokens=128)
+    encoder = _text_encoder(loaded, "all-MiniLM-L6-v2")
+    assert isinstance(encoder, MiniLMTextEncoder)
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def e5(loaded: LoadedEncoders, e5_prepared: Path) -> E5TextEncoder:
+    """The real multilingual-e5-small from the model cache, on the CPU in float32, 128 word pieces."""
+    encoder = _text_encoder(loaded, E5_NAME)
+    assert isinstance(encoder, E5TextEncoder)
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def efficientnet(loaded: LoadedEncoders) -> EfficientNetLiteImageEncoder:
+    """The real ImageNet EfficientNet-Lite0 from the installed package, on the CPU."""
+    [encoder] = loaded.images
+    assert isinstance(encoder, EfficientNetLiteImageEncoder)
+    return encoder
 
 
 @pytest.fixture(scope="session")

@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import io
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
+from services.embedding.image_encoder import EfficientNetLiteImageEncoder
 from services.embedding.servicer import SERVICE_FULL_NAME
 from services.embedding.settings import EmbeddingSettings
-from services.embedding.wiring import build_service
+from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextRole
+from services.embedding.wiring import LoadedEncoders, build_service
 from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
 
 DEADLINE_S = 30.0
+MINILM = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    Image.new("RGB", (320, 240), (30, 90, 200)).save(root / "blue.png")
+    return root
 
 
 # Module scope: the server's gRPC metrics register once per process in Prometheus' global registry.
 @pytest.fixture(scope="module")
-def server() -> Iterator[GrpcServer]:
-    settings = EmbeddingSettings(grpc_port=0, metrics_port=0, embedding_device="cpu")
-    servicer, closeables = build_service(settings)
+def server(loaded: LoadedEncoders, image_root: Path) -> Iterator[GrpcServer]:
+    settings = EmbeddingSettings(
+        grpc_port=0,
+        metrics_port=0,
+        embedding_device="cpu",
+        redis_url=None,
+        embedding_image_root=image_root,
+        embedding_max_image_bytes=200_000,
+    )
+    servicer, closeables = build_service(settings, loaded)
     running = start_grpc_server(
         "embedding",
         [
@@ -52,16 +72,22 @@ def stub(channel: grpc.Channel) -> embedding_pb2_grpc.EmbeddingStub:
     return embedding_pb2_grpc.EmbeddingStub(channel)
 
 
-def embed(stub: embedding_pb2_grpc.EmbeddingStub, texts: list[str], model: str = "") -> np.ndarray:
+def embed(stub: embedding_pb2_grpc.EmbeddingStub, texts: list[str], model: str = MINILM) -> np.ndarray:
     response = stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=texts, model=model), timeout=DEADLINE_S)
     return np.array([vector.values for vector in response.vectors], dtype=np.float32)
 
 
-def rpc_error(stub: embedding_pb2_grpc.EmbeddingStub, request: embedding_pb2.EmbedTextsRequest) -> grpc.Call:
+def rpc_error(call: grpc.UnaryUnaryMultiCallable, request: object) -> grpc.Call:
     with pytest.raises(grpc.RpcError) as failed:
-        stub.EmbedTexts(request, timeout=DEADLINE_S)
+        call(request, timeout=DEADLINE_S)
     assert isinstance(failed.value, grpc.Call)
     return failed.value
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (300, 200)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_embed_texts_returns_one_unit_vector_per_text_in_request_order(
@@ -70,11 +96,12 @@ def test_embed_texts_returns_one_unit_vector_per_text_in_request_order(
     texts = ["NiMH AA battery charger", "women's summer floral dress", "AA rechargeable batteries 8 pack"]
 
     response = stub.EmbedTexts(
-        embedding_pb2.EmbedTextsRequest(texts=texts, role=embedding_pb2.TEXT_ROLE_PASSAGE), timeout=DEADLINE_S
+        embedding_pb2.EmbedTextsRequest(texts=texts, role=embedding_pb2.TEXT_ROLE_PASSAGE, model=MINILM),
+        timeout=DEADLINE_S,
     )
 
     vectors = np.array([vector.values for vector in response.vectors], dtype=np.float32)
-    assert response.model == "all-MiniLM-L6-v2"
+    assert response.model == MINILM
     assert response.model_version.startswith("all-MiniLM-L6-v2@")
     assert response.dim == 384
     assert vectors.shape == (3, 384)
@@ -83,8 +110,29 @@ def test_embed_texts_returns_one_unit_vector_per_text_in_request_order(
         np.testing.assert_allclose(vectors[index], embed(stub, [text])[0], atol=1e-5)
 
 
-def test_the_default_model_is_minilm_by_name_too(stub: embedding_pb2_grpc.EmbeddingStub) -> None:
-    np.testing.assert_array_equal(embed(stub, ["usb-c cable"], model="all-MiniLM-L6-v2"), embed(stub, ["usb-c cable"]))
+def test_the_default_text_model_is_multilingual_e5_with_its_role_prefixes(
+    stub: embedding_pb2_grpc.EmbeddingStub, e5: E5TextEncoder
+) -> None:
+    request = embedding_pb2.EmbedTextsRequest(texts=["无线蓝牙耳机"], role=embedding_pb2.TEXT_ROLE_QUERY)
+
+    response = stub.EmbedTexts(request, timeout=DEADLINE_S)
+
+    assert (response.model, response.model_version, response.dim) == (e5.name, e5.version, 384)
+    np.testing.assert_allclose(
+        np.array(response.vectors[0].values, dtype=np.float32),
+        e5.encode(["无线蓝牙耳机"], TextRole.QUERY)[0],
+        atol=1e-5,
+    )
+
+
+def test_an_unspecified_role_is_a_passage(stub: embedding_pb2_grpc.EmbeddingStub, e5: E5TextEncoder) -> None:
+    response = stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=["usb-c cable"]), timeout=DEADLINE_S)
+
+    np.testing.assert_allclose(
+        np.array(response.vectors[0].values, dtype=np.float32),
+        e5.encode(["usb-c cable"], TextRole.PASSAGE)[0],
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(
@@ -101,14 +149,16 @@ def test_the_default_model_is_minilm_by_name_too(stub: embedding_pb2_grpc.Embedd
 def test_bad_texts_are_invalid_argument_naming_the_problem(
     stub: embedding_pb2_grpc.EmbeddingStub, texts: list[str], details: str
 ) -> None:
-    error = rpc_error(stub, embedding_pb2.EmbedTextsRequest(texts=texts))
+    error = rpc_error(stub.EmbedTexts, embedding_pb2.EmbedTextsRequest(texts=texts))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == details
 
 
 def test_an_unknown_role_is_invalid_argument(stub: embedding_pb2_grpc.EmbeddingStub) -> None:
-    error = rpc_error(stub, embedding_pb2.EmbedTextsRequest(texts=["cable"], role=embedding_pb2.TextRole.ValueType(7)))
+    request = embedding_pb2.EmbedTextsRequest(texts=["cable"], role=embedding_pb2.TextRole.ValueType(7))
+
+    error = rpc_error(stub.EmbedTexts, request)
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "role 7 is not a known TextRole"
@@ -118,27 +168,113 @@ def test_a_text_of_exactly_the_limit_is_accepted(stub: embedding_pb2_grpc.Embedd
     assert embed(stub, ["x" * 2000]).shape == (1, 384)
 
 
-def test_an_unknown_model_is_not_found_listing_the_loaded_ones(stub: embedding_pb2_grpc.EmbeddingStub) -> None:
-    error = rpc_error(stub, embedding_pb2.EmbedTextsRequest(texts=["cable"], model="clip-vit-b32"))
+def test_an_unknown_model_is_not_found_listing_the_loaded_ones(
+    stub: embedding_pb2_grpc.EmbeddingStub, loaded: LoadedEncoders
+) -> None:
+    error = rpc_error(stub.EmbedTexts, embedding_pb2.EmbedTextsRequest(texts=["cable"], model="clip-vit-b32"))
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert error.details() == "no text encoder named 'clip-vit-b32'; loaded: all-MiniLM-L6-v2"
+    loaded_names = ", ".join(sorted(encoder.name for encoder in loaded.texts))
+    assert error.details() == f"no text encoder named 'clip-vit-b32'; loaded: {loaded_names}"
 
 
-def test_describe_models_lists_minilm_with_its_license_and_device(
+def test_embed_images_returns_unit_vectors_in_request_order_from_bytes_and_paths(
+    stub: embedding_pb2_grpc.EmbeddingStub, efficientnet: EfficientNetLiteImageEncoder, image_root: Path
+) -> None:
+    red = png((220, 30, 30))
+    request = embedding_pb2.EmbedImagesRequest(
+        images=[embedding_pb2.ImageInput(data=red), embedding_pb2.ImageInput(path="blue.png")]
+    )
+
+    response = stub.EmbedImages(request, timeout=DEADLINE_S)
+
+    vectors = np.array([vector.values for vector in response.vectors], dtype=np.float32)
+    expected = efficientnet.encode(
+        [
+            efficientnet.preprocess(Image.open(io.BytesIO(red)).convert("RGB")),
+            efficientnet.preprocess(Image.open(image_root / "blue.png").convert("RGB")),
+        ]
+    )
+    assert (response.model, response.model_version, response.dim) == (
+        "efficientnet-lite0",
+        efficientnet.version,
+        1280,
+    )
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("images", "code", "details"),
+    [
+        ([], grpc.StatusCode.INVALID_ARGUMENT, "images is empty; send at least one image"),
+        (
+            [embedding_pb2.ImageInput(data=b"x")] * 65,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "65 images in one call; the limit is 64, split it",
+        ),
+        (
+            [embedding_pb2.ImageInput(path="blue.png"), embedding_pb2.ImageInput(data=b"not an image")],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "images[1] is not a decodable image (accepted: JPEG, PNG, WEBP, GIF, BMP)",
+        ),
+        (
+            [embedding_pb2.ImageInput()],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "images[0] has neither data nor path",
+        ),
+        (
+            [embedding_pb2.ImageInput(data=b"\xff" * 200_001)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "images[0] has 200001 bytes; the limit is 200000",
+        ),
+        (
+            [embedding_pb2.ImageInput(path="../etc/passwd")],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "images[0] is outside the image folder",
+        ),
+        (
+            [embedding_pb2.ImageInput(path="green.png")],
+            grpc.StatusCode.NOT_FOUND,
+            "images[0]: no file 'green.png' in the image folder",
+        ),
+    ],
+    ids=["no-images", "too-many", "corrupt", "no-source", "too-many-bytes", "outside-root", "missing-file"],
+)
+def test_bad_images_are_refused_naming_the_problem(
     stub: embedding_pb2_grpc.EmbeddingStub,
+    images: list[embedding_pb2.ImageInput],
+    code: grpc.StatusCode,
+    details: str,
+) -> None:
+    error = rpc_error(stub.EmbedImages, embedding_pb2.EmbedImagesRequest(images=images))
+
+    assert (error.code(), error.details()) == (code, details)
+
+
+def test_an_unknown_image_model_is_not_found(stub: embedding_pb2_grpc.EmbeddingStub) -> None:
+    request = embedding_pb2.EmbedImagesRequest(images=[embedding_pb2.ImageInput(data=png((0, 0, 0)))], model="vit")
+
+    error = rpc_error(stub.EmbedImages, request)
+
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "no image encoder named 'vit'; loaded: efficientnet-lite0",
+    )
+
+
+def test_describe_models_lists_the_default_text_model_first_then_the_others_then_images(
+    stub: embedding_pb2_grpc.EmbeddingStub, loaded: LoadedEncoders
 ) -> None:
     response = stub.DescribeModels(embedding_pb2.DescribeModelsRequest(), timeout=DEADLINE_S)
 
-    [model] = response.models
-    assert (model.name, model.modality, model.dim, model.device, model.license) == (
-        "all-MiniLM-L6-v2",
-        "text",
-        384,
-        "cpu",
-        "Apache-2.0",
-    )
-    assert model.version.startswith("all-MiniLM-L6-v2@")
+    described = [(m.name, m.modality, m.dim, m.device, m.license) for m in response.models]
+    expected_texts = [
+        (encoder.name, "text", 384, "cpu", "MIT" if isinstance(encoder, E5TextEncoder) else "Apache-2.0")
+        for encoder in loaded.texts
+    ]
+    assert described == [*expected_texts, ("efficientnet-lite0", "image", 1280, "cpu", "Apache-2.0")]
+    assert [m.version for m in response.models] == [e.version for e in loaded.texts] + [loaded.images[0].version]
+    assert isinstance(loaded.texts[-1], MiniLMTextEncoder)
 
 
 def test_health_check_reports_the_embedding_service_serving(channel: grpc.Channel) -> None:
@@ -159,11 +295,13 @@ def test_metrics_endpoint_exposes_the_embedding_metrics(
         exposition = page.read().decode()
 
     for line in (
-        "# HELP bundlewise_embedding_batch_size Texts per encoder forward pass.",
-        "# TYPE bundlewise_embedding_texts_total counter",
+        "# HELP bundlewise_embedding_batch_size Inputs per encoder forward pass, by modality (text, image).",
+        "# TYPE bundlewise_embedding_encoded_total counter",
         "# TYPE bundlewise_embedding_queue_depth gauge",
         "# TYPE bundlewise_embedding_encode_duration_seconds histogram",
+        "# TYPE bundlewise_embedding_cache_lookups_total counter",
         'bundlewise_embedding_device_info{device="cpu"} 1.0',
+        'bundlewise_embedding_queue_depth{modality="text"} 0.0',
         "# TYPE bundlewise_embedding_grpc_requests_total counter",
     ):
         assert line in exposition

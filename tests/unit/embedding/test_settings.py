@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.embedding.settings import EmbeddingSettings
@@ -41,4 +43,49 @@ def test_an_unknown_device_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUNDLEWISE_EMBEDDING_DEVICE", "tpu")
 
     with pytest.raises(SettingsError, match="BUNDLEWISE_EMBEDDING_DEVICE is invalid"):
+        load_settings(EmbeddingSettings)
+
+
+def test_the_vector_cache_is_off_unless_a_redis_url_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUNDLEWISE_REDIS_URL", raising=False)
+    assert load_settings(EmbeddingSettings).redis_url is None
+
+    monkeypatch.setenv("BUNDLEWISE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert load_settings(EmbeddingSettings).redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_a_redis_url_of_another_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUNDLEWISE_REDIS_URL", "http://127.0.0.1:6379")
+
+    with pytest.raises(SettingsError, match="BUNDLEWISE_REDIS_URL is invalid"):
+        load_settings(EmbeddingSettings)
+
+
+def test_int8_image_limits_and_image_root_default_to_off_and_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "BUNDLEWISE_EMBEDDING_INT8",
+        "BUNDLEWISE_EMBEDDING_IMAGE_ROOT",
+        "BUNDLEWISE_EMBEDDING_MAX_IMAGE_BYTES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+    settings = load_settings(EmbeddingSettings)
+
+    assert (settings.embedding_int8, settings.embedding_image_root) == (False, None)
+    assert (settings.embedding_max_image_bytes, settings.embedding_max_image_pixels) == (10 * 1024 * 1024, 40_000_000)
+
+
+def test_int8_and_the_image_root_come_from_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUNDLEWISE_EMBEDDING_INT8", "1")
+    monkeypatch.setenv("BUNDLEWISE_EMBEDDING_IMAGE_ROOT", "/srv/product-images")
+
+    settings = load_settings(EmbeddingSettings)
+
+    assert (settings.embedding_int8, settings.embedding_image_root) == (True, Path("/srv/product-images"))
+
+
+def test_a_pixel_limit_past_pillows_own_refusal_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUNDLEWISE_EMBEDDING_MAX_IMAGE_PIXELS", "200000000")
+
+    with pytest.raises(SettingsError, match="BUNDLEWISE_EMBEDDING_MAX_IMAGE_PIXELS is invalid"):
         load_settings(EmbeddingSettings)

@@ -39,6 +39,11 @@ class EmbeddingStub:
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
                 _registered_method=True)
+        self.EmbedImages = channel.unary_unary(
+                '/bundlewise.embedding.v1.Embedding/EmbedImages',
+                request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.FromString,
+                _registered_method=True)
         self.DescribeModels = channel.unary_unary(
                 '/bundlewise.embedding.v1.Embedding/DescribeModels',
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.DescribeModelsRequest.SerializeToString,
@@ -51,6 +56,7 @@ class EmbeddingServicer:
 
     def EmbedTexts(self, request, context):
         """Embeds a batch of up to 1024 texts. Vectors come back in request order, L2-normalised, float32.
+        A vector already computed for the same model version, role and text may come from the cache.
         INVALID_ARGUMENT: no texts, more than 1024, an empty text, one past the hard length limit, or an
         unknown role. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED: the queue is full (retry with
         backoff). UNAVAILABLE: the deadline passed in the queue, or the server is shutting down.
@@ -59,8 +65,21 @@ class EmbeddingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedImages(self, request, context):
+        """Embeds a batch of up to 64 images (JPEG, PNG, WebP, GIF's first frame, BMP). Vectors come back
+        in request order, L2-normalised, float32.
+        INVALID_ARGUMENT: no images, more than 64, an empty, undecodable or corrupt image, one past the
+        byte or pixel limit, a path outside the server's image folder or a path on a server that takes
+        none; the message names the index. NOT_FOUND: unknown model, or no such file in the image
+        folder. RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeModels(self, request, context):
-        """Which encoders this server has loaded, their dimensions and the device they run on.
+        """Which encoders this server has loaded, their dimensions and the device they run on; the
+        default text encoder first, then the other text encoders, then the image encoders.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +92,11 @@ def add_EmbeddingServicer_to_server(servicer, server):
                     servicer.EmbedTexts,
                     request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsRequest.FromString,
                     response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsResponse.SerializeToString,
+            ),
+            'EmbedImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedImages,
+                    request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.FromString,
+                    response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.SerializeToString,
             ),
             'DescribeModels': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeModels,
@@ -107,6 +131,33 @@ class Embedding:
             '/bundlewise.embedding.v1.Embedding/EmbedTexts',
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.embedding.v1.Embedding/EmbedImages',
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.SerializeToString,
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
