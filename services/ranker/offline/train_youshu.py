@@ -1,0 +1,230 @@
+"""``python -m services.ranker.offline.train_youshu``: train or fit one model on Youshu, select it on
+tune, and write its tune and test metrics to ``<run dir>/result.json``.
+
+Trained models checkpoint to the run folder after every epoch and resume from it when started
+again with the same model and settings (``--epochs`` may grow). The run folder is ``--run-dir``, or
+``$BUNDLEWISE_RUNS_DIR/youshu-<split>/<model>-seed<seed>`` (default ``var/runs``); the data folder
+is ``--data-dir`` or ``$BUNDLEWISE_DATA_DIR``.
+
+Examples::
+
+    python -m services.ranker.offline.train_youshu --model popularity
+    python -m services.ranker.offline.train_youshu --model crossview --epochs 100 --seed 0 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import get_args
+
+import torch
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.ranker.offline.baselines import ItemScorer, ItemScorerConfig, PopularityScorer
+from services.ranker.offline.data import BundleRecData, youshu_data
+from services.ranker.offline.evaluation import RankingReport, evaluate
+from services.ranker.offline.models import (
+    BundleModel,
+    CrossViewConfig,
+    CrossViewModel,
+    LightGCN,
+    LightGCNConfig,
+    MatrixFactorization,
+    MatrixFactorizationConfig,
+)
+from services.ranker.offline.results import RunResult
+from services.ranker.offline.training import SELECTION_METRIC, EpochRecord, TrainingConfig, train
+from shared.datasets import default_data_dir, load_youshu
+from shared.datasets.youshu import YoushuSplitName
+from shared.settings import ENV_PREFIX
+
+TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
+FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
+
+# The tune-selected grid of the item baselines: size normalisation and the weight of the items of
+# the user's training bundles against the user's own items.
+ITEM_GRID_SIZE_EXPONENTS = (0.0, 0.25, 0.5)
+ITEM_GRID_BUNDLE_ITEM_WEIGHTS = (0.2, 1.0)
+ITEMKNN_NEIGHBOURS = 50
+
+
+class OfflineSettings(BaseSettings):
+    """Where the datasets are read from and where run folders go (``BUNDLEWISE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    runs_dir: Path = Path("var/runs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = OfflineSettings()
+    torch.set_num_threads(args.threads)
+    data_dir = args.data_dir or settings.data_dir
+    run_dir = args.run_dir or settings.runs_dir / f"youshu-{args.split}" / f"{args.model}-seed{args.seed}"
+    started = time.perf_counter()
+    data = youshu_data(load_youshu(data_dir, args.split))
+    _say(
+        f"youshu/{args.split}: {data.n_users} users, {data.n_bundles} bundles, {data.n_items} items; "
+        f"{data.train_pairs.shape[0]} train pairs; tune {data.tune.n_users} users, test {data.test.n_users} users "
+        f"(loaded in {time.perf_counter() - started:.1f}s); run folder {run_dir}"
+    )
+    result = _train_model(args, data, run_dir) if args.model in TRAINED_MODELS else _fit_baseline(args, data)
+    path = result.write(run_dir)
+    _say(f"{args.model} seed {args.seed}: tune {_headline(result.tune)} | test {_headline(result.test)} -> {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.ranker.offline.train_youshu", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", required=True, choices=TRAINED_MODELS + FITTED_MODELS)
+    parser.add_argument("--split", default="standard", choices=get_args(YoushuSplitName))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cores are shared)")
+    parser.add_argument("--run-dir", type=Path, help="checkpoints and result.json (default: see module help)")
+    parser.add_argument("--data-dir", type=Path, help="folder holding Youshu/ (default $BUNDLEWISE_DATA_DIR)")
+    training = TrainingConfig()
+    parser.add_argument("--epochs", type=int, default=training.epochs)
+    parser.add_argument("--patience", type=int, default=training.patience, help="0: train every epoch")
+    parser.add_argument("--batch-size", type=int, default=training.batch_size)
+    parser.add_argument("--lr", type=float, default=training.learning_rate)
+    parser.add_argument("--l2", type=float, default=training.weight_decay, help="Adam weight decay")
+    cross_view = CrossViewConfig()
+    parser.add_argument("--dim", type=int, default=cross_view.dim)
+    parser.add_argument("--layers", type=int, help="propagation layers (default: 1 crossview, 2 lightgcn)")
+    parser.add_argument("--contrastive-weight", type=float, default=cross_view.contrastive_weight)
+    parser.add_argument("--temperature", type=float, default=cross_view.temperature)
+    parser.add_argument("--edge-dropout", type=float, help="default: 0.2 crossview, 0 lightgcn")
+    parser.add_argument("--combination", choices=("mean", "normalized_sum"), help="how propagated layers combine")
+    return parser
+
+
+def _build_model(args: argparse.Namespace, data: BundleRecData) -> BundleModel:
+    torch.manual_seed(args.seed)
+    if args.model == "mf_bpr":
+        return MatrixFactorization(data, MatrixFactorizationConfig(dim=args.dim))
+    if args.model == "lightgcn":
+        defaults = LightGCNConfig()
+        return LightGCN(
+            data,
+            LightGCNConfig(
+                dim=args.dim,
+                layers=args.layers if args.layers is not None else defaults.layers,
+                edge_dropout=args.edge_dropout if args.edge_dropout is not None else defaults.edge_dropout,
+                combination=args.combination or defaults.combination,
+            ),
+        )
+    defaults_cv = CrossViewConfig()
+    return CrossViewModel(
+        data,
+        CrossViewConfig(
+            dim=args.dim,
+            layers=args.layers if args.layers is not None else defaults_cv.layers,
+            contrastive_weight=args.contrastive_weight,
+            temperature=args.temperature,
+            edge_dropout=args.edge_dropout if args.edge_dropout is not None else defaults_cv.edge_dropout,
+            combination=args.combination or defaults_cv.combination,
+        ),
+    )
+
+
+def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path) -> RunResult:
+    model = _build_model(args, data)
+    config = TrainingConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.l2,
+        seed=args.seed,
+        patience=args.patience,
+    )
+
+    def progress(record: EpochRecord) -> None:
+        _say(
+            f"epoch {record.epoch:3d}/{config.epochs}: loss {record.loss:.4f} (bpr {record.bpr:.4f}, "
+            f"contrastive {record.contrastive:.4f}) | tune {_headline(record.tune)} | "
+            f"{record.train_seconds:.1f}s train + {record.eval_seconds:.1f}s eval"
+        )
+
+    outcome = train(model, data, config, run_dir, progress)
+    if outcome.resumed_after_epoch:
+        _say(f"resumed after epoch {outcome.resumed_after_epoch} from {run_dir}")
+    test = evaluate(model.scorer(), data.test)
+    _say(f"best tune {SELECTION_METRIC} at epoch {outcome.best_epoch} of {outcome.epochs_trained}")
+    return RunResult(
+        dataset="youshu",
+        split=args.split,
+        model=args.model,
+        seed=args.seed,
+        hyperparameters={**model.describe(), **{k: v for k, v in asdict(config).items() if k != "seed"}},
+        tune=outcome.best_tune,
+        test=test.metrics,
+        seconds=outcome.seconds,
+        threads=args.threads,
+        device="cpu",
+        best_epoch=outcome.best_epoch,
+        epochs_trained=outcome.epochs_trained,
+        epochs_planned=config.epochs,
+        stopped_early=outcome.stopped_early,
+        history=[asdict(record) for record in outcome.history],
+    )
+
+
+def _fit_baseline(args: argparse.Namespace, data: BundleRecData) -> RunResult:
+    """Fits the untrained baseline, choosing its settings on tune; ``seed`` only names the run."""
+    started = time.perf_counter()
+    history: list[dict[str, object]] = []
+    if args.model == "popularity":
+        scorer: PopularityScorer | ItemScorer = PopularityScorer(data)
+        chosen: dict[str, object] = {"model": "popularity"}
+        best_tune = evaluate(scorer, data.tune)
+    else:
+        neighbours = ITEMKNN_NEIGHBOURS if args.model == "itemknn" else 0
+        best: tuple[RankingReport, ItemScorer] | None = None
+        for exponent, weight in itertools.product(ITEM_GRID_SIZE_EXPONENTS, ITEM_GRID_BUNDLE_ITEM_WEIGHTS):
+            config = ItemScorerConfig(neighbours=neighbours, size_exponent=exponent, bundle_item_weight=weight)
+            candidate = ItemScorer(data, config)
+            report = evaluate(candidate, data.tune)
+            history.append({**asdict(config), "tune": report.metrics})
+            _say(f"{args.model} {asdict(config)}: tune {report.headline()}")
+            if best is None or report.metrics[SELECTION_METRIC] > best[0].metrics[SELECTION_METRIC]:
+                best = (report, candidate)
+        assert best is not None
+        best_tune, scorer = best
+        chosen = {"model": args.model, **asdict(best[1].config)}
+    test = evaluate(scorer, data.test)
+    return RunResult(
+        dataset="youshu",
+        split=args.split,
+        model=args.model,
+        seed=args.seed,
+        hyperparameters=chosen,
+        tune=best_tune.metrics,
+        test=test.metrics,
+        seconds=time.perf_counter() - started,
+        threads=args.threads,
+        device="cpu",
+        history=history,
+    )
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    return f"recall@20 {metrics['recall@20']:.4f} ndcg@20 {metrics['ndcg@20']:.4f}"
+
+
+def _say(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

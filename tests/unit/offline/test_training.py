@@ -1,0 +1,162 @@
+"""Specification of training: models learn the planted clusters, and checkpoints resume exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.ranker.offline.baselines import ItemScorer, ItemScorerConfig, PopularityScorer
+from services.ranker.offline.data import BundleRecData
+from services.ranker.offline.evaluation import evaluate
+from services.ranker.offline.models import (
+    BundleModel,
+    CrossViewConfig,
+    CrossViewModel,
+    LightGCN,
+    LightGCNConfig,
+    MatrixFactorization,
+    MatrixFactorizationConfig,
+)
+from services.ranker.offline.training import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    CheckpointMismatchError,
+    NegativeSampler,
+    TrainingConfig,
+    load_best,
+    train,
+)
+from tests.unit.offline.synthetic_bundles import CHANCE_RECALL_AT_10, synthetic_data
+
+# Small batches and a large learning rate, so a few epochs on the tiny dataset are enough.
+FAST = TrainingConfig(epochs=8, batch_size=32, learning_rate=0.02, weight_decay=0.0, seed=1)
+
+
+class RandomScores:
+    def __init__(self, n_bundles: int, seed: int) -> None:
+        self.n_bundles = n_bundles
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return torch.rand(users.numel(), self.n_bundles, generator=self.generator)
+
+
+@pytest.fixture(scope="module")
+def data() -> BundleRecData:
+    return synthetic_data()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Bit-exact comparisons need one thread; the previous setting is restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def cross_view(data: BundleRecData, seed: int = 0) -> CrossViewModel:
+    torch.manual_seed(seed)
+    return CrossViewModel(data, CrossViewConfig(dim=16, edge_dropout=0.2))
+
+
+def test_random_scores_reach_the_chance_level_through_the_harness(data: BundleRecData) -> None:
+    draws = [evaluate(RandomScores(data.n_bundles, seed), data.test).metrics["recall@10"] for seed in range(20)]
+    # 1,920 user draws: the standard error of the mean is about 0.008.
+    assert sum(draws) / len(draws) == pytest.approx(CHANCE_RECALL_AT_10, abs=0.03)
+
+
+def test_cooccurrence_baseline_finds_the_clusters(data: BundleRecData) -> None:
+    scorer = ItemScorer(data, ItemScorerConfig(size_exponent=0.0))
+    recall = evaluate(scorer, data.test).metrics["recall@10"]
+    # Only bundles of the user's cluster can share items with the user.
+    assert recall > CHANCE_RECALL_AT_10 + 0.3
+
+
+def test_popularity_has_no_taste_for_clusters(data: BundleRecData) -> None:
+    recall = evaluate(PopularityScorer(data), data.test).metrics["recall@10"]
+    assert recall < 0.4
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        cross_view,
+        lambda d: LightGCN(d, LightGCNConfig(dim=16, layers=2)),
+        lambda d: MatrixFactorization(d, MatrixFactorizationConfig(dim=16)),
+    ],
+    ids=["crossview", "lightgcn", "mf_bpr"],
+)
+def test_a_few_epochs_lower_the_loss_and_beat_random(data: BundleRecData, build: object) -> None:
+    torch.manual_seed(0)
+    model: BundleModel = build(data)  # type: ignore[operator]
+    outcome = train(model, data, FAST)
+    losses = [record.bpr for record in outcome.history]
+    assert losses[-1] < losses[0]
+    assert evaluate(model.scorer(), data.test).metrics["recall@10"] > CHANCE_RECALL_AT_10 + 0.3
+
+
+def test_cross_view_loss_has_both_terms(data: BundleRecData) -> None:
+    model = cross_view(data)
+    users, positives = data.train_pairs[:8, 0], data.train_pairs[:8, 1]
+    negatives = NegativeSampler(data.train_pairs, data.n_bundles).sample(users, torch.Generator().manual_seed(0))
+    terms = model.training_loss(users, positives, negatives, torch.Generator().manual_seed(0))
+    total, bpr, contrastive = (float(term.detach()) for term in (terms.total, terms.bpr, terms.contrastive))
+    assert total == pytest.approx(bpr + 0.04 * contrastive, rel=1e-6)
+    assert contrastive > 0
+
+
+def test_negatives_are_never_training_pairs(data: BundleRecData) -> None:
+    sampler = NegativeSampler(data.train_pairs, data.n_bundles)
+    users = data.train_pairs[:, 0].repeat(20)
+    negatives = sampler.sample(users, torch.Generator().manual_seed(0))
+    assert not bool(sampler.is_training_pair(users, negatives).any())
+    assert bool(sampler.is_training_pair(data.train_pairs[:, 0], data.train_pairs[:, 1]).all())
+
+
+def test_the_best_tune_epoch_is_kept_and_checkpointed(data: BundleRecData, tmp_path: Path) -> None:
+    model = cross_view(data)
+    outcome = train(model, data, FAST, tmp_path)
+    best = max(outcome.history, key=lambda record: record.tune["recall@20"])
+    assert outcome.best_epoch == min(r.epoch for r in outcome.history if r.tune["recall@20"] == best.tune["recall@20"])
+    assert evaluate(model.scorer(), data.tune).metrics == outcome.best_tune
+    assert load_best(cross_view(data, seed=99), tmp_path) == outcome.best_epoch
+
+
+def test_resuming_from_the_last_checkpoint_equals_an_uninterrupted_run(data: BundleRecData, tmp_path: Path) -> None:
+    config = TrainingConfig(epochs=3, batch_size=32, learning_rate=0.02, seed=5)
+    uninterrupted = train(cross_view(data), data, config, tmp_path / "whole")
+
+    interrupted_dir = tmp_path / "interrupted"
+    first_part = train(cross_view(data), data, TrainingConfig(**{**config.__dict__, "epochs": 2}), interrupted_dir)
+    assert first_part.epochs_trained == 2
+    # A differently initialised model: everything must come from the checkpoint.
+    resumed = train(cross_view(data, seed=123), data, config, interrupted_dir)
+
+    assert resumed.resumed_after_epoch == 2
+    assert resumed.epochs_trained == 3
+    assert [r.loss for r in resumed.history] == [r.loss for r in uninterrupted.history]
+    assert [r.tune for r in resumed.history] == [r.tune for r in uninterrupted.history]
+    whole = torch.load(tmp_path / "whole" / LAST_CHECKPOINT, weights_only=True)["model"]
+    again = torch.load(interrupted_dir / LAST_CHECKPOINT, weights_only=True)["model"]
+    assert whole.keys() == again.keys()
+    assert all(torch.equal(whole[name], again[name]) for name in whole)
+    assert (interrupted_dir / BEST_CHECKPOINT).is_file()
+
+
+def test_a_finished_run_resumes_to_its_result_without_training(data: BundleRecData, tmp_path: Path) -> None:
+    config = TrainingConfig(epochs=2, batch_size=32, learning_rate=0.02, seed=5)
+    first = train(cross_view(data), data, config, tmp_path)
+    model = cross_view(data, seed=77)
+    again = train(model, data, config, tmp_path)
+    assert again.history == first.history
+    assert evaluate(model.scorer(), data.tune).metrics == first.best_tune
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(data: BundleRecData, tmp_path: Path) -> None:
+    train(cross_view(data), data, TrainingConfig(epochs=1, batch_size=32, seed=5), tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="use another run folder"):
+        train(cross_view(data), data, TrainingConfig(epochs=2, batch_size=64, seed=5), tmp_path)
