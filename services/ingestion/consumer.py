@@ -1,4 +1,20 @@
-"""The ingestion loop: poll a batch, dead-letter what can never apply, apply the rest, then commit."""
+"""The ingestion loop: poll a batch, dead-letter what can never apply, apply the rest, then commit.
+
+Failures are sorted into three kinds:
+
+- an event that can never apply (not JSON, not the schema, a string PostgreSQL cannot store) goes
+  to the dead-letter topic with its reason, and its neighbours carry on;
+- PostgreSQL, Redis or Kafka briefly unavailable: the same batch is retried with backoff, nothing
+  is committed meanwhile, and the loop still stops promptly when asked;
+- a commit refused because the group rebalanced: the writes are durable and idempotent, so the
+  partition's next owner reading the batch again changes nothing; the loop carries on.
+
+:meth:`IngestionLoop.run` overlaps the work of consecutive batches in three stages, each one thread
+and first in, first out: the loop polls and parses batch N+2 while the PostgreSQL stage writes batch
+N+1 and the Redis stage applies batch N. Redis therefore sees each partition's runs in offset order
+(as the watermark requires), and offsets are committed batch after batch, each only once both
+stages finished it.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +22,39 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import orjson
 import redis
 import sqlalchemy.exc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from services.ingestion import metrics
 from shared.events import InvalidEvent, parse_event
 from shared.kafka import DEADLETTER_REASON_HEADER
-from shared.store.feature_updates import DeliveredEvent, FeatureWriter
+from shared.store.feature_updates import ApplyResult, DeliveredEvent, FeatureWriter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LAG_REPORT_EVERY_S = 5.0
+POLL_TIMEOUT_MS = 200
+# Bounds each commit attempt, so a broker that is down delays the loop, never hangs it.
+COMMIT_TIMEOUT_MS = 5_000
+DEADLETTER_ACK_TIMEOUT_S = 30.0
 
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     sqlalchemy.exc.OperationalError: "postgres",
@@ -32,7 +62,12 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     redis.ConnectionError: "redis",
     redis.TimeoutError: "redis",
     redis.BusyLoadingError: "redis",
+    KafkaError: "kafka",
 }
+# The group moved on without this member: another consumer owns the partitions now.
+GROUP_MEMBERSHIP_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+
+Polled = Mapping[TopicPartition, list[ConsumerRecord]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,44 @@ class BatchOutcome:
     applied: int
     duplicates: int
     deadlettered: int
+
+
+@dataclass
+class _Batch:
+    """One polled batch, parsed: what to write, what to dead-letter, what to commit after."""
+
+    polled: Polled
+    valid: list[DeliveredEvent]
+    invalid: list[tuple[ConsumerRecord, str]]
+    started: float = field(default_factory=time.perf_counter)
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {p: OffsetAndMetadata(records[-1].offset + 1, "", -1) for p, records in self.polled.items() if records}
+
+
+# The Redis stage's future for a batch, or None when the PostgreSQL stage gave up (stopping).
+RedisStage = Future[ApplyResult | None] | None
+
+
+@dataclass
+class _InFlight:
+    batch: _Batch
+    postgres: Future[RedisStage]
+
+    def done(self) -> bool:
+        if not self.postgres.done():
+            return False
+        redis_stage = self.postgres.result()
+        return redis_stage is None or redis_stage.done()
+
+    def result(self) -> ApplyResult | None:
+        """Waits for both stages; None when one gave up because the loop is stopping.
+
+        Raises:
+            Exception: what a stage raised (neither an invalid event nor a transient failure).
+        """
+        redis_stage = self.postgres.result()
+        return None if redis_stage is None else redis_stage.result()
 
 
 class IngestionLoop:
@@ -53,6 +126,7 @@ class IngestionLoop:
         writer: FeatureWriter,
         max_batch_records: int,
         retry_max_backoff_s: float,
+        max_batches_in_flight: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
@@ -61,58 +135,123 @@ class IngestionLoop:
         self._writer = writer
         self._max_batch_records = max_batch_records
         self._retry_max_backoff_s = retry_max_backoff_s
+        self._max_in_flight = max_batches_in_flight
         self._clock = clock
         self._stopping = threading.Event()
         self._lag_reported_at = 0.0
         self.stopped = threading.Event()
 
     def stop(self) -> None:
-        """Asks the loop to finish the batch in hand and return; see :attr:`stopped`."""
+        """Asks the loop to finish the batches in flight and return; see :attr:`stopped`."""
         self._stopping.set()
 
     def run(self) -> None:
+        """Polls and processes batches until :meth:`stop`; closes the consumer and producer after.
+
+        Up to ``max_batches_in_flight`` batches are written while the next is polled (see the module
+        docstring). On :meth:`stop`, batches in flight finish (or give up, if a dependency is down)
+        and those finished are committed.
+
+        Raises:
+            Exception: what :meth:`process` raises for a bug; nothing after the failed batch is committed.
+        """
+        postgres_stage = ThreadPoolExecutor(1, thread_name_prefix="ingestion-postgres")
+        redis_stage = ThreadPoolExecutor(1, thread_name_prefix="ingestion-redis")
+        in_flight: deque[_InFlight] = deque()
         try:
             while not self._stopping.is_set():
-                polled = self._consumer.poll(timeout_ms=200, max_records=self._max_batch_records)
+                self._commit_finished(in_flight, wait=len(in_flight) >= self._max_in_flight)
+                if len(in_flight) >= self._max_in_flight:
+                    continue
+                polled = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_batch_records)
                 if polled:
-                    self.process(polled)
+                    batch = self._parse(polled)
+                    in_flight.append(_InFlight(batch, postgres_stage.submit(self._postgres_stage, batch, redis_stage)))
                 self._report_lag()
+            while in_flight:
+                self._commit_finished(in_flight, wait=True)
         finally:
+            self._stopping.set()  # a stage still retrying gives up
+            postgres_stage.shutdown(wait=True)
+            redis_stage.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=5)
             self.stopped.set()
             log.info("stopped")
 
-    def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
-        """Handles one polled batch and commits its offsets once its effects are durable."""
-        started = time.perf_counter()
+    def process(self, polled: Polled) -> BatchOutcome:
+        """Handles one polled batch, start to end, and commits its offsets once its effects are durable.
+
+        Raises:
+            Exception: an error that is neither an invalid event nor a transient failure (a bug);
+                nothing of the batch is committed, so a restarted process reads it again.
+        """
+        batch = self._parse(polled)
+        redis_future = self._postgres_stage(batch, None)
+        result = None if redis_future is None else redis_future.result()
+        return self._finish(batch, result)
+
+    def _parse(self, polled: Polled) -> _Batch:
         valid: list[DeliveredEvent] = []
         invalid: list[tuple[ConsumerRecord, str]] = []
         for partition, records in polled.items():
+            topic, number = partition.topic, partition.partition
             for record in records:
+                raw: bytes = record.value or b""
                 try:
-                    event = parse_event(record.value or b"")
+                    event = parse_event(raw)
+                    if b"\\u0000" in raw:
+                        _refuse_nul_characters(raw)
                 except InvalidEvent as exc:
                     invalid.append((record, exc.reason))
                     continue
-                valid.append(DeliveredEvent(partition.topic, partition.partition, record.offset, event))
-        if invalid:
-            self._with_retries(lambda: self._deadletter(invalid), "kafka")
-        result = self._with_retries(lambda: self._writer.apply(valid), None)
+                valid.append(DeliveredEvent(topic, number, record.offset, event, raw))
+        return _Batch(polled, valid, invalid)
+
+    def _postgres_stage(self, batch: _Batch, redis_stage: ThreadPoolExecutor | None) -> RedisStage:
+        """Dead-letters the invalid events, writes the valid ones to PostgreSQL, then hands the owned
+        ones to the Redis stage (run inline when ``redis_stage`` is None). None if stopped meanwhile."""
+        if batch.invalid and self._with_retries(lambda: self._deadletter(batch.invalid)) is None:
+            return None
+        written = self._with_retries(lambda: self._writer.write_postgres(batch.valid))
+        if written is None:
+            return None
+        owned, inserted = written
+        result = ApplyResult(inserted=inserted, duplicates=len(batch.valid) - len(owned), applied_to_redis=0)
+        if redis_stage is None:
+            done: Future[ApplyResult | None] = Future()
+            done.set_result(self._redis_stage(owned, result))
+            return done
+        return redis_stage.submit(self._redis_stage, owned, result)
+
+    def _redis_stage(self, owned: list[DeliveredEvent], result: ApplyResult) -> ApplyResult | None:
+        applied = self._with_retries(lambda: self._writer.apply_to_redis(owned))
+        if applied is None:
+            return None
+        return ApplyResult(result.inserted, result.duplicates, applied)
+
+    def _commit_finished(self, in_flight: deque[_InFlight], wait: bool) -> None:
+        """Commits the finished batches at the head of ``in_flight``, in order; waits for the head if
+        ``wait``. A batch given up on (stopping) ends it: nothing after it may be committed."""
+        while in_flight and (wait or in_flight[0].done()):
+            head = in_flight.popleft()
+            result = head.result()
+            self._finish(head.batch, result)
+            if result is None:
+                in_flight.clear()
+                return
+            wait = False
+
+    def _finish(self, batch: _Batch, result: ApplyResult | None) -> BatchOutcome:
         if result is None:  # stopping while a dependency was down: leave the batch uncommitted
             return BatchOutcome(0, 0, 0)
-        self._consumer.commit(
-            {
-                partition: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                for partition, records in polled.items()
-                if records
-            }
-        )
-        self._record_metrics(valid, invalid, result.duplicates, polled)
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-        return BatchOutcome(result.applied_to_redis, result.duplicates, len(invalid))
+        self._record_metrics(batch.valid, batch.invalid, result.duplicates, batch.polled)
+        self._commit(batch.offsets())
+        metrics.BATCH_DURATION.observe(time.perf_counter() - batch.started)
+        return BatchOutcome(result.applied_to_redis, result.duplicates, len(batch.invalid))
 
-    def _deadletter(self, invalid: list[tuple[ConsumerRecord, str]]) -> None:
+    def _deadletter(self, invalid: list[tuple[ConsumerRecord, str]]) -> int:
+        """Sends ``invalid`` to the dead-letter topic with their reasons; returns how many, once acknowledged."""
         futures = []
         for record, reason in invalid:
             headers = [
@@ -123,25 +262,44 @@ class IngestionLoop:
                 self._producer.send(self._deadletter_topic, key=record.key, value=record.value, headers=headers)
             )
         for future in futures:
-            future.get(timeout=30)
+            future.get(timeout=DEADLETTER_ACK_TIMEOUT_S)
         metrics.DEADLETTERED.inc(len(invalid))
         log.warning("dead-lettered %d invalid events; first reason: %s", len(invalid), invalid[0][1])
+        return len(invalid)
 
-    def _with_retries(self, action: Callable[[], T], dependency: str | None) -> T | None:
-        """Runs ``action`` until it succeeds, backing off on transient errors; None if stopped."""
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commits ``offsets``, retrying while Kafka is unavailable; gives up when the group moved on."""
+        backoff = 0.1
+        while True:
+            try:
+                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                return
+            except GROUP_MEMBERSHIP_ERRORS as exc:
+                metrics.COMMITS_ABANDONED.inc()
+                log.warning(
+                    "offsets not committed (%s): the partitions' next owner reads the batch again, "
+                    "which changes nothing",
+                    type(exc).__name__,
+                )
+                return
+            except KafkaError as exc:
+                metrics.TRANSIENT_FAILURES.labels("kafka").inc()
+                log.warning("cannot commit offsets (%s); retrying in %.1fs", type(exc).__name__, backoff)
+            if self._stopping.wait(backoff):
+                return  # durable already; the next start reads the batch again, which changes nothing
+            backoff = min(backoff * 2, self._retry_max_backoff_s)
+
+    def _with_retries(self, action: Callable[[], T]) -> T | None:
+        """Runs ``action`` until it succeeds, backing off on transient errors; None if stopped first
+        (so ``action`` itself must never return None)."""
         backoff = 0.1
         while True:
             try:
                 return action()
             except tuple(TRANSIENT_ERRORS) as exc:
-                name = dependency or next(n for t, n in TRANSIENT_ERRORS.items() if isinstance(exc, t))
+                name = next(n for t, n in TRANSIENT_ERRORS.items() if isinstance(exc, t))
                 metrics.TRANSIENT_FAILURES.labels(name).inc()
                 log.warning("%s unavailable (%s); retrying the batch in %.1fs", name, type(exc).__name__, backoff)
-            except Exception as exc:
-                if dependency != "kafka":
-                    raise
-                metrics.TRANSIENT_FAILURES.labels("kafka").inc()
-                log.warning("dead-letter topic unavailable (%s); retrying in %.1fs", exc, backoff)
             if self._stopping.wait(backoff):
                 return None
             backoff = min(backoff * 2, self._retry_max_backoff_s)
@@ -151,30 +309,54 @@ class IngestionLoop:
         valid: list[DeliveredEvent],
         invalid: list[tuple[ConsumerRecord, str]],
         duplicates: int,
-        polled: dict[TopicPartition, list[ConsumerRecord]],
+        polled: Polled,
     ) -> None:
-        by_type = Tally(str(d.event.type) for d in valid)
+        by_type = Tally(d.event.type for d in valid)
         for event_type, count in by_type.items():
             metrics.EVENTS_PROCESSED.labels(event_type, "applied").inc(count)
         if duplicates:
             metrics.EVENTS_PROCESSED.labels("any", "duplicate").inc(duplicates)
         if invalid:
             metrics.EVENTS_PROCESSED.labels("invalid", "deadlettered").inc(len(invalid))
-        now = self._clock()
+        now_ms = self._clock() * 1000
+        observe = metrics.FRESHNESS.observe
         for records in polled.values():
             for record in records:
                 if record.timestamp and record.timestamp > 0:
-                    metrics.FRESHNESS.observe(max(0.0, now - record.timestamp / 1000))
+                    observe(max(0.0, now_ms - record.timestamp) / 1000)
 
     def _report_lag(self) -> None:
-        assigned = self._consumer.assignment()
-        if not assigned or time.monotonic() - self._lag_reported_at < LAG_REPORT_EVERY_S:
+        """Lag from what the fetcher last heard of each partition's end: no broker round trip."""
+        if time.monotonic() - self._lag_reported_at < LAG_REPORT_EVERY_S:
             return
         self._lag_reported_at = time.monotonic()
-        try:
-            ends = self._consumer.end_offsets(list(assigned))
-        except Exception:  # lag is best effort; the loop must not die for it
-            return
-        for partition in assigned:
-            position = self._consumer.position(partition)
-            metrics.CONSUMER_LAG.labels(str(partition.partition)).set(max(0, ends[partition] - position))
+        for partition in self._consumer.assignment():
+            end = self._consumer.highwater(partition)
+            if end is None:
+                continue
+            try:
+                position = self._consumer.position(partition, timeout_ms=0)
+            except KafkaError:  # not known yet (fresh assignment); next time
+                continue
+            if position is not None:
+                metrics.CONSUMER_LAG.labels(str(partition.partition)).set(max(0, end - position))
+
+
+def _refuse_nul_characters(raw: bytes) -> None:
+    """PostgreSQL cannot store U+0000 in text or JSON; an event holding one can never apply.
+
+    Raises:
+        InvalidEvent: some string of the event holds U+0000.
+    """
+    if _holds_nul(orjson.loads(raw)):
+        raise InvalidEvent("a string holds the character U+0000, which cannot be stored; remove it")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False

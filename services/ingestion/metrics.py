@@ -14,8 +14,14 @@ EVENTS_PROCESSED = Counter(
 DEADLETTERED = Counter(metric_name("ingestion", "deadlettered_total"), "Events sent to the dead-letter topic.")
 TRANSIENT_FAILURES = Counter(
     metric_name("ingestion", "transient_failures_total"),
-    "Batches that failed on a transient error and were retried, by dependency.",
+    "Attempts that failed on a transient error and were retried (batch writes, dead-lettering, offset "
+    "commits), by dependency (postgres, redis, kafka).",
     ["dependency"],
+)
+COMMITS_ABANDONED = Counter(
+    metric_name("ingestion", "commits_abandoned_total"),
+    "Offset commits refused because the group rebalanced; the partitions' next owner reads those batches "
+    "again, which changes nothing.",
 )
 BATCH_DURATION = Histogram(
     metric_name("ingestion", "batch_duration_seconds"),
@@ -29,6 +35,6 @@ CONSUMER_LAG = Gauge(
 )
 FRESHNESS = Histogram(
     metric_name("ingestion", "freshness_seconds"),
-    "From the event reaching Kafka to its features being visible in Redis.",
+    "From the event reaching Kafka (its record timestamp) to its features being visible in Redis.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )

@@ -1,9 +1,11 @@
 """How an accepted event changes the store: a durable row in PostgreSQL, features in Redis.
 
-Exactly once in effect, without distributed transactions:
+Exactly once in effect, without distributed transactions (the argument is in
+``docs/adr/0002-exactly-once-ingestion.md``):
 
-1. All events of a batch go into PostgreSQL in one transaction with ``ON CONFLICT DO NOTHING``
-   on the client-minted event id. The row keeps the Kafka position of the event's *first* delivery.
+1. All events of a batch go into PostgreSQL in one statement (one transaction) with
+   ``ON CONFLICT DO NOTHING`` on the client-minted event id. The row keeps the Kafka position of the
+   event's *first* delivery.
 2. An event is applied to Redis only from that first position ("owned" deliveries): a duplicate
    produced again at a new offset finds another position in its row and is skipped.
 3. Redis effects of a partition's run are applied by one Lua script that also advances the
@@ -12,22 +14,27 @@ Exactly once in effect, without distributed transactions:
 A crash after step 1 and before step 3 redelivers the same offsets: PostgreSQL already holds the
 rows (nothing doubles) and they are still owned by those offsets, so step 3 applies them (nothing is
 lost). A crash after step 3 but before the Kafka commit finds the watermark ahead and skips them.
-Redis therefore always equals a replay of PostgreSQL's rows in Kafka order (see :func:`rebuild`).
+Redis therefore always equals a replay of PostgreSQL's rows in Kafka order (see
+:func:`shared.store.rebuild.rebuild_redis`).
+
+Throughput: a batch costs one round trip to PostgreSQL (rows passed as one JSON document, users
+and items created in the same statement) plus a second only when some events were already there,
+and one Lua call per partition and ``LUA_CHUNK`` events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import redis
-from sqlalchemy import Engine, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Engine
 
 from shared.events import (
     BundleImpressionEvent,
@@ -37,8 +44,8 @@ from shared.events import (
     ItemEvent,
     ReviewEvent,
     SearchEvent,
+    encode_event,
 )
-from shared.store import tables
 from shared.store.redis_keys import (
     SESSION_ITEMS_CAP,
     USER_RECENT_ITEMS_CAP,
@@ -60,16 +67,57 @@ BASKET_EVENTS = frozenset({EventType.ADD_TO_CART.value, EventType.PURCHASE.value
 BUNDLE_STAT_FIELD = {EventType.BUNDLE_CLICK.value: "clicks", EventType.BUNDLE_PURCHASE.value: "purchases"}
 
 APPLY_SCRIPT = Path(__file__).with_name("apply_effects.lua").read_text()
+# Events per Lua call: bounds how long one call holds Redis (which serves reads meanwhile).
+LUA_CHUNK = 1000
+
+# Step 1 as one statement: the batch arrives as one JSON array of rows (encoded by orjson, each
+# payload embedded as it came from Kafka), which PostgreSQL expands with json_to_recordset: far
+# cheaper on both sides than one bound parameter per value. Users and items seen for the first time
+# are created (cold start); rows are inserted in key order, so that two consumers that insert the
+# same ids never wait on each other in opposite orders. RETURNING names the deliveries that inserted
+# their row: those are first deliveries, owned by construction.
+_INSERT_BATCH = """
+WITH batch AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS b(
+        c text, e text, t text, u text, s text, i text, b text, at timestamptz, p int, o bigint, payload jsonb)
+), new_users AS (
+    INSERT INTO users (catalog_id, user_id)
+    SELECT DISTINCT c, u FROM batch ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+), new_items AS (
+    INSERT INTO items (catalog_id, item_id, first_seen_in_event)
+    SELECT DISTINCT c, i, true FROM batch WHERE i IS NOT NULL ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO events (catalog_id, event_id, event_type, user_id, session_id, item_id, bundle_id, event_time,
+                    kafka_topic, kafka_partition, kafka_offset, payload)
+SELECT c, e, t, u, s, i, b, at, %(topic)s, p, o, payload
+FROM batch ORDER BY c, e, p, o
+ON CONFLICT DO NOTHING
+RETURNING kafka_partition, kafka_offset
+"""
+
+# Step 2 for the events whose row was already there: a separate statement, so it sees rows that a
+# concurrent transaction committed while step 1 waited for them.
+_FIRST_POSITIONS = """
+SELECT e.catalog_id, e.event_id, e.kafka_topic, e.kafka_partition, e.kafka_offset
+FROM events e JOIN unnest(%(catalog_id)s::text[], %(event_id)s::text[]) AS b(catalog_id, event_id)
+  ON e.catalog_id = b.catalog_id AND e.event_id = b.event_id
+"""
 
 
-@dataclass(frozen=True)
-class DeliveredEvent:
-    """A valid event with the Kafka position it was read from."""
+class DeliveredEvent(NamedTuple):
+    """A valid event with the Kafka position it was read from.
+
+    ``payload`` is the event's JSON as read from Kafka, stored as is; None encodes ``event``
+    (:func:`shared.events.encode_event`). Either way it must parse back to the same event.
+    """
 
     topic: str
     partition: int
     offset: int
     event: Event
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -80,13 +128,18 @@ class ApplyResult:
 
 
 def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
-    """The Redis effects of one event, as ops for apply_effects.lua. Pure: no I/O."""
-    ts = int(event.event_time.timestamp())
+    """The Redis effects of one event, as ops for apply_effects.lua. Pure: no I/O.
+
+    Time features use the event time in UTC: ``ts`` in epoch seconds, the popularity day as
+    ``YYYYMMDD``.
+    """
+    utc = event.event_time.astimezone(UTC)  # a datetime.timezone: faster arithmetic than pydantic's TzInfo
+    ts = int(utc.timestamp())
     ops: list[list[Any]] = []
     if isinstance(event, ItemEvent | ReviewEvent):
         weight = INTERACTION_WEIGHTS[event.type]
         item = event.item_id
-        day = event.event_time.strftime("%Y%m%d")
+        day = f"{utc.year:04d}{utc.month:02d}{utc.day:02d}"
         ops.append(["recent", keys.user_recent_items(event.user_id), item, ts, USER_RECENT_ITEMS_CAP])
         ops.append(["zincr", keys.item_popularity(), weight, item])
         ops.append(["zincr", keys.item_popularity_day(day), weight, item])
@@ -114,24 +167,6 @@ def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
     return ops
 
 
-def _event_row(delivered: DeliveredEvent) -> dict[str, Any]:
-    event = delivered.event
-    return {
-        "catalog_id": event.catalog_id,
-        "event_id": event.event_id,
-        "event_type": str(event.type),
-        "user_id": event.user_id,
-        "session_id": event.session_id,
-        "item_id": getattr(event, "item_id", None),
-        "bundle_id": getattr(event, "bundle_id", None),
-        "event_time": event.event_time,
-        "kafka_topic": delivered.topic,
-        "kafka_partition": delivered.partition,
-        "kafka_offset": delivered.offset,
-        "payload": json.loads(event.model_dump_json(exclude_none=True)),
-    }
-
-
 class FeatureWriter:
     """Applies batches of delivered events to PostgreSQL and Redis (see the module docstring)."""
 
@@ -139,6 +174,7 @@ class FeatureWriter:
         self._engine = engine
         self._redis = redis_client
         self._keys = NamespaceKeys(namespace)
+        self._catalog_keys: dict[str, CatalogKeys] = {}
         self._apply = redis_client.register_script(APPLY_SCRIPT)
 
     def apply(self, batch: Sequence[DeliveredEvent]) -> ApplyResult:
@@ -150,57 +186,112 @@ class FeatureWriter:
         """
         if not batch:
             return ApplyResult(0, 0, 0)
-        owned, inserted = self._write_postgres(batch)
+        owned, inserted = self.write_postgres(batch)
         applied = self.apply_to_redis(owned)
         return ApplyResult(inserted=inserted, duplicates=len(batch) - len(owned), applied_to_redis=applied)
 
-    def _write_postgres(self, batch: Sequence[DeliveredEvent]) -> tuple[list[DeliveredEvent], int]:
-        rows = [_event_row(d) for d in batch]
-        users = {(r["catalog_id"], r["user_id"]) for r in rows}
-        items = {(r["catalog_id"], r["item_id"]) for r in rows if r["item_id"] is not None}
+    def write_postgres(self, batch: Sequence[DeliveredEvent]) -> tuple[list[DeliveredEvent], int]:
+        """Step 1 and 2: makes ``batch`` durable in one transaction.
+
+        Returns the owned deliveries (in no particular order), to be passed to :meth:`apply_to_redis`
+        once this returned, and how many rows were new.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: PostgreSQL unavailable; nothing or all was committed.
+        """
+        if not batch:
+            return [], 0
+        by_topic: dict[str, list[DeliveredEvent]] = defaultdict(list)
+        for delivered in batch:
+            by_topic[delivered.topic].append(delivered)
+        owned: list[DeliveredEvent] = []
+        inserted = 0
         with self._engine.begin() as conn:
-            # Users and items first seen in an event are created on the spot (cold start).
-            conn.execute(
-                insert(tables.users).on_conflict_do_nothing(),
-                [{"catalog_id": c, "user_id": u} for c, u in sorted(users)],
-            )
-            if items:
-                conn.execute(
-                    insert(tables.items).on_conflict_do_nothing(),
-                    [{"catalog_id": c, "item_id": i, "first_seen_in_event": True} for c, i in sorted(items)],
-                )
-            inserted = len(
-                conn.execute(
-                    insert(tables.events).on_conflict_do_nothing().returning(tables.events.c.event_id), rows
-                ).all()
-            )
-            first_positions = conn.execute(
-                select(
-                    tables.events.c.catalog_id,
-                    tables.events.c.event_id,
-                    tables.events.c.kafka_topic,
-                    tables.events.c.kafka_partition,
-                    tables.events.c.kafka_offset,
-                ).where(
-                    tuple_(tables.events.c.catalog_id, tables.events.c.event_id).in_(
-                        list({(r["catalog_id"], r["event_id"]) for r in rows})
-                    )
-                )
-            ).all()
-        first = {(c, e): (t, p, o) for c, e, t, p, o in first_positions}
-        owned = [
-            d for d in batch if first.get((d.event.catalog_id, d.event.event_id)) == (d.topic, d.partition, d.offset)
-        ]
+            for topic, deliveries in by_topic.items():
+                result = conn.exec_driver_sql(_INSERT_BATCH, _columns(topic, deliveries))
+                new_positions = {(partition, offset) for partition, offset in result}
+                inserted += len(new_positions)
+                for delivered in deliveries:
+                    if (delivered.partition, delivered.offset) in new_positions:
+                        owned.append(delivered)
+        if inserted < len(batch):
+            owned.extend(self._owned_redeliveries(batch, owned))
         return owned, inserted
 
+    def _owned_redeliveries(
+        self, batch: Sequence[DeliveredEvent], inserted: list[DeliveredEvent]
+    ) -> list[DeliveredEvent]:
+        """The deliveries whose row was already there and records this very position: a redelivery
+        after a crash between the PostgreSQL commit and the Redis update (the watermark decides)."""
+        new = {(d.topic, d.partition, d.offset) for d in inserted}
+        rest = [d for d in batch if (d.topic, d.partition, d.offset) not in new]
+        ids = {(d.event.catalog_id, d.event.event_id) for d in rest}
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                _FIRST_POSITIONS,
+                {"catalog_id": [c for c, _ in ids], "event_id": [e for _, e in ids]},
+            )
+            first = {(c, e): (t, p, o) for c, e, t, p, o in rows}
+        return [
+            d for d in rest if first.get((d.event.catalog_id, d.event.event_id)) == (d.topic, d.partition, d.offset)
+        ]
+
     def apply_to_redis(self, owned: Iterable[DeliveredEvent]) -> int:
-        """Applies deliveries known to be first deliveries; the watermark skips any seen before."""
+        """Step 3: applies deliveries known to be first deliveries; returns how many were new to Redis.
+
+        The watermark skips any delivery seen before. Runs of one partition must be applied in offset
+        order across calls (a later run first would move the watermark past an earlier one).
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError: Redis unavailable; a retry applies the rest once.
+        """
         by_partition: dict[tuple[str, int], list[DeliveredEvent]] = defaultdict(list)
         for delivered in owned:
             by_partition[(delivered.topic, delivered.partition)].append(delivered)
         applied = 0
         for (topic, partition), run in by_partition.items():
-            run.sort(key=lambda d: d.offset)
-            payload = [{"o": d.offset, "ops": redis_ops(d.event, self._keys.catalog(d.event.catalog_id))} for d in run]
-            applied += int(self._apply(keys=[self._keys.watermark(topic, partition)], args=[json.dumps(payload)]))
+            run.sort(key=_offset)
+            watermark = self._keys.watermark(topic, partition)
+            for start in range(0, len(run), LUA_CHUNK):
+                payload = orjson.dumps(
+                    [
+                        {"o": d.offset, "ops": redis_ops(d.event, self._catalog(d.event.catalog_id))}
+                        for d in run[start : start + LUA_CHUNK]
+                    ]
+                )
+                applied += int(self._apply(keys=[watermark], args=[payload]))
         return applied
+
+    def _catalog(self, catalog_id: str) -> CatalogKeys:
+        keys = self._catalog_keys.get(catalog_id)
+        if keys is None:
+            keys = self._catalog_keys[catalog_id] = self._keys.catalog(catalog_id)
+        return keys
+
+
+def _offset(delivered: DeliveredEvent) -> int:
+    return delivered.offset
+
+
+def _columns(topic: str, deliveries: Sequence[DeliveredEvent]) -> dict[str, Any]:
+    """The parameters of ``_INSERT_BATCH``."""
+    rows = []
+    for delivered in deliveries:
+        event = delivered.event
+        raw = delivered.payload if delivered.payload is not None else encode_event(event)
+        rows.append(
+            {
+                "c": event.catalog_id,
+                "e": event.event_id,
+                "t": event.type,
+                "u": event.user_id,
+                "s": event.session_id,
+                "i": getattr(event, "item_id", None),
+                "b": getattr(event, "bundle_id", None),
+                "at": event.event_time,
+                "p": delivered.partition,
+                "o": delivered.offset,
+                "payload": orjson.Fragment(raw),
+            }
+        )
+    return {"topic": topic, "rows": orjson.dumps(rows).decode()}

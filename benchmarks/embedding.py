@@ -1,0 +1,471 @@
+"""Embedding benchmark: bare encoders against the embedding service over gRPC, per modality and device.
+
+``python -m benchmarks.embedding`` (``make bench`` runs it) measures, in one run on one machine, for
+each device it has (``cpu`` always, ``gpu`` when torch sees CUDA) and each modality it serves:
+
+- ``raw_per_s``: a plain loop in this process over the same encoder class the service uses
+  (tokenise or preprocess, then the forward pass, pooling, normalisation), at the best of a few
+  batch sizes;
+- ``service_per_s``: the real service (``python -m services.embedding`` in its own process, vector
+  cache off, max batch = the best raw batch size) under ``--clients`` concurrent gRPC clients, each
+  sending calls of ``--per-call`` inputs back to back;
+- ``ratio``: the second over the first (goal on CPU: >= 0.9);
+- ``single_p50_ms`` / ``single_p99_ms``: latency of one-input calls (a shopper's query) made one
+  after another while the throughput clients keep the service loaded.
+
+Modalities: ``text_en`` (all-MiniLM-L6-v2), ``text_multi`` (multilingual-e5-small, when ``make
+models`` has prepared it), ``image`` (EfficientNet-Lite0, JPEG bytes); ``audio`` is reported as not
+served yet. Texts are the real BundleRec_Amazon item titles when the data folder has them (else a
+generated stand-in, said so in the results); images are JPEG re-encodings of scikit-learn's two
+sample photos, resized and cropped into distinct images.
+
+``run(...) -> dict`` does the measuring and returns the results; :func:`main` writes them to
+``benchmarks/results/embedding.json``; :func:`markdown` renders them for ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from services.embedding.device import DevicePlacement, choose_device
+from services.embedding.image_encoder import EfficientNetLiteImageEncoder
+from services.embedding.image_input import ImageLimits, decode_image
+from services.embedding.model_cache import E5_NAME, e5_dir, is_prepared
+from services.embedding.settings import ModelCacheSettings
+from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
+from shared.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "embedding.json"
+GOALS = {"cpu_ratio": 0.9, "gpu_text_multi_service_per_s": 50_000}
+TEXT_BATCHES = (32, 128, 256)
+IMAGE_BATCHES = (8, 16, 32)
+MAX_TOKENS = 128
+DEADLINE_S = 60.0
+_LIMITS = ImageLimits(max_bytes=10 * 1024 * 1024, max_pixels=40_000_000)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one modality sends: the inputs, and how to embed them raw and through the service."""
+
+    modality: str
+    model: str
+    inputs: list[Any]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.embedding", description=__doc__.split("\n")[0])
+    parser.add_argument("--texts", type=int, default=20_000, help="titles per text measurement")
+    parser.add_argument("--images", type=int, default=512, help="images per image measurement")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    parser.add_argument("--per-call", type=int, default=64, help="texts per throughput call (images: a quarter)")
+    parser.add_argument("--latency-calls", type=int, default=200, help="one-input calls for the latency figures")
+    parser.add_argument("--devices", default="auto", help="auto (cpu, and gpu when CUDA is there), cpu or gpu")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch threads, raw and service (0: torch's)")
+    parser.add_argument("--output", type=Path, default=RESULTS_FILE)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(
+        texts=args.texts,
+        images=args.images,
+        clients=args.clients,
+        per_call=args.per_call,
+        latency_calls=args.latency_calls,
+        devices=args.devices,
+        torch_threads=args.torch_threads,
+        argv=argv,
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def run(
+    texts: int = 20_000,
+    images: int = 512,
+    clients: int = 16,
+    per_call: int = 64,
+    latency_calls: int = 200,
+    devices: str = "auto",
+    torch_threads: int = 0,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """Measures every modality on every device; returns ``{"cpu": {...}, "gpu": {...}, ...}``.
+
+    Each device section maps a modality to ``raw_per_s``, ``service_per_s``, ``ratio``,
+    ``single_p50_ms``, ``single_p99_ms`` and ``details``, or to ``{"status": ...}`` when it was not
+    measured. ``gpu`` is ``{"status": "no CUDA device"}`` without a GPU.
+    """
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    titles, titles_source = load_titles(texts)
+    photos = make_images(images)
+    model_cache = load_settings(ModelCacheSettings).model_cache
+    wanted = ["cpu", "gpu"] if devices == "auto" else [devices]
+    results: dict[str, Any] = {}
+    for device in wanted:
+        if device == "gpu" and not torch.cuda.is_available():
+            results["gpu"] = {"status": "no CUDA device"}
+            continue
+        placement = choose_device("cuda" if device == "gpu" else "cpu")
+        workloads = [Workload("text_en", "all-MiniLM-L6-v2", titles)]
+        if is_prepared(e5_dir(model_cache)):
+            workloads.append(Workload("text_multi", E5_NAME, titles))
+        workloads.append(Workload("image", "efficientnet-lite0", photos))
+        section: dict[str, Any] = {}
+        for workload in workloads:
+            raw_per_s, best_batch = measure_raw(workload, placement, model_cache)
+            service = measure_service(
+                workload, placement, best_batch, clients, per_call, latency_calls, torch_threads, model_cache
+            )
+            section[workload.modality] = {
+                "raw_per_s": round(raw_per_s, 1),
+                "service_per_s": round(service["per_s"], 1),
+                "ratio": round(service["per_s"] / raw_per_s, 3),
+                "single_p50_ms": round(service["p50_ms"], 2),
+                "single_p99_ms": round(service["p99_ms"], 2),
+                "details": {"model": workload.model, "best_batch": best_batch, "inputs": len(workload.inputs)},
+            }
+        if "text_multi" not in section:
+            section["text_multi"] = {"status": f"{E5_NAME} not prepared in {model_cache}: run make models"}
+        section["audio"] = {"status": "not served yet (Whisper-base: see docs/embedding.md)"}
+        results[device] = section
+    results["details"] = {
+        "titles": titles_source,
+        "images": "scikit-learn sample photos (china.jpg, flower.jpg), distinct crops, JPEG quality 90",
+        "clients": clients,
+        "per_call": {"text": per_call, "image": max(1, per_call // 4)},
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    results["goals"] = GOALS
+    results["run"] = run_metadata(argv)
+    return results
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+def load_titles(count: int) -> tuple[list[str], str]:
+    """``count`` product titles: the real Amazon ones, repeated as needed, or a generated stand-in."""
+    try:
+        from shared.datasets import default_data_dir  # noqa: PLC0415
+        from shared.datasets.amazon import load_amazon_domain  # noqa: PLC0415
+
+        real = [
+            item.title
+            for domain in ("electronic", "clothing")
+            for item in load_amazon_domain(default_data_dir(), domain).items.values()
+            if item.title
+        ]
+    except Exception as exc:  # any missing or unreadable dataset: fall back, and say so
+        words = ("cable", "charger", "case", "stand", "dress", "shirt")
+        generated = [f"product {i} {words[i % len(words)]} size {i % 9}" for i in range(count)]
+        return generated, f"generated stand-in titles (Amazon titles unavailable: {type(exc).__name__})"
+    repeated = (real * (count // len(real) + 1))[:count]
+    return repeated, f"BundleRec_Amazon item titles ({len(real):,} distinct, repeated to {count:,})"
+
+
+def make_images(count: int) -> list[bytes]:
+    """``count`` distinct JPEGs cut from scikit-learn's sample photos (or flat colours without it)."""
+    try:
+        from sklearn.datasets import load_sample_images  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        sources = [Image.fromarray(pixels) for pixels in load_sample_images().images]
+    except ImportError:
+        sources = [Image.new("RGB", (640, 427), (40 * i % 255, 90, 160)) for i in range(2)]
+    out = []
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        shift = index % 97
+        crop = photo.crop((shift, shift // 2, photo.width - 96 + shift, photo.height - 48 + shift // 2))
+        buffer = io.BytesIO()
+        crop.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+# --- raw --------------------------------------------------------------------------------------------
+def load_encoder(workload: Workload, placement: DevicePlacement, model_cache: Path) -> Any:
+    if workload.modality == "text_en":
+        return MiniLMTextEncoder.from_package(placement, MAX_TOKENS)
+    if workload.modality == "text_multi":
+        return E5TextEncoder.from_cache(model_cache, placement, MAX_TOKENS)
+    return EfficientNetLiteImageEncoder.from_package(placement)
+
+
+def measure_raw(workload: Workload, placement: DevicePlacement, model_cache: Path) -> tuple[float, int]:
+    """Best inputs/s over a few batch sizes, and that batch size (one warm-up batch each first)."""
+    encoder = load_encoder(workload, placement, model_cache)
+    batches = IMAGE_BATCHES if workload.modality == "image" else TEXT_BATCHES
+    step = raw_step(workload, encoder)
+    best = (0.0, batches[0])
+    for batch in batches:
+        if batch > len(workload.inputs):
+            continue
+        step(workload.inputs[:batch])
+        synchronize(placement)
+        started = time.perf_counter()
+        done = 0
+        for start in range(0, len(workload.inputs) - batch + 1, batch):
+            step(workload.inputs[start : start + batch])
+            done += batch
+        synchronize(placement)
+        rate = done / (time.perf_counter() - started)
+        best = max(best, (rate, batch))
+    del encoder
+    return best
+
+
+def raw_step(workload: Workload, encoder: Any) -> Callable[[Sequence[Any]], object]:
+    if workload.modality == "image":
+        image_encoder: EfficientNetLiteImageEncoder = encoder
+
+        def images(batch: Sequence[Any]) -> object:
+            return image_encoder.encode([image_encoder.preprocess(decode_image(b, _LIMITS, "image")) for b in batch])
+
+        return images
+    text_encoder: TextEncoder = encoder
+    return lambda batch: text_encoder.encode(list(batch), TextRole.PASSAGE)
+
+
+def synchronize(placement: DevicePlacement) -> None:
+    if placement.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- through the service ------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def embedding_service(
+    placement: DevicePlacement, max_batch: int, modality: str, torch_threads: int, model_cache: Path
+) -> Iterator[str]:
+    """Runs ``python -m services.embedding`` (cache off) until the block ends; yields its address."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "BUNDLEWISE_REDIS_URL"}
+    env |= {
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'shared' / 'generated'}",
+        "BUNDLEWISE_GRPC_PORT": str(port),
+        "BUNDLEWISE_METRICS_PORT": "0",
+        "BUNDLEWISE_EMBEDDING_DEVICE": "cuda" if placement.device.type == "cuda" else "cpu",
+        "BUNDLEWISE_MODEL_CACHE": str(model_cache),
+        "BUNDLEWISE_LOG_LEVEL": "WARNING",
+        "BUNDLEWISE_EMBEDDING_MAX_QUEUE": "65536",
+        "BUNDLEWISE_EMBEDDING_MAX_IMAGE_QUEUE": "4096",
+    }
+    env["BUNDLEWISE_EMBEDDING_MAX_IMAGE_BATCH" if modality == "image" else "BUNDLEWISE_EMBEDDING_MAX_BATCH"] = str(
+        max_batch
+    )
+    if torch_threads:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.embedding"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+        address = f"127.0.0.1:{port}"
+        try:
+            wait_until_serving(address, process, log)
+            yield address
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_serving(address: str, process: subprocess.Popen[bytes], log: Any, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"the embedding service exited: {log.read().decode()[-2000:]}")
+            with contextlib.suppress(grpc.RpcError):
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            time.sleep(0.5)
+    raise RuntimeError(f"the embedding service at {address} did not serve within {timeout_s:.0f} s")
+
+
+def call_for(workload: Workload, stub: embedding_pb2_grpc.EmbeddingStub) -> Callable[[Sequence[Any]], object]:
+    if workload.modality == "image":
+        return lambda batch: stub.EmbedImages(
+            embedding_pb2.EmbedImagesRequest(
+                images=[embedding_pb2.ImageInput(data=b) for b in batch], model=workload.model
+            ),
+            timeout=DEADLINE_S,
+        )
+    return lambda batch: stub.EmbedTexts(
+        embedding_pb2.EmbedTextsRequest(texts=list(batch), model=workload.model, role=embedding_pb2.TEXT_ROLE_PASSAGE),
+        timeout=DEADLINE_S,
+    )
+
+
+def measure_service(
+    workload: Workload,
+    placement: DevicePlacement,
+    max_batch: int,
+    clients: int,
+    per_call: int,
+    latency_calls: int,
+    torch_threads: int,
+    model_cache: Path,
+) -> dict[str, float]:
+    """Throughput of ``clients`` concurrent callers, and one-input latency while they run."""
+    size = max(1, per_call // 4) if workload.modality == "image" else per_call
+    calls = [workload.inputs[start : start + size] for start in range(0, len(workload.inputs), size)]
+    with (
+        embedding_service(placement, max_batch, workload.modality, torch_threads, model_cache) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        stub = embedding_pb2_grpc.EmbeddingStub(channel)
+        call = call_for(workload, stub)
+        call(workload.inputs[:size])
+        lock = threading.Lock()
+        queue = iter(calls)
+        done = 0
+
+        def client() -> None:
+            nonlocal done
+            while True:
+                with lock:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                call(batch)
+                with lock:
+                    done += len(batch)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        latencies = []
+        single = workload.inputs[:1]
+        for _ in range(latency_calls):
+            if not any(thread.is_alive() for thread in threads):
+                break
+            probe_start = time.perf_counter()
+            call(single)
+            latencies.append((time.perf_counter() - probe_start) * 1000.0)
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    latencies = latencies or [float("nan")]
+    return {
+        "per_s": done / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+    }
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+# --- bookkeeping ----------------------------------------------------------------------------------
+def run_metadata(argv: list[str] | None) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": shlex.join(["python", "-m", "benchmarks.embedding", *args]),
+        "machine": {
+            "cpu_model": cpu_model,
+            "cores": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """This benchmark's section of docs/benchmarks.md."""
+    rows = []
+    for device in ("cpu", "gpu"):
+        section = results.get(device, {"status": "not run"})
+        if "status" in section:
+            rows.append(f"| {device} | all | {section['status']} | | | | |")
+            continue
+        for modality in ("text_en", "text_multi", "image", "audio"):
+            figures = section.get(modality, {"status": "not run"})
+            if "status" in figures:
+                rows.append(f"| {device} | {modality} | {figures['status']} | | | | |")
+                continue
+            rows.append(
+                f"| {device} | {modality} | {figures['raw_per_s']:,.0f} | {figures['service_per_s']:,.0f} | "
+                f"{figures['ratio']:.3f} | {figures['single_p50_ms']:.1f} | {figures['single_p99_ms']:.1f} |"
+            )
+    details, run_info = results["details"], results["run"]
+    machine = run_info["machine"]
+    gpu = f" GPU: {details['cuda_device']}." if details.get("cuda_device") else ""
+    table = "\n".join(rows)
+    return f"""## Embedding (`benchmarks/embedding.py`)
+
+Bare encoder loop (`raw_per_s`, best batch size) against the embedding service over gRPC
+(`service_per_s`, {details["clients"]} concurrent clients, {details["per_call"]["text"]} texts or \
+{details["per_call"]["image"]} images per call, vector cache off), and one-input latency under that load.
+Goal: ratio ≥ {results["goals"]["cpu_ratio"]} on CPU. Texts: {details["titles"]}. Images: {details["images"]}.
+
+| device | modality | raw_per_s | service_per_s | ratio | single p50 ms | single p99 ms |
+|---|---|---|---|---|---|---|
+{table}
+
+Machine: {machine["cpu_model"]}, {machine["cores"]} cores, torch threads {details["torch_threads"]} (load average \
+{machine["load_average_at_end"]} at the end).{gpu} Commit `{run_info["commit"][:12]}`\
+{" (with uncommitted changes)" if run_info["dirty"] else ""}, {run_info["date"]}. Command: `{run_info["command"]}`.
+Figures in `benchmarks/results/embedding.json`.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
