@@ -30,8 +30,6 @@ import contextlib
 import io
 import json
 import os
-import platform
-import shlex
 import socket
 import statistics
 import subprocess
@@ -41,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +48,7 @@ from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from benchmarks.provenance import run_metadata
 from services.embedding.device import DevicePlacement, choose_device
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder
 from services.embedding.image_input import ImageLimits, decode_image
@@ -168,7 +166,7 @@ def run(
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     results["goals"] = GOALS
-    results["run"] = run_metadata(argv)
+    results["run"] = run_metadata("benchmarks.embedding", argv)
     return results
 
 
@@ -403,29 +401,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 # --- bookkeeping ----------------------------------------------------------------------------------
-def run_metadata(argv: list[str] | None) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-        return result.stdout.strip()
-
-    cpu_model = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    args = sys.argv[1:] if argv is None else argv
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "command": shlex.join(["python", "-m", "benchmarks.embedding", *args]),
-        "machine": {
-            "cpu_model": cpu_model,
-            "cores": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 def markdown(results: Mapping[str, Any]) -> str:

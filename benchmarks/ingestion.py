@@ -29,8 +29,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine, func, select, text
 
 from benchmarks.event_generator import encoded, generate
+from benchmarks.provenance import run_metadata
 from scripts.local_stack import REPO_ROOT, LocalStack
 from services.featurestore.real_catalogs import RealCatalog, load_amazon
 from shared.datasets import default_data_dir
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rebuild_s": round(rebuild_s, 1),
                 "kafka_crc32c": kafka_crc32c(),
             },
-            "run": run_metadata(argv),
+            "run": run_metadata("benchmarks.ingestion", argv),
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
@@ -492,29 +491,6 @@ def dump_namespace(client: redis.Redis, namespace: str, chunk: int = 2000) -> di
 
 
 # --- bookkeeping ----------------------------------------------------------------------------------
-def run_metadata(argv: list[str] | None) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-        return result.stdout.strip()
-
-    cpu_model = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    args = sys.argv[1:] if argv is None else argv
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "command": shlex.join(["python", "-m", "benchmarks.ingestion", *args]),
-        "machine": {
-            "cpu_model": cpu_model,
-            "cores": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 def kafka_crc32c() -> str:
