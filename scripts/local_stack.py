@@ -8,6 +8,7 @@ Each service is the same ``python -m services.<name>`` a container runs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ GRPC_SERVICES = {
     "policy": "bundlewise.policy.v1.Policy",
     "ranker": "bundlewise.ranker.v1.Ranker",
 }
+INGESTION_READY = re.compile(rb"^bundlewise_ingestion_group_member 1\.0$", re.MULTILINE)
 # Start order: a service's dependencies come before it.
 START_ORDER = ("featurestore", "embedding", "policy", "ranker", "ingestion", "gateway")
 
@@ -155,6 +157,9 @@ class LocalStack:
         url = f"{self.gateway_url}/healthz" if name == "gateway" else f"http://127.0.0.1:{self.ports[name]}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=1) as reply:
+                body = reply.read()
+                if name == "ingestion":  # ready once its consumer has joined the group
+                    return INGESTION_READY.search(body) is not None
                 return bool(reply.status == 200)
         except OSError:
             return False

@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 from collections.abc import Iterable, Sequence
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -49,10 +49,11 @@ def make_consumer(
     topics: Sequence[str],
     client_id: str,
     max_poll_records: int = 2000,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> KafkaConsumer:
-    """A group consumer with manual commits, reading from the earliest offset of a new group."""
-    return KafkaConsumer(
-        *topics,
+    """A group consumer with manual commits, reading from the earliest offset of a new group;
+    ``listener`` hears of each rebalance."""
+    consumer = KafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
         group_id=group_id,
         client_id=client_id,
@@ -65,6 +66,8 @@ def make_consumer(
         max_poll_interval_ms=300_000,
         isolation_level="read_committed",
     )
+    consumer.subscribe(list(topics), listener=listener)
+    return consumer
 
 
 def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:

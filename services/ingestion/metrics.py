@@ -38,3 +38,16 @@ FRESHNESS = Histogram(
     "From the event reaching Kafka (its record timestamp) to its features being visible in Redis.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+ASSIGNED_PARTITIONS = Gauge(
+    metric_name("ingestion", "assigned_partitions"),
+    "Partitions of the events topic this consumer holds; 0 means it consumes nothing (not ready).",
+)
+CONSUMER_REPLACEMENTS = Counter(
+    metric_name("ingestion", "consumer_replacements_total"),
+    "Kafka consumers replaced because they stalled: no partitions, or events waiting and none consumed.",
+)
+GROUP_MEMBER = Gauge(
+    metric_name("ingestion", "group_member"),
+    "1 once the consumer has joined its group and holds its assignment (possibly none: a standby); "
+    "0 while it joins or rebalances. The service is ready when this is 1.",
+)

@@ -17,6 +17,12 @@ class IngestionSettings(BaseServiceSettings, PostgresSettings, RedisSettings, Ka
         description="Batches written (PostgreSQL, then Redis) while the next is polled; 1 disables the overlap.",
     )
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    stall_after_s: float = Field(
+        default=30.0,
+        ge=5,
+        le=3600,
+        description="A Kafka consumer out of its group, or not consuming while events wait, this long is replaced.",
+    )
 
     def group_id(self) -> str:
         return self.consumer_group or f"bundlewise-ingestion-{self.namespace}"

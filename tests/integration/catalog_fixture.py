@@ -41,4 +41,7 @@ def load_catalogs_into(stack: LocalStack, engine: Engine, catalogs: str, events:
     )
     if events and "amazon" in catalogs:
         expected = len(load_amazon(default_data_dir()).events)
-        wait_for(lambda: count_events(engine, "amazon"), lambda n: n >= expected, 180, "the Amazon history")
+        try:
+            wait_for(lambda: count_events(engine, "amazon"), lambda n: n >= expected, 180, "the Amazon history")
+        except AssertionError as exc:  # say what the ingestion service was doing
+            raise AssertionError(f"{exc}\ningestion log:\n{stack.processes['ingestion'].log_tail(60)}") from None
