@@ -222,7 +222,8 @@ class IngestionLoop:
                 except InvalidEvent as exc:
                     invalid.append((record, exc.reason))
                     continue
-                valid.append(DeliveredEvent(topic, number, record.offset, event, raw))
+                written_ms = record.timestamp if record.timestamp and record.timestamp > 0 else None
+                valid.append(DeliveredEvent(topic, number, record.offset, event, raw, written_ms))
         return _Batch(polled, valid, invalid)
 
     def _postgres_stage(self, batch: _Batch, redis_stage: ThreadPoolExecutor | None) -> RedisStage:

@@ -499,7 +499,10 @@ class NamespaceSink:
 
     def write(self, batch: Sequence[Selected]) -> int:
         result = self._writer.apply(
-            [DeliveredEvent(s.record.topic, s.record.partition, s.record.offset, s.event) for s in batch]
+            [
+                DeliveredEvent(s.record.topic, s.record.partition, s.record.offset, s.event, None, s.record.timestamp)
+                for s in batch
+            ]
         )
         return result.inserted
 

@@ -79,20 +79,29 @@ LUA_CHUNK = 1000
 _INSERT_BATCH = """
 WITH batch AS (
     SELECT * FROM json_to_recordset(%(rows)s::json) AS b(
-        c text, e text, t text, u text, s text, i text, b text, at timestamptz, p int, o bigint, payload jsonb)
+        c text, e text, t text, u text, s text, i text, b text, at timestamptz, p int, o bigint, ts bigint,
+        payload jsonb)
+), allowed AS (
+    -- A deleted shopper's events written to Kafka up to the end of their erasure stay out (all of them
+    -- while it is pending; a delivery of unknown write time counts as theirs): see shared.store.privacy.
+    SELECT * FROM batch b WHERE NOT EXISTS (
+        SELECT 1 FROM privacy_denylist d
+        WHERE d.catalog_id = b.c AND d.user_digest = encode(sha256(convert_to(b.u, 'UTF8')), 'hex')
+          AND (d.completed_at IS NULL OR b.ts IS NULL
+               OR b.ts <= (extract(epoch FROM d.completed_at) * 1000)::bigint))
 ), new_users AS (
     INSERT INTO users (catalog_id, user_id)
-    SELECT DISTINCT c, u FROM batch ORDER BY 1, 2
+    SELECT DISTINCT c, u FROM allowed ORDER BY 1, 2
     ON CONFLICT DO NOTHING
 ), new_items AS (
     INSERT INTO items (catalog_id, item_id, first_seen_in_event)
-    SELECT DISTINCT c, i, true FROM batch WHERE i IS NOT NULL ORDER BY 1, 2
+    SELECT DISTINCT c, i, true FROM allowed WHERE i IS NOT NULL ORDER BY 1, 2
     ON CONFLICT DO NOTHING
 )
 INSERT INTO events (catalog_id, event_id, event_type, user_id, session_id, item_id, bundle_id, event_time,
                     kafka_topic, kafka_partition, kafka_offset, payload)
 SELECT c, e, t, u, s, i, b, at, %(topic)s, p, o, payload
-FROM batch ORDER BY c, e, p, o
+FROM allowed ORDER BY c, e, p, o
 ON CONFLICT DO NOTHING
 RETURNING kafka_partition, kafka_offset
 """
@@ -111,6 +120,8 @@ class DeliveredEvent(NamedTuple):
 
     ``payload`` is the event's JSON as read from Kafka, stored as is; None encodes ``event``
     (:func:`shared.events.encode_event`). Either way it must parse back to the same event.
+    ``kafka_timestamp_ms`` is when the record was written to Kafka, which the privacy deny-list
+    compares with the end of a shopper's erasure.
     """
 
     topic: str
@@ -118,6 +129,7 @@ class DeliveredEvent(NamedTuple):
     offset: int
     event: Event
     payload: bytes | None = None
+    kafka_timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,7 @@ def _columns(topic: str, deliveries: Sequence[DeliveredEvent]) -> dict[str, Any]
                 "at": event.event_time,
                 "p": delivered.partition,
                 "o": delivered.offset,
+                "ts": delivered.kafka_timestamp_ms,
                 "payload": orjson.Fragment(raw),
             }
         )
