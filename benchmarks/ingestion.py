@@ -58,7 +58,7 @@ from shared.settings import KafkaSettings, PostgresSettings, RedisSettings, load
 from shared.store import tables
 from shared.store.catalog import CatalogWriter
 from shared.store.migrate import make_engine, upgrade_to_head
-from shared.store.rebuild import drop_namespace_keys, rebuild_redis
+from shared.store.rebuild import drop_namespace_keys, dump_namespace, rebuild_redis
 from shared.store.redis_keys import NamespaceKeys
 
 NAME = "ingestion"
@@ -464,30 +464,6 @@ def check_consistency(engine: Engine, client: redis.Redis, namespace: str) -> tu
         differing = sorted(k for k in live.keys() | rebuilt.keys() if live.get(k) != rebuilt.get(k))
         print(f"[bench] {len(differing)} keys differ after a rebuild, e.g. {differing[:5]}", file=sys.stderr)
     return live == rebuilt, seconds
-
-
-def dump_namespace(client: redis.Redis, namespace: str, chunk: int = 2000) -> dict[bytes, Any]:
-    """Every key of ``namespace`` with its full value (pipelined)."""
-    keys = sorted(client.scan_iter(match=NamespaceKeys(namespace).pattern(), count=5000))
-    dumped: dict[bytes, Any] = {}
-    for start in range(0, len(keys), chunk):
-        batch = keys[start : start + chunk]
-        kinds_pipe = client.pipeline(transaction=False)
-        for key in batch:
-            kinds_pipe.type(key)
-        kinds = kinds_pipe.execute()
-        values = client.pipeline(transaction=False)
-        for key, kind in zip(batch, kinds, strict=True):
-            if kind == b"zset":
-                values.zrange(key, 0, -1, withscores=True)
-            elif kind == b"hash":
-                values.hgetall(key)
-            elif kind == b"set":
-                values.smembers(key)
-            else:
-                values.get(key)
-        dumped.update(zip(batch, values.execute(), strict=True))
-    return dumped
 
 
 # --- bookkeeping ----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from shared.settings import BaseServiceSettings
 
@@ -14,3 +16,23 @@ class RankerSettings(BaseServiceSettings):
     policy_timeout_s: float = Field(default=1.0, gt=0)
     # How often the ranker asks the policy service for a newer version.
     policy_refresh_s: float = Field(default=5.0, gt=0)
+    feature_reads: Literal["redis", "featurestore"] = Field(
+        default="redis",
+        description="redis: read the online store in process (docs/adr/0003); featurestore: over its gRPC API.",
+    )
+    redis_url: str | None = Field(
+        default=None, pattern=r"^rediss?://", description="The feature store's Redis, when feature_reads is redis."
+    )
+    namespace: str = Field(default="live", pattern="^[a-z][a-z0-9_]{0,30}$")
+    catalog_max_age_s: float = Field(
+        default=60.0, gt=0, description="A catalog copy older than this is reloaded in the background."
+    )
+
+    @model_validator(mode="after")
+    def _redis_when_reading_redis(self) -> RankerSettings:
+        if self.feature_reads == "redis" and self.redis_url is None:
+            raise ValueError(
+                "BUNDLEWISE_REDIS_URL is required when BUNDLEWISE_FEATURE_READS is redis (the default); "
+                "set it, or set BUNDLEWISE_FEATURE_READS=featurestore"
+            )
+        return self

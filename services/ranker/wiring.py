@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
+
 from services.ranker.featurestore_client import GrpcFeatureSource
 from services.ranker.policy_client import RefreshingPolicySource
+from services.ranker.ports import FeatureSource
 from services.ranker.recommender import Recommender
+from services.ranker.redis_features import RedisFeatureSource
 from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
 from shared.grpc_client import open_channel
@@ -19,7 +23,13 @@ class RankerService:
 
 
 def build_service(settings: RankerSettings) -> RankerService:
-    features = GrpcFeatureSource(open_channel(settings.featurestore_addr), settings.featurestore_timeout_s)
+    features: FeatureSource
+    if settings.feature_reads == "redis":
+        assert settings.redis_url is not None  # the settings check it
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
+        features = RedisFeatureSource(client, settings.namespace, settings.catalog_max_age_s)
+    else:
+        features = GrpcFeatureSource(open_channel(settings.featurestore_addr), settings.featurestore_timeout_s)
     policies = RefreshingPolicySource(
         open_channel(settings.policy_addr), settings.policy_timeout_s, settings.policy_refresh_s
     )

@@ -7,6 +7,7 @@ is never recommended.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,11 @@ def affinity_category(category_path: Sequence[str]) -> str:
 def _chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+def new_version() -> str:
+    """A catalog version token: random, so a mirror rebuilt after Redis was lost never repeats one."""
+    return uuid.uuid4().hex
 
 
 def _price_field(price: float | None) -> str:
@@ -179,6 +185,7 @@ class CatalogWriter:
         pipe = self._redis.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hset(keys.item(item_id), "retired", "1")
+        pipe.set(keys.catalog_version(), new_version())
         pipe.execute()
 
     def mirror_from_postgres(self, catalog_id: str) -> None:
@@ -248,6 +255,7 @@ class CatalogWriter:
                         "retired": "1" if item.retired else "0",
                     },
                 )
+            pipe.set(keys.catalog_version(), new_version())
             pipe.execute()
 
     def _mirror_bundles(self, catalog_id: str, bundles: Sequence[CatalogBundle]) -> None:
@@ -294,4 +302,5 @@ class CatalogWriter:
                     pipe.sadd(keys.item_bundles(item_id), bundle.bundle_id)
                 for category in {category_of[i] for i in bundle.item_ids} - {""}:
                     pipe.sadd(keys.category_bundles(category), bundle.bundle_id)
+            pipe.set(keys.catalog_version(), new_version())
             pipe.execute()

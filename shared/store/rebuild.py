@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import Engine, select
@@ -43,6 +44,44 @@ def drop_namespace_keys(redis_client: redis.Redis, namespace: str) -> int:
     if batch:
         deleted += int(redis_client.unlink(*batch))
     return deleted
+
+
+def dump_namespace(redis_client: redis.Redis, namespace: str, chunk: int = 2000) -> dict[Any, Any]:
+    """Every key of ``namespace`` with its whole value, keyed as the client returns keys, for
+    comparing two states of the store (a rebuild with the original, say).
+
+    The catalog version token is left out: it is fresh after every catalog write, so two mirrors of
+    the same catalog never share it. Watermarks are kept (they are positions, not features; drop
+    keys holding ``:wm:`` to compare features alone).
+    """
+    keys = sorted(
+        key
+        for key in redis_client.scan_iter(match=NamespaceKeys(namespace).pattern(), count=5000)
+        if not _text(key).endswith(":catalog_version")
+    )
+    dumped: dict[Any, Any] = {}
+    for start in range(0, len(keys), chunk):
+        batch = keys[start : start + chunk]
+        kinds_pipe = redis_client.pipeline(transaction=False)
+        for key in batch:
+            kinds_pipe.type(key)
+        values = redis_client.pipeline(transaction=False)
+        for key, raw_kind in zip(batch, kinds_pipe.execute(), strict=True):
+            kind = _text(raw_kind)
+            if kind == "zset":
+                values.zrange(key, 0, -1, withscores=True)
+            elif kind == "hash":
+                values.hgetall(key)
+            elif kind == "set":
+                values.smembers(key)
+            else:
+                values.get(key)
+        dumped.update(zip(batch, values.execute(), strict=True))
+    return dumped
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def rebuild_redis(engine: Engine, redis_client: redis.Redis, namespace: str) -> RebuildReport:

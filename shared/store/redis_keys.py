@@ -62,6 +62,11 @@ class CatalogKeys:
         """Set of every live (not retired) bundle id."""
         return f"{self.prefix}:live_bundles"
 
+    def catalog_version(self) -> str:
+        """String: a fresh random token after every write to the catalog mirror, so a reader holding a
+        copy of the catalog knows, with one GET, whether its copy is current (see services.ranker)."""
+        return f"{self.prefix}:catalog_version"
+
     def privacy_erasures(self) -> str:
         """Hash user digest -> id of the erasure whose Redis step is done (see shared.store.privacy)."""
         return f"{self.prefix}:privacy_erasures"

@@ -17,7 +17,7 @@ from scripts.local_stack import LocalStack
 from shared.events import EVENT_ADAPTER
 from shared.kafka import DEADLETTER_REASON_HEADER, make_producer, send_events
 from shared.store import tables
-from shared.store.rebuild import rebuild_redis
+from shared.store.rebuild import dump_namespace, rebuild_redis
 from shared.store.redis_keys import NamespaceKeys
 from tests.integration.catalog_fixture import load_catalogs_into
 from tests.integration.servers import KAFKA, REDIS_URL
@@ -144,21 +144,6 @@ def test_events_delivered_again_at_new_offsets_change_no_count(
     with engine.connect() as conn:
         rows = conn.execute(select(tables.events.c.event_id).where(tables.events.c.user_id == user)).all()
     assert len(rows) == 3
-
-
-def dump_namespace(client: redis.Redis, namespace: str) -> dict[str, object]:
-    dumped: dict[str, object] = {}
-    for key in client.scan_iter(match=NamespaceKeys(namespace).pattern(), count=5000):
-        kind = client.type(key)
-        if kind == "zset":
-            dumped[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == "hash":
-            dumped[key] = client.hgetall(key)
-        elif kind == "set":
-            dumped[key] = client.smembers(key)
-        else:
-            dumped[key] = client.get(key)
-    return dumped
 
 
 def test_redis_equals_a_rebuild_from_postgres(

@@ -23,7 +23,7 @@ from shared.kafka import ensure_topics, make_producer, send_events
 from shared.store import tables
 from shared.store.feature_updates import BUNDLE_STAT_FIELD, INTERACTION_WEIGHTS
 from shared.store.migrate import make_engine, upgrade_to_head
-from shared.store.rebuild import drop_namespace_keys, rebuild_redis
+from shared.store.rebuild import drop_namespace_keys, dump_namespace, rebuild_redis
 from shared.store.redis_keys import NamespaceKeys
 from tests.integration.faults.private_stack import PARTITIONS, PrivateServers
 from tests.integration.isolated_pipeline import CATALOG, load_small_catalog
@@ -110,18 +110,7 @@ class FaultPipeline:
 
     def features(self) -> dict[str, object]:
         """Every Redis key of the namespace with its whole value (watermarks included)."""
-        dumped: dict[str, object] = {}
-        for key in self.redis.scan_iter(match=NamespaceKeys(self.namespace).pattern(), count=5000):
-            kind = self.redis.type(key)
-            if kind == "zset":
-                dumped[key] = self.redis.zrange(key, 0, -1, withscores=True)
-            elif kind == "hash":
-                dumped[key] = self.redis.hgetall(key)
-            elif kind == "set":
-                dumped[key] = self.redis.smembers(key)
-            else:
-                dumped[key] = self.redis.get(key)
-        return dumped
+        return dump_namespace(self.redis, self.namespace)
 
     def rebuilt_features(self) -> dict[str, object]:
         """What a rebuild from PostgreSQL makes of Redis (ingestion must not be writing)."""

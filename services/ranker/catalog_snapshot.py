@@ -1,0 +1,186 @@
+"""The ranker's in-memory copy of a catalog's live bundles and their items.
+
+A catalog changes when the store syncs it, while the ranker reads it on every request: copying it
+into memory takes the per-request work from hundreds of Redis commands (and two protobuf encodings)
+to dictionary lookups. The copy is current by construction: every write to the catalog mirror sets
+a fresh version token (:meth:`shared.store.redis_keys.CatalogKeys.catalog_version`), the ranker
+reads the token in the same Redis round trip as the shopper's features, and a request that sees a
+token other than its copy's reloads the copy before it answers. A retired item therefore never
+appears once its retirement was written. Purchases (the popularity order) move with every order, so
+they are read per request for the shortlist; the order of the category and popularity lists is the
+one at load time, refreshed in the background when the copy is older than ``max_age_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import redis
+
+from services.ranker.domain import BundleInfo, ItemInfo
+from shared.store.redis_keys import CatalogKeys
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """Live bundles of one catalog with their items and the indexes the ranker looks them up by."""
+
+    version: str | None
+    bundles: Mapping[str, BundleInfo]
+    items: Mapping[str, ItemInfo]
+    bundles_by_item: Mapping[str, tuple[str, ...]]
+    bundles_by_category: Mapping[str, tuple[str, ...]]
+    popular: tuple[str, ...]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+def item_from_hash(item_id: str, fields: Mapping[str, str]) -> ItemInfo:
+    """An item as the catalog writer mirrors it (see ``CatalogKeys.item``)."""
+    category = fields.get("category", "")
+    price = fields.get("price")
+    return ItemInfo(
+        item_id=item_id,
+        title=fields.get("title", ""),
+        price=float(price) if price else None,
+        image_url=fields.get("image_url", ""),
+        retired=fields.get("retired") == "1",
+        category_path=tuple(category.split(" > ")) if category else (),
+    )
+
+
+def bundle_from_hash(bundle_id: str, fields: Mapping[str, str], purchases: int) -> BundleInfo:
+    """A bundle as the catalog writer mirrors it (see ``CatalogKeys.bundle``)."""
+    price, discounted = fields.get("price"), fields.get("discounted_price")
+    return BundleInfo(
+        bundle_id=bundle_id,
+        name=fields.get("name", ""),
+        item_ids=tuple(json.loads(fields.get("items", "[]"))),
+        price=float(price) if price else None,
+        discounted_price=float(discounted) if discounted else None,
+        retired=fields.get("retired") == "1",
+        purchases=purchases,
+        source=fields.get("source", "catalog") or "catalog",
+    )
+
+
+def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -> CatalogSnapshot:
+    """Reads the catalog's live bundles, their items and the purchase counts (``client`` decodes).
+
+    ``version`` is the token read before loading: a write during the load sets a new token, which the
+    next request sees, so the copy is never taken for newer than it is.
+    """
+    live = sorted(client.smembers(keys.live_bundles()))  # type: ignore[arg-type]
+    purchases = {b: int(s) for b, s in client.zrange(keys.bundle_popularity(), 0, -1, withscores=True)}  # type: ignore[union-attr]
+    bundles: dict[str, BundleInfo] = {}
+    for start in range(0, len(live), CHUNK):
+        chunk = live[start : start + CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for bundle_id in chunk:
+            pipe.hgetall(keys.bundle(bundle_id))
+        for bundle_id, fields in zip(chunk, pipe.execute(), strict=True):
+            if fields and fields.get("retired") != "1":
+                bundles[bundle_id] = bundle_from_hash(bundle_id, fields, purchases.get(bundle_id, 0))
+    item_ids = sorted({i for b in bundles.values() for i in b.item_ids})
+    items: dict[str, ItemInfo] = {}
+    categories: dict[str, str] = {}
+    for start in range(0, len(item_ids), CHUNK):
+        chunk = item_ids[start : start + CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for item_id in chunk:
+            pipe.hgetall(keys.item(item_id))
+        for item_id, fields in zip(chunk, pipe.execute(), strict=True):
+            if fields:
+                items[item_id] = item_from_hash(item_id, fields)
+                categories[item_id] = fields.get("affinity_category", "")
+    by_item: defaultdict[str, list[str]] = defaultdict(list)
+    by_category: defaultdict[str, set[str]] = defaultdict(set)
+    for bundle in bundles.values():
+        for item_id in bundle.item_ids:
+            by_item[item_id].append(bundle.bundle_id)
+            if categories.get(item_id):
+                by_category[categories[item_id]].add(bundle.bundle_id)
+
+    def most_bought(bundle_ids: set[str] | list[str]) -> tuple[str, ...]:
+        return tuple(sorted(bundle_ids, key=lambda b: (-bundles[b].purchases, b)))
+
+    # As the feature store's GetPopularBundles orders them: bought ones as ZREVRANGE does (ties in
+    # reverse id order), then the never bought in id order.
+    bought = sorted((b for b in bundles if bundles[b].purchases), key=lambda b: (bundles[b].purchases, b), reverse=True)
+    never_bought = sorted(b for b in bundles if not bundles[b].purchases)
+
+    return CatalogSnapshot(
+        version=version,
+        bundles=bundles,
+        items=items,
+        bundles_by_item={item_id: tuple(sorted(ids)) for item_id, ids in by_item.items()},
+        bundles_by_category={category: most_bought(ids) for category, ids in by_category.items()},
+        popular=(*bought, *never_bought),
+    )
+
+
+class CatalogSnapshots:
+    """The current copy of each catalog, reloaded when its version changes or it grows old."""
+
+    def __init__(self, client: redis.Redis, keys_of: Callable[[str], CatalogKeys], max_age_s: float) -> None:
+        self._client = client
+        self._keys_of = keys_of
+        self._max_age_s = max_age_s
+        self._snapshots: dict[str, CatalogSnapshot] = {}
+        self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
+
+    def current(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
+        """The copy of ``catalog_id`` at ``version`` (just read from Redis), loading it if needed."""
+        snapshot = self._snapshots.get(catalog_id)
+        if snapshot is not None and snapshot.version == version:
+            if time.monotonic() - snapshot.loaded_at > self._max_age_s:
+                self._refresh_in_background(catalog_id, version)
+            return snapshot
+        with self._lock:  # one load at a time; the requests that wait use its result
+            snapshot = self._snapshots.get(catalog_id)
+            if snapshot is None or snapshot.version != version:
+                snapshot = self._load(catalog_id, version)
+            return snapshot
+
+    def _load(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
+        started = time.perf_counter()
+        snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version)
+        self._snapshots[catalog_id] = snapshot
+        log.info(
+            "catalog %s loaded: %d live bundles, %d items in %.0f ms (version %s)",
+            catalog_id,
+            len(snapshot.bundles),
+            len(snapshot.items),
+            (time.perf_counter() - started) * 1000,
+            version,
+        )
+        return snapshot
+
+    def _refresh_in_background(self, catalog_id: str, version: str | None) -> None:
+        """Reloads an old copy for fresher popularity order, without holding up any request."""
+        with self._lock:
+            if catalog_id in self._refreshing:
+                return
+            self._refreshing.add(catalog_id)
+
+        def refresh() -> None:
+            try:
+                with self._lock:
+                    self._load(catalog_id, version)
+            except redis.RedisError as exc:
+                log.warning("refreshing catalog %s failed (%s); keeping the loaded copy", catalog_id, exc)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(catalog_id)
+
+        threading.Thread(target=refresh, name=f"catalog-refresh-{catalog_id}", daemon=True).start()

@@ -1,0 +1,126 @@
+"""FeatureSource over the online store itself: the feature store's Redis layout, read in process.
+
+The serving path cannot afford a gRPC hop per feature group (seven per request, each with its own
+Redis pipeline and two protobuf encodings): see docs/adr/0003-ranker-reads-online-features.md.
+Per request this source makes at most three Redis round trips (the shopper's features with the
+catalog version; the neighbours of their items; the purchases of the shortlist and any item outside
+the catalog copy) and answers the rest from :class:`CatalogSnapshots`. Keys and their meaning stay
+owned by ``shared.store.redis_keys``; the feature store service keeps serving the same reads over
+gRPC to everyone else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, item_from_hash
+from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from shared.errors import NotFound, Unavailable
+from shared.store.redis_keys import NamespaceKeys
+
+RECENT_ITEMS = 20
+NEIGHBOURS = 20
+TOP_CATEGORIES = 3
+CATEGORY_CANDIDATES = 30
+
+
+class RedisFeatureSource:
+    """Reads for one namespace; ``client`` must decode responses."""
+
+    def __init__(self, client: redis.Redis, namespace: str, snapshot_max_age_s: float = 60.0) -> None:
+        self._client = client
+        self._keys = NamespaceKeys(namespace)
+        self._snapshots = CatalogSnapshots(client, self._keys.catalog, snapshot_max_age_s)
+        # The copy each catalog's last user_signals call settled on; later calls of the same request use it.
+        self._current: dict[str, CatalogSnapshot] = {}
+
+    def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrevrange(keys.user_recent_items(user_id), 0, RECENT_ITEMS - 1)
+        pipe.zrevrange(keys.user_categories(user_id), 0, TOP_CATEGORIES - 1)
+        pipe.smembers(keys.user_bundles(user_id))
+        pipe.get(keys.catalog_version())
+        recent, categories, bought, version = self._execute(pipe)
+        self._current[catalog_id] = self._snapshot(catalog_id, version)
+        return UserSignals(
+            recent_item_ids=tuple(recent),
+            purchased_bundle_ids=frozenset(bought),
+            top_categories=tuple(categories),
+        )
+
+    def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        if not item_ids:
+            return {}
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.zrevrange(keys.item_neighbours(item_id), 0, NEIGHBOURS - 1, withscores=True)
+        return {item_id: list(scored) for item_id, scored in zip(item_ids, self._execute(pipe), strict=True)}
+
+    def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        index = self._catalog(catalog_id).bundles_by_item
+        return {item_id: list(index.get(item_id, ())) for item_id in item_ids}
+
+    def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
+        index = self._catalog(catalog_id).bundles_by_category
+        return {category: list(index.get(category, ())[:CATEGORY_CANDIDATES]) for category in categories}
+
+    def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
+        snapshot = self._catalog(catalog_id)
+        known = [b for b in dict.fromkeys(bundle_ids) if b in snapshot.bundles]
+        if not known:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zmscore(self._keys.catalog(catalog_id).bundle_popularity(), known)
+        (scores,) = self._execute(pipe)
+        return {
+            b: dataclasses.replace(snapshot.bundles[b], purchases=int(score or 0))
+            for b, score in zip(known, scores, strict=True)
+        }
+
+    def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        snapshot = self._catalog(catalog_id)
+        found = {i: snapshot.items[i] for i in item_ids if i in snapshot.items}
+        missing = [i for i in dict.fromkeys(item_ids) if i not in found]
+        if missing:  # items in no live bundle: a generated bundle's members
+            keys = self._keys.catalog(catalog_id)
+            pipe = self._client.pipeline(transaction=False)
+            for item_id in missing:
+                pipe.hgetall(keys.item(item_id))
+            for item_id, fields in zip(missing, self._execute(pipe), strict=True):
+                if fields:
+                    found[item_id] = item_from_hash(item_id, fields)
+        return found
+
+    def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
+        popular = self._catalog(catalog_id).popular
+        if not popular:
+            raise NotFound(f"catalog {catalog_id!r} has no live bundles; sync its catalog first")
+        return list(popular[:k])
+
+    def _catalog(self, catalog_id: str) -> CatalogSnapshot:
+        snapshot = self._current.get(catalog_id)
+        if snapshot is None:  # a call without user_signals first: read the version now
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(self._keys.catalog(catalog_id).catalog_version())
+            (version,) = self._execute(pipe)
+            snapshot = self._current[catalog_id] = self._snapshot(catalog_id, version)
+        return snapshot
+
+    def _snapshot(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
+        try:
+            return self._snapshots.current(catalog_id, version)
+        except redis.RedisError as exc:
+            raise Unavailable(f"redis: cannot load catalog {catalog_id!r} ({type(exc).__name__}: {exc})") from None
+
+    @staticmethod
+    def _execute(pipe: redis.client.Pipeline) -> list[Any]:
+        try:
+            return pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,96 @@
+"""The ranker's two ways of reading features agree, and its in-memory catalog copy never serves a
+catalog older than the last write: on the real Redis, with the feature store service running."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from scripts.local_stack import LocalStack
+from services.ranker.featurestore_client import GrpcFeatureSource
+from services.ranker.redis_features import RedisFeatureSource
+from shared.events import EVENT_ADAPTER
+from shared.grpc_client import open_channel
+from shared.store.catalog import CatalogBundle, CatalogItem, CatalogWriter
+from shared.store.feature_updates import DeliveredEvent, FeatureWriter
+from shared.store.migrate import make_engine, upgrade_to_head
+from shared.store.rebuild import drop_namespace_keys
+from tests.integration.isolated_pipeline import CATALOG, ITEMS, load_small_catalog, shopper_events
+from tests.integration.servers import POSTGRES_URL, REDIS_URL
+
+SHOPPERS = ("ann", "ben", "cy")
+
+
+class Sources:
+    def __init__(self, namespace: str, grpc_source: GrpcFeatureSource, writer: CatalogWriter) -> None:
+        self.namespace = namespace
+        self.grpc = grpc_source
+        self.writer = writer
+
+    def redis_source(self) -> RedisFeatureSource:
+        return RedisFeatureSource(redis.Redis.from_url(REDIS_URL, decode_responses=True), self.namespace)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
+    namespace = f"reads_{uuid.uuid4().hex[:8]}"
+    upgrade_to_head(POSTGRES_URL, namespace)
+    engine = make_engine(POSTGRES_URL, namespace)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    load_small_catalog(engine, client, namespace)
+    events = shopper_events("r", SHOPPERS, 30, datetime(2014, 7, 22, tzinfo=UTC), seed=11)
+    FeatureWriter(engine, client, namespace).apply(
+        [DeliveredEvent("reads", 0, n, EVENT_ADAPTER.validate_python(e)) for n, e in enumerate(events)]
+    )
+    stack = LocalStack.with_free_ports(
+        {"BUNDLEWISE_POSTGRES_URL": POSTGRES_URL, "BUNDLEWISE_REDIS_URL": REDIS_URL, "BUNDLEWISE_NAMESPACE": namespace},
+        Path(tmp_path_factory.mktemp("reads-logs")),
+    )
+    try:
+        stack.start(("featurestore",))
+        channel = open_channel(stack.address("featurestore"))
+        yield Sources(namespace, GrpcFeatureSource(channel, 5.0), CatalogWriter(engine, client, namespace))
+        channel.close()
+    finally:
+        stack.stop()
+        engine.dispose()
+        with create_engine(POSTGRES_URL).begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE'))
+        drop_namespace_keys(client, namespace)
+        client.close()
+
+
+def test_reading_redis_in_process_answers_as_the_feature_store_service_does(sources: Sources) -> None:
+    local = sources.redis_source()
+    for user in SHOPPERS:
+        assert local.user_signals(CATALOG, user) == sources.grpc.user_signals(CATALOG, user)
+    assert local.neighbours(CATALOG, ITEMS) == sources.grpc.neighbours(CATALOG, ITEMS)
+    assert local.bundles_by_item(CATALOG, ITEMS) == sources.grpc.bundles_by_item(CATALOG, ITEMS)
+    categories = ["Outdoor", "Kitchen", "Nothing"]
+    assert local.bundles_by_category(CATALOG, categories) == sources.grpc.bundles_by_category(CATALOG, categories)
+    live = ["b1", "b2"]
+    assert local.bundles(CATALOG, live) == sources.grpc.bundles(CATALOG, live)
+    assert local.items(CATALOG, [*ITEMS, "unknown"]) == sources.grpc.items(CATALOG, [*ITEMS, "unknown"])
+    assert local.popular_bundles(CATALOG, 5) == sources.grpc.popular_bundles(CATALOG, 5)
+
+
+def test_a_catalog_write_reaches_the_next_request_of_a_ranker_that_holds_a_copy(sources: Sources) -> None:
+    local = sources.redis_source()
+    local.user_signals(CATALOG, "ann")  # the copy is loaded
+    assert "b9" not in local.bundles_by_item(CATALOG, ["i10"])["i10"]
+
+    sources.writer.upsert_bundles(CATALOG, [CatalogBundle("b9", "Bundle b9", ("i10", "i11"))])
+    sources.writer.retire_items(CATALOG, ["i11"])
+    local.user_signals(CATALOG, "ann")  # the next request
+
+    assert "b9" in local.bundles_by_item(CATALOG, ["i10"])["i10"]
+    assert local.items(CATALOG, ["i11"])["i11"].retired
+    sources.writer.upsert_items(CATALOG, [CatalogItem("i11", "Item i11, back", ("Kitchen", "Knives"), price=5.0)])
+    local.user_signals(CATALOG, "ann")
+    assert not local.items(CATALOG, ["i11"])["i11"].retired
