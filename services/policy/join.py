@@ -1,0 +1,240 @@
+"""Joins bundle outcomes (clicks, purchases) to the impression that showed the bundle, by impression id,
+within a window of event time, and turns them into per-position rewards.
+
+Rules (event time, not arrival order, decides; so a replay joins exactly as live traffic did):
+
+- An impression is *open* from its ``event_time`` until ``event_time + window``. Outcomes of one of its
+  bundles with an ``event_time`` in that span are credited to the bundle's position, whenever they
+  arrive before the impression closes, including after other impressions' events ("late").
+- An impression closes once the *watermark*, the latest event time seen minus ``allowed_lateness``,
+  passes its end; it is then emitted as a :class:`JoinedImpression` and forgotten.
+- A repeated impression id, or a repeated outcome (same event id, or the same kind of outcome for the
+  same impression and bundle), is ignored and counted as a duplicate.
+- An outcome that arrives before its impression waits (up to the window) for it; one whose impression
+  never comes, or was already closed, is an *orphan*; one for a bundle its impression did not show is
+  *unmatched*; one outside the window of its impression is *expired*; one without an impression id is
+  *unattributed*. Each is counted in :class:`JoinCounts`, none is credited.
+
+Reward of a position = ``click_weight × clicks + purchase_weight × purchases + revenue_weight ×
+revenue`` (each click or purchase counted once per impression and bundle).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """How clicks, purchases and revenue (in the catalog's currency) add up to one reward."""
+
+    click: float = 1.0
+    purchase: float = 0.0
+    revenue: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShownPosition:
+    bundle_id: str
+    position: int
+    propensity: float
+
+
+@dataclass(frozen=True)
+class JoinedImpression:
+    """One closed impression with the reward of each shown position (ordered by position)."""
+
+    catalog_id: str
+    impression_id: str
+    user_id: str
+    event_time: datetime
+    policy_version: str
+    context: dict[str, str]
+    shown: tuple[ShownPosition, ...]
+    rewards: tuple[float, ...]
+    clicks: tuple[int, ...]
+    purchases: tuple[int, ...]
+
+
+@dataclass
+class JoinCounts:
+    """What became of every event the join was given."""
+
+    impressions: int = 0
+    outcomes_credited: int = 0
+    late_outcomes: int = 0  # credited, though they arrived after an event later than themselves
+    duplicate_impressions: int = 0
+    duplicate_outcomes: int = 0
+    orphans: int = 0
+    unmatched: int = 0
+    expired: int = 0
+    unattributed: int = 0
+
+
+@dataclass
+class _Open:
+    event: BundleImpressionEvent
+    ends_at: datetime
+    positions: dict[str, int]
+    clicks: list[int]
+    purchases: list[int]
+    revenue: list[float]
+    seen_outcomes: set[tuple[str, str]] = field(default_factory=set)
+
+
+class ImpressionJoin:
+    """The join of the module docstring. Not thread-safe. Memory: the open impressions plus the
+    outcomes waiting for theirs, both bounded by the window; ``max_event_ids`` recent outcome event ids
+    are remembered for duplicates."""
+
+    def __init__(
+        self,
+        window: timedelta,
+        weights: RewardWeights,
+        allowed_lateness: timedelta = timedelta(0),
+        max_event_ids: int = 1_000_000,
+    ) -> None:
+        if window <= timedelta(0):
+            raise ValueError(f"the join window must be positive, got {window}")
+        self.window = window
+        self.weights = weights
+        self.allowed_lateness = allowed_lateness
+        self.counts = JoinCounts()
+        self._open: dict[tuple[str, str], _Open] = {}
+        self._closing: list[tuple[datetime, tuple[str, str]]] = []  # heap of (end of window, key)
+        self._closed_ids: OrderedDict[tuple[str, str], datetime] = OrderedDict()
+        self._waiting: dict[tuple[str, str], list[BundleOutcomeEvent]] = {}
+        self._waiting_order: list[tuple[datetime, tuple[str, str]]] = []  # heap of (event time, key)
+        self._event_ids: OrderedDict[str, None] = OrderedDict()
+        self._max_event_ids = max_event_ids
+        self._latest: datetime | None = None
+
+    @property
+    def open_impressions(self) -> int:
+        return len(self._open)
+
+    def add(self, event: BundleImpressionEvent | BundleOutcomeEvent) -> list[JoinedImpression]:
+        """Takes one event; returns the impressions it closed (by advancing the watermark)."""
+        if self._latest is None or event.event_time > self._latest:
+            self._latest = event.event_time
+        if isinstance(event, BundleImpressionEvent):
+            self._add_impression(event)
+        else:
+            self._add_outcome(event)
+        return self.advance(self._latest - self.allowed_lateness)
+
+    def advance(self, watermark: datetime) -> list[JoinedImpression]:
+        """Closes every impression whose window ended at or before ``watermark``; orphans the waiting
+        outcomes older than the window."""
+        closed = []
+        while self._closing and self._closing[0][0] <= watermark:
+            _, key = heapq.heappop(self._closing)
+            state = self._open.pop(key)
+            self._closed_ids[key] = state.ends_at
+            closed.append(self._joined(state))
+        while self._waiting_order and self._waiting_order[0][0] + self.window <= watermark:
+            moment, key = heapq.heappop(self._waiting_order)
+            outcomes = self._waiting.get(key, [])
+            expired = [o for o in outcomes if o.event_time == moment]
+            if expired:
+                self.counts.orphans += 1
+                outcomes.remove(expired[0])
+                if not outcomes:
+                    del self._waiting[key]
+        while self._closed_ids and next(iter(self._closed_ids.values())) + self.window <= watermark:
+            self._closed_ids.popitem(last=False)
+        return closed
+
+    def flush(self) -> list[JoinedImpression]:
+        """Closes everything still open (end of a replay); waiting outcomes become orphans."""
+        closed = [self._joined(state) for state in self._open.values()]
+        self._open.clear()
+        self._closing = []
+        self.counts.orphans += sum(len(outcomes) for outcomes in self._waiting.values())
+        self._waiting = {}
+        self._waiting_order = []
+        return closed
+
+    def _add_impression(self, event: BundleImpressionEvent) -> None:
+        key = (event.catalog_id, event.impression_id)
+        if key in self._open or key in self._closed_ids:
+            self.counts.duplicate_impressions += 1
+            return
+        positions: dict[str, int] = {}
+        for index, shown in enumerate(sorted(event.bundles, key=lambda b: b.position)):
+            positions.setdefault(shown.bundle_id, index)
+        size = len(event.bundles)
+        state = _Open(event, event.event_time + self.window, positions, [0] * size, [0] * size, [0.0] * size)
+        self._open[key] = state
+        heapq.heappush(self._closing, (state.ends_at, key))
+        self.counts.impressions += 1
+        for outcome in self._waiting.pop(key, []):
+            self._credit(state, outcome, late=True)
+
+    def _add_outcome(self, event: BundleOutcomeEvent) -> None:
+        if event.event_id in self._event_ids:
+            self.counts.duplicate_outcomes += 1
+            return
+        self._event_ids[event.event_id] = None
+        if len(self._event_ids) > self._max_event_ids:
+            self._event_ids.popitem(last=False)
+        if event.impression_id is None:
+            self.counts.unattributed += 1
+            return
+        key = (event.catalog_id, event.impression_id)
+        state = self._open.get(key)
+        if state is not None:
+            self._credit(state, event, late=self._latest is not None and event.event_time < self._latest)
+        elif key in self._closed_ids:
+            self.counts.orphans += 1
+        else:
+            self._waiting.setdefault(key, []).append(event)
+            heapq.heappush(self._waiting_order, (event.event_time, key))
+
+    def _credit(self, state: _Open, outcome: BundleOutcomeEvent, late: bool) -> None:
+        start = state.event.event_time
+        if not start <= outcome.event_time <= state.ends_at:
+            self.counts.expired += 1
+            return
+        index = state.positions.get(outcome.bundle_id)
+        if index is None:
+            self.counts.unmatched += 1
+            return
+        kind = EventType(outcome.type)
+        if (kind, outcome.bundle_id) in state.seen_outcomes:
+            self.counts.duplicate_outcomes += 1
+            return
+        state.seen_outcomes.add((kind, outcome.bundle_id))
+        if kind is EventType.BUNDLE_PURCHASE:
+            state.purchases[index] += 1
+            state.revenue[index] += outcome.revenue or 0.0
+        else:
+            state.clicks[index] += 1
+        self.counts.outcomes_credited += 1
+        self.counts.late_outcomes += int(late)
+
+    def _joined(self, state: _Open) -> JoinedImpression:
+        event, w = state.event, self.weights
+        ordered = sorted(event.bundles, key=lambda b: b.position)
+        shown = tuple(ShownPosition(b.bundle_id, b.position, b.propensity) for b in ordered)
+        rewards = tuple(
+            w.click * c + w.purchase * p + w.revenue * r
+            for c, p, r in zip(state.clicks, state.purchases, state.revenue, strict=True)
+        )
+        return JoinedImpression(
+            catalog_id=event.catalog_id,
+            impression_id=event.impression_id,
+            user_id=event.user_id,
+            event_time=event.event_time,
+            policy_version=event.policy_version,
+            context=dict(event.context),
+            shown=shown,
+            rewards=rewards,
+            clicks=tuple(state.clicks),
+            purchases=tuple(state.purchases),
+        )
