@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 import uvicorn
 
@@ -13,6 +14,10 @@ from shared.entrypoint import settings_and_logging
 
 def main() -> None:
     settings = settings_and_logging("gateway", GatewaySettings)
+    unsafe = settings.unsafe_configuration()
+    if unsafe is not None:
+        print(f"gateway: {unsafe}", file=sys.stderr)
+        raise SystemExit(2)
     # uvicorn re-raises the stop signal to the handler that was installed before it once it has shut
     # down; a no-op handler there lets a graceful stop end with exit status 0 like every service.
     signal.signal(signal.SIGTERM, lambda *_: None)

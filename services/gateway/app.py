@@ -7,24 +7,33 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from services.gateway import routes_bundles, routes_events, routes_ops, routes_privacy
+from services.gateway import routes_bundles, routes_catalog, routes_events, routes_feedback, routes_ops, routes_privacy
+from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.dependencies import GatewayContext
+from services.gateway.limits import BodySizeLimitMiddleware
 from services.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
-from services.gateway.ports import BundleSource, EventPublisher
-from services.gateway.problems import install_problem_handlers
+from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher
+from services.gateway.problems import REQUEST_ID_HEADER, install_problem_handlers
 from services.gateway.schemas import EventsBatch
 from services.gateway.settings import GatewaySettings
 
 API_VERSION = "1.0.0"
 TITLE = "Bundlewise gateway"
 DESCRIPTION = """\
-The storefront's API to Bundlewise: report what shoppers do (`POST /v1/events`) and ask which
-product bundles to show them (`GET /v1/users/{user_id}/bundles`).
+The storefront's API to Bundlewise: ask which product bundles to show a shopper
+(`GET /v1/users/{user_id}/bundles`), report what shoppers do (`POST /v1/events`, `POST /v1/feedback`),
+and keep the catalog in sync (`/v1/catalogs/...`).
+
+Every `/v1` route needs an API key with the route's scope, sent as `Authorization: Bearer <key>` or
+`X-API-Key: <key>`: `recommendations:read` (bundles), `events:write` (events, feedback),
+`catalog:admin` (catalog sync, deleting a shopper). Each key has a rate limit; over it the answer is
+429 with `Retry-After`.
 
 Every error answer is an RFC 9457 problem (`application/problem+json`) whose `detail` says what to
-change. A 503 carries `Retry-After`.
+change. A 503 carries `Retry-After`. See docs/api.md.
 """
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -35,21 +44,44 @@ def create_app(
     publisher: EventPublisher,
     bundles: BundleSource,
     *,
-    metrics: GatewayMetrics | None = None,
+    access: AccessControl,
+    metrics: GatewayMetrics,
+    catalog: CatalogEditor | None = None,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
-    """The API over ``publisher`` and ``bundles``; connects to nothing itself.
+    """The API over ``publisher``, ``bundles`` and ``catalog``, guarded by ``access``; connects to
+    nothing itself.
 
-    ``metrics`` defaults to a fresh registry (with process metrics) owned by this app; ``lifespan``
-    opens and closes what the caller built (see :func:`services.gateway.wiring.build_app`).
+    ``metrics`` must be the registry ``access`` counts into; ``lifespan`` opens and closes what the
+    caller built (see :func:`services.gateway.wiring.build_app`). Without ``catalog`` the catalog
+    routes answer 501.
     """
+    if settings.auth_enabled and not access.enabled:
+        raise ValueError(
+            "settings.auth_enabled is true but access checks no keys: pass an AccessControl with a verifier"
+        )
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, lifespan=lifespan)
-    metrics = metrics or GatewayMetrics.with_process_metrics()
-    app.state.gateway = GatewayContext(settings=settings, publisher=publisher, bundles=bundles, metrics=metrics)
+    app.state.gateway = GatewayContext(
+        settings=settings, publisher=publisher, bundles=bundles, metrics=metrics, access=access, catalog=catalog
+    )
     install_problem_handlers(app)
+    # The last added middleware runs first: metrics see every answer, the body limit comes before
+    # any route reads, and CORS answers preflights before both.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", API_KEY_HEADER, "Content-Type", "Idempotency-Key", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            max_age=600,
+        )
     app.include_router(routes_events.router)
+    app.include_router(routes_feedback.router)
     app.include_router(routes_bundles.router)
+    app.include_router(routes_catalog.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_privacy.router)
     app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]

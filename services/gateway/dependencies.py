@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.ports import BundleSource, EventPublisher
+from services.gateway.access import API_KEY_HEADER, AccessControl
+from services.gateway.metrics import GatewayMetrics, route_template
+from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher
 from services.gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayContext:
-    """Everything routes use, attached once to ``app.state.gateway``."""
+    """Everything routes use, attached once to ``app.state.gateway``.
+
+    ``catalog`` is None when the gateway has no PostgreSQL and Redis (auth off, local experiments).
+    """
 
     settings: GatewaySettings
     publisher: EventPublisher
     bundles: BundleSource
     metrics: GatewayMetrics
+    access: AccessControl
+    catalog: CatalogEditor | None = None
 
 
 def gateway_context(request: Request) -> GatewayContext:
@@ -52,3 +59,26 @@ Settings = Annotated[GatewaySettings, Depends(_settings)]
 Publisher = Annotated[EventPublisher, Depends(_publisher)]
 Bundles = Annotated[BundleSource, Depends(_bundles)]
 Metrics = Annotated[GatewayMetrics, Depends(_metrics)]
+
+# Declared so that the OpenAPI document shows both ways to send a key; AccessControl reads the headers.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+_key_header = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="An API key, for clients that cannot set Authorization."
+)
+
+
+def requires(scope: str) -> Any:
+    """A route dependency admitting only callers whose API key holds ``scope`` (and is within its
+    rate limit); the refusals are 401, 403 and 429 problems (see :class:`AccessControl`)."""
+
+    async def admit(
+        request: Request,
+        context: Context,
+        _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _header_key: Annotated[str | None, Depends(_key_header)],
+    ) -> None:
+        route = f"{request.method} {route_template(request.scope)}"
+        key = await context.access.admit(request.headers, scope, route)
+        request.state.api_key_id = key.key_id if key is not None else None
+
+    return Depends(admit)

@@ -46,9 +46,13 @@ class RankedBundle:
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """Bundles for one shopper, best first, with the versions that produced them."""
+    """Bundles for one shopper, best first, with the versions that produced them.
+
+    ``fallback_reason`` is set when the ranker could not answer and these are popular bundles instead.
+    """
 
     bundles: tuple[RankedBundle, ...]
     model_version: str
     policy_version: str
     cold_start: bool
+    fallback_reason: str | None = None

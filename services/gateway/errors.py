@@ -1,8 +1,17 @@
-"""Errors only the HTTP edge raises; each is a project error, so the one problem handler maps it."""
+"""Errors only the HTTP edge raises; each is a project error, so the one problem handler maps it.
+
+An error may carry response ``headers`` (``WWW-Authenticate``, ``Retry-After``); the handler sends them.
+"""
 
 from __future__ import annotations
 
-from shared.errors import InvalidArgument
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import grpc
+
+from shared.errors import BundlewiseError, InvalidArgument, ResourceExhausted
 
 
 class MalformedJson(InvalidArgument):
@@ -19,3 +28,30 @@ class UnprocessableRequest(InvalidArgument):
     """The body is JSON but not of the documented shape (422)."""
 
     http_status = 422
+
+
+class Unauthenticated(BundlewiseError):
+    """No API key, or one the gateway does not know or that was revoked (401)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="bundlewise"'}
+
+
+class PermissionDenied(BundlewiseError):
+    """A valid API key without the scope the route needs (403)."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
+class RateLimited(ResourceExhausted):
+    """The key spent its token bucket (429); ``retry_after_s`` says when a request will pass."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}

@@ -61,6 +61,28 @@ class GatewayMetrics:
             "Events refused because they failed validation.",
             registry=registry,
         )
+        self.auth_refusals = Counter(
+            metric_name(SERVICE, "auth_refusals_total"),
+            "Requests refused by API-key checks: missing_key, invalid_key (401) or missing_scope (403).",
+            ["reason"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            metric_name(SERVICE, "rate_limited_total"),
+            "Requests refused with 429 because their API key's token bucket was empty.",
+            registry=registry,
+        )
+        self.rate_limit_unavailable = Counter(
+            metric_name(SERVICE, "rate_limit_unavailable_total"),
+            "Requests let through without a rate-limit check because Redis could not be asked (fail open).",
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            metric_name(SERVICE, "fallbacks_total"),
+            "Bundle answers served from popular bundles instead of the ranker, by reason.",
+            ["reason"],
+            registry=registry,
+        )
 
     @classmethod
     def with_process_metrics(cls) -> GatewayMetrics:

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation
 from shared.events import Event
+from shared.store.api_keys import StoredKey
+from shared.store.catalog import CatalogBundle, CatalogItem
 
 
 class EventPublisher(Protocol):
@@ -91,6 +93,109 @@ class UserDataEraser(Protocol):
 
         Raises:
             shared.errors.Unavailable: PostgreSQL or Redis is down; nothing or all is deleted, retry.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
+        ...
+
+
+class KeyStore(Protocol):
+    """Where API keys are kept (``shared.store.api_keys``)."""
+
+    async def find(self, digest: str) -> StoredKey | None:
+        """The key whose HMAC is ``digest`` (revoked or not), or None.
+
+        Raises:
+            shared.errors.Unavailable: the store cannot be asked now.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """Whether one request may pass; when not, ``retry_after_s`` until a token is back."""
+
+    allowed: bool
+    retry_after_s: float = 0.0
+
+
+class RateLimiter(Protocol):
+    """Token buckets per API key, shared by every gateway process."""
+
+    async def take(self, key_id: str, rate_per_s: float, burst: int) -> RateDecision:
+        """Takes one token from ``key_id``'s bucket (refilled at ``rate_per_s``, holding at most
+        ``burst``). Never raises: when the buckets cannot be reached the request is allowed."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
+        ...
+
+
+class PopularBundles(Protocol):
+    """The catalog's most bought live bundles, for answering when the ranker cannot."""
+
+    async def recommend(
+        self, *, catalog_id: str, user_id: str, k: int, constraints: BundleConstraints = NO_CONSTRAINTS
+    ) -> Recommendation | None:
+        """At most ``k`` live bundles, those of the shopper's favourite category first, then the
+        catalog's; never a retired bundle or one holding a retired item. None when nothing is known
+        about ``catalog_id`` or the store cannot be read (the caller keeps its own error)."""
+        ...
+
+    async def close(self) -> None:
+        """Stops refreshing and releases connections; no call may follow."""
+        ...
+
+
+class CatalogEditor(Protocol):
+    """Writes the catalog the ranker reads (PostgreSQL, mirrored to Redis)."""
+
+    async def upsert_items(self, catalog_id: str, items: Sequence[CatalogItem]) -> None:
+        """Creates or replaces ``items`` (a retired one is live again when sent again).
+
+        Raises:
+            shared.errors.NotFound: the catalog does not exist.
+            shared.errors.Unavailable: PostgreSQL or Redis is down; retry the same request.
+        """
+        ...
+
+    async def upsert_bundles(self, catalog_id: str, bundles: Sequence[CatalogBundle]) -> None:
+        """Creates or replaces ``bundles``.
+
+        Raises:
+            shared.errors.NotFound: the catalog or an item of a bundle does not exist.
+            shared.errors.Unavailable: PostgreSQL or Redis is down; retry the same request.
+        """
+        ...
+
+    async def upsert_catalog(self, catalog_id: str, name: str, currency: str | None) -> None:
+        """Creates or renames a catalog.
+
+        Raises:
+            shared.errors.Unavailable: PostgreSQL is down.
+        """
+        ...
+
+    async def retire_item(self, catalog_id: str, item_id: str) -> bool:
+        """Retires an item: no bundle holding it is recommended again. False when unknown.
+
+        Raises:
+            shared.errors.Unavailable: PostgreSQL or Redis is down; retry.
+        """
+        ...
+
+    async def retire_bundle(self, catalog_id: str, bundle_id: str) -> bool:
+        """Retires a bundle: it is not recommended again. False when unknown.
+
+        Raises:
+            shared.errors.Unavailable: PostgreSQL or Redis is down; retry.
         """
         ...
 

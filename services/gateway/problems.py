@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.metrics import route_template
+from services.gateway.schemas import Problem
 from shared.errors import BundlewiseError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,12 @@ def _headers(request: Request, extra: Mapping[str, str] | None = None) -> dict[s
 async def _project_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BundlewiseError)
     status = exc.http_status
-    retry = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Unavailable) else None
+    extra = dict(getattr(exc, "headers", None) or {})
+    if isinstance(exc, Unavailable):
+        extra["Retry-After"] = str(RETRY_AFTER_S)
     if status >= 500:
         log.warning("%s %s answered %d: %s", request.method, route_template(request.scope), status, exc)
-    return problem_response(status, str(exc) or HTTPStatus(status).phrase, headers=_headers(request, retry))
+    return problem_response(status, str(exc) or HTTPStatus(status).phrase, headers=_headers(request, extra))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -90,3 +93,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for a problem answer."""
+    return {"description": description, "model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+def access_responses() -> dict[int | str, dict[str, Any]]:
+    """The answers every key-protected route may give before it runs."""
+    return {
+        401: problem_doc("No API key, or not a valid one; `detail` says how to send one."),
+        403: problem_doc("The API key lacks the scope this route needs; `detail` names it."),
+        413: problem_doc("The body is larger than the gateway accepts."),
+        429: problem_doc("The API key is over its rate limit; retry after Retry-After seconds."),
+        503: problem_doc("A dependency is unavailable; retry after Retry-After seconds."),
+    }

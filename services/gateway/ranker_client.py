@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 RANKER_SERVICE = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
 
 
+class RankerTimedOut(Unavailable):
+    """The ranker did not answer within its deadline (503, or a fallback answer)."""
+
+
 class RankerBundleSource:
     """Calls ``bundlewise.ranker.v1.Ranker`` at ``address`` with a deadline on every call.
 
@@ -68,6 +72,8 @@ class RankerBundleSource:
         try:
             response = await stub.RecommendBundles(request, timeout=self._timeout_s)
         except grpc.RpcError as err:
+            if _code_name(err) == grpc.StatusCode.DEADLINE_EXCEEDED.name:
+                raise RankerTimedOut("ranker did not answer in time") from err
             raise from_rpc_error(err, "ranker") from err
         return recommendation_from_proto(response)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from services.gateway.dependencies import Bundles
+from services.gateway.dependencies import Bundles, requires
 from services.gateway.domain import BundleConstraints
-from services.gateway.problems import PROBLEM_MEDIA_TYPE, REQUEST_ID_HEADER
-from services.gateway.schemas import BundlesResponse, Problem
+from services.gateway.problems import REQUEST_ID_HEADER, access_responses, problem_doc
+from services.gateway.schemas import BundlesResponse
 from shared.events import CatalogId, EntityId
 from shared.log import pseudonymise
+from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +25,16 @@ MAX_ANCHORS = 50
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-
-
 @router.get(
     "/v1/users/{user_id}/bundles",
     summary="Recommend bundles to a shopper",
     response_model=BundlesResponse,
+    dependencies=[requires(Scope.RECOMMENDATIONS_READ)],
     responses={
-        404: _problem("The catalog is unknown."),
-        422: _problem("A parameter is invalid; `detail` names each one."),
-        503: _problem("The ranker is unavailable; retry after Retry-After seconds."),
+        **access_responses(),
+        404: problem_doc("The catalog is unknown."),
+        422: problem_doc("A parameter is invalid; `detail` names each one."),
+        503: problem_doc("Neither the ranker nor the popular bundles could answer; retry after Retry-After seconds."),
     },
 )
 async def get_bundles(
@@ -65,7 +64,9 @@ async def get_bundles(
 ) -> BundlesResponse:
     """At most ``k`` bundles, best first, with the propensities to log with the impression.
 
-    The request id is echoed in the ``X-Request-Id`` header, also on error answers.
+    When the ranker is down or too slow, the answer is still 200: the catalog's popular bundles (for
+    the shopper's favourite category first), with `fallback.reason` saying so. The request id is
+    echoed in the ``X-Request-Id`` header, also on error answers. Needs the `recommendations:read` scope.
     """
     request_id = request_id or str(uuid.uuid4())
     request.state.request_id = request_id
@@ -87,5 +88,9 @@ async def get_bundles(
         recommendation.cold_start,
     )
     return BundlesResponse.from_recommendation(
-        recommendation, user_id=user_id, catalog_id=catalog_id, request_id=request_id
+        recommendation,
+        user_id=user_id,
+        catalog_id=catalog_id,
+        request_id=request_id,
+        impression_id=f"imp-{uuid.uuid4().hex}",
     )

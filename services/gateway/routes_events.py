@@ -10,11 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 
-from services.gateway.dependencies import Metrics, Publisher, Settings
+from services.gateway.dependencies import Metrics, Publisher, Settings, requires
 from services.gateway.errors import MalformedJson, PayloadTooLarge, UnprocessableRequest
-from services.gateway.problems import PROBLEM_MEDIA_TYPE, problem_response
+from services.gateway.problems import PROBLEM_MEDIA_TYPE, access_responses, problem_response
 from services.gateway.schemas import EventResult, EventsRejectedProblem, EventsResponse, Problem
 from shared.events import EVENT_ADAPTER, MAX_EVENT_BYTES, Event, describe_validation_error, encode_event
+from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ Validates each event on its own and publishes the valid ones, in order, to the e
 Event ids are minted by the client and identify an event across retries; the gateway never makes one
 up. For a request with exactly one event, the `Idempotency-Key` header may stand in for a missing
 `event_id` (the key becomes the event id); with more than one event the header is refused.
+
+Needs an API key with the `events:write` scope.
 """
 
 
@@ -49,7 +52,9 @@ def _problem(description: str, model: type[Problem] = Problem) -> dict[str, Any]
     summary="Report shopper events",
     description=_DESCRIPTION,
     response_model=EventsResponse,
+    dependencies=[requires(Scope.EVENTS_WRITE)],
     responses={
+        **access_responses(),
         207: {"description": "Some events accepted, some rejected.", "model": EventsResponse},
         400: _problem("The body is not JSON."),
         413: _problem("The body is too large."),

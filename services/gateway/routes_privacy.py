@@ -8,18 +8,19 @@ only when the gateway is given the feature store's PostgreSQL and Redis; without
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from services.gateway.dependencies import requires
 from services.gateway.ports import UserDataEraser
-from services.gateway.problems import PROBLEM_MEDIA_TYPE
-from services.gateway.schemas import Problem
+from services.gateway.problems import access_responses, problem_doc
 from shared.errors import BundlewiseError
 from shared.events import CatalogId, EntityId
 from shared.log import pseudonymise
+from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,16 @@ def user_data_eraser(request: Request) -> UserDataEraser:
 Eraser = Annotated[UserDataEraser, Depends(user_data_eraser)]
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-
-
 @router.delete(
     "/v1/users/{user_id}",
     summary="Delete a shopper's personal data",
     response_model=UserDeletion,
+    dependencies=[requires(Scope.CATALOG_ADMIN)],
     responses={
-        422: _problem("A parameter is invalid; `detail` names each one."),
-        501: _problem("Deletion is not configured on this gateway; `detail` says what to set."),
-        503: _problem("The feature store is unavailable; retry after Retry-After seconds."),
+        **access_responses(),
+        422: problem_doc("A parameter is invalid; `detail` names each one."),
+        501: problem_doc("Deletion is not configured on this gateway; `detail` says what to set."),
+        503: problem_doc("The feature store is unavailable; retry after Retry-After seconds."),
     },
 )
 async def delete_user(
@@ -80,7 +79,7 @@ async def delete_user(
 ) -> UserDeletion:
     """Removes the shopper's stored events and profile, their features, and their share of the
     aggregates other shoppers see, and deny-lists them so that replays of the event log leave their
-    events out. Idempotent: deleting again answers 200 with zero counts."""
+    events out. Idempotent: deleting again answers 200 with zero counts. Needs the `catalog:admin` scope."""
     erasure = await eraser.delete_user(catalog_id=catalog_id, user_id=user_id)
     log.info("deleted %s from %s: %d events", pseudonymise(user_id), catalog_id, erasure.events_deleted)
     return UserDeletion(

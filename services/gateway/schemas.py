@@ -31,6 +31,12 @@ class BundleOut(BaseModel):
     )
 
 
+class Fallback(BaseModel):
+    """Why the answer holds popular bundles instead of the ranker's."""
+
+    reason: Literal["ranker unavailable", "ranker timed out"]
+
+
 class BundlesResponse(BaseModel):
     """Bundles for one shopper, best first."""
 
@@ -41,11 +47,26 @@ class BundlesResponse(BaseModel):
     policy_version: str
     cold_start: bool = Field(description="True when the shopper had no usable history (popular bundles).")
     request_id: str = Field(description="The caller's request id, or the one minted; also in X-Request-Id.")
+    impression_id: str = Field(
+        description="Identifies this answer: send it back with POST /v1/feedback when the bundles are shown, "
+        "clicked or bought."
+    )
+    fallback: Fallback | None = Field(
+        description="Set when the ranker could not answer in time and these are the catalog's popular bundles "
+        "(for the shopper's favourite category first); null for a ranked answer."
+    )
 
     @classmethod
     def from_recommendation(
-        cls, recommendation: Recommendation, *, user_id: str, catalog_id: str, request_id: str
+        cls,
+        recommendation: Recommendation,
+        *,
+        user_id: str,
+        catalog_id: str,
+        request_id: str,
+        impression_id: str,
     ) -> BundlesResponse:
+        fallback = recommendation.fallback_reason
         return cls(
             user_id=user_id,
             catalog_id=catalog_id,
@@ -72,6 +93,8 @@ class BundlesResponse(BaseModel):
             policy_version=recommendation.policy_version,
             cold_start=recommendation.cold_start,
             request_id=request_id,
+            impression_id=impression_id,
+            fallback=None if fallback is None else Fallback.model_validate({"reason": fallback}),
         )
 
 

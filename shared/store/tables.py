@@ -158,3 +158,18 @@ privacy_denylist = Table(
     Column("events_deleted", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("catalog_id", "user_digest"),
 )
+
+# API keys of the gateway (shared.store.api_keys). Only an HMAC of each key is kept, peppered with a
+# secret that lives outside the database, so a copy of this table cannot be used to call the API.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True, comment="The public part of the key, shown in listings."),
+    Column("name", Text, nullable=False, comment="Who holds it, e.g. storefront."),
+    Column("key_hash", String(64), nullable=False, unique=True, comment="HMAC-SHA256 of the key, hex."),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("rate_per_s", Float, comment="Sustained requests per second; NULL: the gateway's default."),
+    Column("burst", Integer, comment="Requests allowed at once; NULL: the gateway's default."),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), comment="NULL while the key is valid."),
+)

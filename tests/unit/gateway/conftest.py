@@ -1,4 +1,8 @@
-"""Fixtures: the fakes of gateway_fakes and a TestClient over an app built with them."""
+"""Fixtures: the fakes of gateway_fakes and a TestClient over an app built with them.
+
+``client`` sends a key holding every scope, as a storefront would; tests of the checks themselves
+use ``gateway`` and ``anonymous`` to choose the key.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from services.gateway.app import create_app
-from tests.unit.gateway.gateway_fakes import TWO_BUNDLES, RecordingPublisher, ScriptedBundleSource, make_settings
+from tests.unit.gateway.gateway_fakes import (
+    TWO_BUNDLES,
+    GatewayUnderTest,
+    RecordingPublisher,
+    ScriptedBundleSource,
+    make_gateway,
+)
 
 
 @pytest.fixture
@@ -22,7 +31,22 @@ def bundle_source() -> ScriptedBundleSource:
 
 
 @pytest.fixture
-def client(publisher: RecordingPublisher, bundle_source: ScriptedBundleSource) -> Iterator[TestClient]:
-    app = create_app(make_settings(), publisher, bundle_source)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+def gateway(publisher: RecordingPublisher, bundle_source: ScriptedBundleSource) -> GatewayUnderTest:
+    return make_gateway(publisher, bundle_source)
+
+
+@pytest.fixture
+def anonymous(gateway: GatewayUnderTest) -> Iterator[TestClient]:
+    """A client that sends no key."""
+    with TestClient(gateway.app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(gateway: GatewayUnderTest) -> Iterator[TestClient]:
+    """A client whose every request carries a key with every scope."""
+    key = gateway.keys.add()
+    with TestClient(
+        gateway.app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {key}"}
+    ) as test_client:
         yield test_client

@@ -1,14 +1,27 @@
-"""In-memory fakes of the gateway's two ports, settings and events for its unit tests."""
+"""In-memory fakes of the gateway's ports, settings, keys and events for its unit tests."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.gateway.access import AccessControl, ApiKeyVerifier, RateLimit
+from services.gateway.app import create_app
 from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, BundleItem, RankedBundle, Recommendation
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher, RateDecision
 from services.gateway.settings import GatewaySettings
 from shared.events import Event
+from shared.store.api_keys import SCOPES, StoredKey, key_digest
+
+PEPPER = "unit-test-pepper-not-a-secret"
 
 
 class RecordingPublisher:
@@ -108,9 +121,103 @@ def make_settings(**overrides: Any) -> GatewaySettings:
         "ranker_addr": "127.0.0.1:9",
         "max_events_per_request": 5,
         "max_request_bytes": 20_000,
+        "api_key_pepper": PEPPER,
     }
     values.update(overrides)
     return GatewaySettings(**values)
+
+
+class InMemoryKeyStore:
+    """API keys in a dict, by digest; counts lookups; raises ``failure`` instead when it is set."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, StoredKey] = {}
+        self.lookups = 0
+        self.failure: Exception | None = None
+        self._ids = itertools.count(1)
+
+    def add(self, scopes: Sequence[str] = SCOPES, *, rate_per_s: float | None = None, burst: int | None = None) -> str:
+        """Issues a key with ``scopes``; returns its plaintext."""
+        key_id = f"k{next(self._ids):04d}"
+        plaintext = f"bwk_{key_id}_secret-of-{key_id}"
+        self.keys[key_digest(PEPPER, plaintext)] = StoredKey(
+            key_id=key_id,
+            name=f"holder of {key_id}",
+            scopes=frozenset(scopes),
+            rate_per_s=rate_per_s,
+            burst=burst,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            revoked_at=None,
+        )
+        return plaintext
+
+    def revoke(self, plaintext: str) -> None:
+        digest = key_digest(PEPPER, plaintext)
+        self.keys[digest] = dataclasses.replace(self.keys[digest], revoked_at=datetime.now(UTC))
+
+    async def find(self, digest: str) -> StoredKey | None:
+        self.lookups += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.keys.get(digest)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class ScriptedLimiter:
+    """Allows every request until ``deny_after`` requests of one key; keeps each call's arguments."""
+
+    deny_after: int | None = None
+    retry_after_s: float = 2.5
+    calls: list[tuple[str, float, int]] = field(default_factory=list)
+
+    async def take(self, key_id: str, rate_per_s: float, burst: int) -> RateDecision:
+        self.calls.append((key_id, rate_per_s, burst))
+        taken = sum(1 for call in self.calls if call[0] == key_id)
+        if self.deny_after is not None and taken > self.deny_after:
+            return RateDecision(allowed=False, retry_after_s=self.retry_after_s)
+        return RateDecision(allowed=True)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class GatewayUnderTest:
+    """An app over fakes, with the fakes to script and inspect."""
+
+    app: FastAPI
+    keys: InMemoryKeyStore
+    limiter: ScriptedLimiter
+    metrics: GatewayMetrics
+
+
+def make_gateway(
+    publisher: EventPublisher,
+    bundles: BundleSource,
+    *,
+    settings: GatewaySettings | None = None,
+    catalog: CatalogEditor | None = None,
+    keys: InMemoryKeyStore | None = None,
+    limiter: ScriptedLimiter | None = None,
+    clock: Any = None,
+) -> GatewayUnderTest:
+    """``create_app`` over the fakes, with key checks and rate limits on (as in production)."""
+    settings = settings or make_settings()
+    keys = keys or InMemoryKeyStore()
+    limiter = limiter or ScriptedLimiter()
+    metrics = GatewayMetrics(CollectorRegistry())
+    verifier = ApiKeyVerifier(keys, PEPPER, cache_s=settings.api_key_cache_s, **({"clock": clock} if clock else {}))
+    access = AccessControl(
+        verifier if settings.auth_enabled else None,
+        limiter,
+        RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
+        metrics,
+    )
+    app = create_app(settings, publisher, bundles, access=access, metrics=metrics, catalog=catalog)
+    return GatewayUnderTest(app, keys, limiter, metrics)
 
 
 def view_event(n: int, **fields: Any) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
 
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "req-1"
-    assert response.json() == {
+    answer = response.json()
+    assert answer.pop("impression_id").startswith("imp-")
+    assert answer == {
         "user_id": "shopper-42",
         "catalog_id": "amazon",
         "bundles": [
@@ -64,6 +66,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
         "policy_version": "p-3",
         "cold_start": False,
         "request_id": "req-1",
+        "fallback": None,
     }
     assert bundle_source.calls == [
         {

@@ -103,7 +103,7 @@ def test_a_body_over_the_limit_is_a_413_problem(client: TestClient, publisher: R
 
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
-    assert response.json()["detail"] == "the body is larger than 20000 bytes; send fewer events per request"
+    assert response.json()["detail"] == "the body is larger than 20000 bytes; send less per request (split batches)"
     assert publisher.batches == []
 
 

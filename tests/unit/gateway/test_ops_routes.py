@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from services.gateway.app import create_app
 from shared.errors import Unavailable
 from tests.unit.gateway.gateway_fakes import (
     TWO_BUNDLES,
     RecordingPublisher,
     ScriptedBundleSource,
-    make_settings,
+    make_gateway,
     view_event,
 )
 
@@ -100,8 +99,8 @@ def test_openapi_references_resolve_to_declared_schemas(client: TestClient) -> N
 
 
 def test_two_apps_in_one_process_keep_separate_metrics() -> None:
-    first = create_app(make_settings(), RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES))
-    second = create_app(make_settings(), RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES))
+    first = make_gateway(RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES)).app
+    second = make_gateway(RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES)).app
     with TestClient(first) as first_client, TestClient(second) as second_client:
         first_client.get("/healthz")
 

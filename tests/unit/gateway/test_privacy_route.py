@@ -9,13 +9,18 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
-from services.gateway.app import create_app
 from services.gateway.ports import UserErasure
 from services.gateway.privacy_store import StoreUserEraser
 from services.gateway.settings import GatewaySettings
 from services.gateway.wiring import user_data_eraser
 from shared.errors import Unavailable
-from tests.unit.gateway.gateway_fakes import TWO_BUNDLES, RecordingPublisher, ScriptedBundleSource, make_settings
+from tests.unit.gateway.gateway_fakes import (
+    TWO_BUNDLES,
+    RecordingPublisher,
+    ScriptedBundleSource,
+    make_gateway,
+    make_settings,
+)
 
 
 @dataclass
@@ -41,9 +46,10 @@ def eraser() -> RecordingEraser:
 
 @pytest.fixture
 def privacy_client(eraser: RecordingEraser) -> Iterator[TestClient]:
-    app = create_app(make_settings(), RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES))
-    app.state.privacy = eraser
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    gateway = make_gateway(RecordingPublisher(), ScriptedBundleSource(recommendation=TWO_BUNDLES))
+    gateway.app.state.privacy = eraser
+    headers = {"Authorization": f"Bearer {gateway.keys.add(['catalog:admin'])}"}
+    with TestClient(gateway.app, raise_server_exceptions=False, headers=headers) as test_client:
         yield test_client
 
 

@@ -13,7 +13,7 @@ from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.gateway.domain import BundleItem, RankedBundle, Recommendation
-from services.gateway.ranker_client import RANKER_SERVICE, RankerBundleSource
+from services.gateway.ranker_client import RANKER_SERVICE, RankerBundleSource, RankerTimedOut
 from shared.errors import InvalidArgument, NotFound, Unavailable
 
 REPLY = ranker_pb2.RecommendBundlesResponse(
@@ -157,10 +157,10 @@ def test_invalid_argument_from_the_ranker_is_an_invalid_argument_error() -> None
     assert str(raised.value) == "ranker: k must be 1..100"
 
 
-def test_a_ranker_slower_than_the_deadline_is_unavailable() -> None:
+def test_a_ranker_slower_than_the_deadline_is_unavailable_as_timed_out() -> None:
     ranker = ScriptedRanker(delay_s=1.0)
 
-    with pytest.raises(Unavailable) as raised:
+    with pytest.raises(RankerTimedOut) as raised:
         run_against(ranker, recommend, timeout_s=0.1)
 
     assert str(raised.value) == "ranker did not answer in time"

@@ -1,0 +1,163 @@
+"""``POST /v1/feedback``: what became of a bundles answer, as bundle events on the event log.
+
+``shown`` becomes a ``bundle_impression`` event (with the positions and propensities the answer gave),
+``clicked`` a ``bundle_click`` and ``bought`` a ``bundle_purchase``, each referencing the answer's
+``impression_id``. They are published like ``POST /v1/events``: acknowledged only once Kafka has them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Header
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from services.gateway.dependencies import Metrics, Publisher, requires
+from services.gateway.errors import UnprocessableRequest
+from services.gateway.problems import access_responses, problem_doc
+from shared.events import (
+    BundleImpressionEvent,
+    BundleOutcomeEvent,
+    CatalogId,
+    EntityId,
+    Event,
+    EventId,
+    ShownBundle,
+)
+from shared.store.api_keys import Scope
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["events"])
+
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
+
+
+class _FeedbackBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feedback_id: EventId | None = Field(
+        default=None,
+        description="Client-minted id of this feedback; it becomes the event id, so a retry is stored once. "
+        "Send it here or as the Idempotency-Key header.",
+    )
+    catalog_id: CatalogId
+    user_id: EntityId
+    session_id: EntityId | None = None
+    impression_id: EntityId = Field(description="The `impression_id` of the bundles answer this is about.")
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="When it happened at the storefront; default: when the gateway received it."
+    )
+
+
+class ShownFeedback(_FeedbackBase):
+    """The answer's bundles were shown, at these positions."""
+
+    action: Literal["shown"]
+    bundles: list[ShownBundle] = Field(
+        min_length=1, max_length=100, description="Each shown bundle with its position and the answer's propensity."
+    )
+    model_version: str = Field(default="", max_length=64, description="The answer's model_version.")
+    policy_version: str = Field(default="", max_length=64, description="The answer's policy_version.")
+
+
+class ClickedFeedback(_FeedbackBase):
+    """The shopper opened one of the answer's bundles."""
+
+    action: Literal["clicked"]
+    bundle_id: EntityId
+
+
+class BoughtFeedback(_FeedbackBase):
+    """The shopper bought one of the answer's bundles."""
+
+    action: Literal["bought"]
+    bundle_id: EntityId
+    revenue: float | None = Field(default=None, ge=0, le=1e7, description="What was paid, in the catalog's currency.")
+
+
+Feedback = Annotated[ShownFeedback | ClickedFeedback | BoughtFeedback, Field(discriminator="action")]
+
+
+class FeedbackAccepted(BaseModel):
+    """The feedback is durably on the event log as ``event_type`` with id ``event_id``."""
+
+    event_id: str
+    event_type: Literal["bundle_impression", "bundle_click", "bundle_purchase"]
+    impression_id: str
+
+
+def feedback_event(feedback: ShownFeedback | ClickedFeedback | BoughtFeedback, event_id: str, now: datetime) -> Event:
+    """The bundle event ``feedback`` stands for, with ``event_id``; ``now`` when it gives no time."""
+    common = {
+        "event_id": event_id,
+        "catalog_id": feedback.catalog_id,
+        "user_id": feedback.user_id,
+        "session_id": feedback.session_id,
+        "event_time": feedback.occurred_at or now,
+        "impression_id": feedback.impression_id,
+    }
+    if isinstance(feedback, ShownFeedback):
+        return BundleImpressionEvent(
+            type="bundle_impression",
+            bundles=feedback.bundles,
+            model_version=feedback.model_version,
+            policy_version=feedback.policy_version,
+            **common,  # type: ignore[arg-type]
+        )
+    event_type: Literal["bundle_click", "bundle_purchase"] = (
+        "bundle_click" if isinstance(feedback, ClickedFeedback) else "bundle_purchase"
+    )
+    revenue = feedback.revenue if isinstance(feedback, BoughtFeedback) else None
+    return BundleOutcomeEvent(type=event_type, bundle_id=feedback.bundle_id, revenue=revenue, **common)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/v1/feedback",
+    summary="Report what became of a bundles answer",
+    response_model=FeedbackAccepted,
+    dependencies=[requires(Scope.EVENTS_WRITE)],
+    responses={
+        **access_responses(),
+        422: problem_doc("The body is invalid, or it has no feedback_id and no Idempotency-Key."),
+        503: problem_doc("The event log is unavailable; retry the same request after Retry-After seconds."),
+    },
+)
+async def post_feedback(
+    publisher: Publisher,
+    metrics: Metrics,
+    feedback: Annotated[Feedback, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", max_length=128, description="Stands for `feedback_id` when the body has none."),
+    ] = None,
+) -> FeedbackAccepted:
+    """`shown` (with each bundle's position and propensity), `clicked` or `bought` (with its bundle),
+    always with the answer's `impression_id`. The id is the client's (`feedback_id` or the
+    `Idempotency-Key` header), never the gateway's, so retrying after a 503 or a lost answer stores
+    the feedback once. Needs the `events:write` scope."""
+    event_id = _event_id(feedback.feedback_id, idempotency_key)
+    event = feedback_event(feedback, event_id, datetime.now(UTC))
+    await publisher.publish([event])
+    metrics.events_published.labels(type=str(event.type)).inc()
+    log.debug("feedback %s published as %s", event_id, event.type)
+    return FeedbackAccepted(event_id=event_id, event_type=event.type, impression_id=feedback.impression_id)  # type: ignore[arg-type]
+
+
+def _event_id(feedback_id: str | None, idempotency_key: str | None) -> str:
+    if feedback_id is not None and idempotency_key is not None and feedback_id != idempotency_key:
+        raise UnprocessableRequest("feedback_id differs from the Idempotency-Key header; send one of them")
+    event_id = feedback_id or idempotency_key
+    if event_id is None:
+        raise UnprocessableRequest(
+            "send a client-minted feedback_id (or an Idempotency-Key header) so that a retry is stored once"
+        )
+    try:
+        _EVENT_ID.validate_python(event_id)
+    except ValidationError:
+        raise UnprocessableRequest(
+            "Idempotency-Key must be 8 to 128 letters, digits and . _ : - (it becomes the event id)"
+        ) from None
+    return event_id
