@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import date, timedelta
 
 import redis
 from bundlewise.featurestore.v1 import featurestore_pb2 as pb
@@ -163,3 +164,12 @@ class FeatureReader:
                 if bundle_id not in taken:
                     result.append(pb.ScoredId(id=bundle_id, score=0.0))
         return result
+
+    def popular_items(self, catalog_id: str, k: int, last_day: date, days: int) -> list[pb.ScoredId]:
+        """Items by weighted interactions over ``days`` days of event time ending on ``last_day``,
+        highest first (ties by id): one ZUNION of the per-day counts ingestion keeps."""
+        keys = self._catalog(catalog_id)
+        day_keys = [keys.item_popularity_day(f"{last_day - timedelta(days=n):%Y%m%d}") for n in range(days)]
+        counts: list[tuple[str, float]] = self._redis.zunion(day_keys, withscores=True)  # type: ignore[assignment]
+        top = sorted(counts, key=lambda pair: (-pair[1], pair[0]))[:k]
+        return [pb.ScoredId(id=item_id, score=score) for item_id, score in top]

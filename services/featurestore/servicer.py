@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 
 import grpc
 from bundlewise.featurestore.v1 import featurestore_pb2 as pb
@@ -11,6 +12,8 @@ from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 from services.featurestore.reads import MAX_IDS_PER_REQUEST, FeatureReader
 from services.featurestore.settings import FeatureStoreSettings
 from shared.errors import InvalidArgument, NotFound
+
+MAX_WINDOW_DAYS = 365
 
 
 def _check(catalog_id: str, ids: Sequence[str], what: str) -> None:
@@ -78,3 +81,24 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
                 f"catalog {request.catalog_id!r} has no live bundles; load it with `bundlewise load-catalogs`"
             )
         return pb.GetPopularBundlesResponse(bundles=self._reader.popular_bundles(request.catalog_id, request.k))
+
+    def GetPopularItems(
+        self, request: pb.GetPopularItemsRequest, context: grpc.ServicerContext
+    ) -> pb.GetPopularItemsResponse:
+        _check(request.catalog_id, [], "item_ids")
+        days = request.days or self._settings.default_popularity_days
+        if days > MAX_WINDOW_DAYS:
+            raise InvalidArgument(f"days must be at most {MAX_WINDOW_DAYS}, got {days}")
+        try:
+            last_day = date.fromisoformat(request.as_of_day) if request.as_of_day else self._today()
+        except ValueError:
+            raise InvalidArgument(f"as_of_day must be YYYY-MM-DD, got {request.as_of_day!r}") from None
+        k = min(request.k or 10, MAX_IDS_PER_REQUEST)
+        return pb.GetPopularItemsResponse(
+            items=self._reader.popular_items(request.catalog_id, k, last_day, days),
+            first_day=(last_day - timedelta(days=days - 1)).isoformat(),
+            last_day=last_day.isoformat(),
+        )
+
+    def _today(self) -> date:
+        return self._settings.feature_clock or datetime.now(UTC).date()

@@ -79,8 +79,10 @@ def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -
     ``version`` is the token read before loading: a write during the load sets a new token, which the
     next request sees, so the copy is never taken for newer than it is.
     """
-    live = sorted(client.smembers(keys.live_bundles()))  # type: ignore[arg-type]
-    purchases = {b: int(s) for b, s in client.zrange(keys.bundle_popularity(), 0, -1, withscores=True)}  # type: ignore[union-attr]
+    # The client decodes responses, so members are str (redis-py's stubs cannot know that).
+    live: list[str] = sorted(client.smembers(keys.live_bundles()))  # type: ignore[arg-type]
+    scored: list[tuple[str, float]] = client.zrange(keys.bundle_popularity(), 0, -1, withscores=True)  # type: ignore[assignment]
+    purchases = {bundle_id: int(score) for bundle_id, score in scored}
     bundles: dict[str, BundleInfo] = {}
     for start in range(0, len(live), CHUNK):
         chunk = live[start : start + CHUNK]
@@ -94,11 +96,11 @@ def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -
     items: dict[str, ItemInfo] = {}
     categories: dict[str, str] = {}
     for start in range(0, len(item_ids), CHUNK):
-        chunk = item_ids[start : start + CHUNK]
+        item_chunk = item_ids[start : start + CHUNK]
         pipe = client.pipeline(transaction=False)
-        for item_id in chunk:
+        for item_id in item_chunk:
             pipe.hgetall(keys.item(item_id))
-        for item_id, fields in zip(chunk, pipe.execute(), strict=True):
+        for item_id, fields in zip(item_chunk, pipe.execute(), strict=True):
             if fields:
                 items[item_id] = item_from_hash(item_id, fields)
                 categories[item_id] = fields.get("affinity_category", "")

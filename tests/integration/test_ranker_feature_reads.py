@@ -1,15 +1,20 @@
-"""The ranker's two ways of reading features agree, and its in-memory catalog copy never serves a
-catalog older than the last write: on the real Redis, with the feature store service running."""
+"""Feature reads on the real Redis, with the feature store service running: the ranker's two ways of
+reading agree, its in-memory catalog copy never serves a catalog older than the last write, and
+time windows run on event time with a settable clock."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from bundlewise.featurestore.v1 import featurestore_pb2 as pb
+from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 from sqlalchemy import create_engine, text
 
 from scripts.local_stack import LocalStack
@@ -18,20 +23,31 @@ from services.ranker.redis_features import RedisFeatureSource
 from shared.events import EVENT_ADAPTER
 from shared.grpc_client import open_channel
 from shared.store.catalog import CatalogBundle, CatalogItem, CatalogWriter
-from shared.store.feature_updates import DeliveredEvent, FeatureWriter
+from shared.store.feature_updates import INTERACTION_WEIGHTS, DeliveredEvent, FeatureWriter
 from shared.store.migrate import make_engine, upgrade_to_head
 from shared.store.rebuild import drop_namespace_keys
 from tests.integration.isolated_pipeline import CATALOG, ITEMS, load_small_catalog, shopper_events
 from tests.integration.servers import POSTGRES_URL, REDIS_URL
 
 SHOPPERS = ("ann", "ben", "cy")
+LATER_SHOPPERS = ("dee", "eli")  # three days later
+CLOCK = "2014-07-25"  # the feature store's clock: as if it were that day
 
 
 class Sources:
-    def __init__(self, namespace: str, grpc_source: GrpcFeatureSource, writer: CatalogWriter) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        grpc_source: GrpcFeatureSource,
+        writer: CatalogWriter,
+        stub: featurestore_pb2_grpc.FeatureStoreStub,
+        events: list[dict[str, Any]],
+    ) -> None:
         self.namespace = namespace
         self.grpc = grpc_source
         self.writer = writer
+        self.stub = stub
+        self.events = events
 
     def redis_source(self) -> RedisFeatureSource:
         return RedisFeatureSource(redis.Redis.from_url(REDIS_URL, decode_responses=True), self.namespace)
@@ -45,17 +61,29 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     load_small_catalog(engine, client, namespace)
     events = shopper_events("r", SHOPPERS, 30, datetime(2014, 7, 22, tzinfo=UTC), seed=11)
+    events += shopper_events("s", LATER_SHOPPERS, 20, datetime(2014, 7, 25, tzinfo=UTC), seed=12)
     FeatureWriter(engine, client, namespace).apply(
         [DeliveredEvent("reads", 0, n, EVENT_ADAPTER.validate_python(e)) for n, e in enumerate(events)]
     )
     stack = LocalStack.with_free_ports(
-        {"BUNDLEWISE_POSTGRES_URL": POSTGRES_URL, "BUNDLEWISE_REDIS_URL": REDIS_URL, "BUNDLEWISE_NAMESPACE": namespace},
+        {
+            "BUNDLEWISE_POSTGRES_URL": POSTGRES_URL,
+            "BUNDLEWISE_REDIS_URL": REDIS_URL,
+            "BUNDLEWISE_NAMESPACE": namespace,
+            "BUNDLEWISE_FEATURE_CLOCK": CLOCK,
+        },
         Path(tmp_path_factory.mktemp("reads-logs")),
     )
     try:
         stack.start(("featurestore",))
         channel = open_channel(stack.address("featurestore"))
-        yield Sources(namespace, GrpcFeatureSource(channel, 5.0), CatalogWriter(engine, client, namespace))
+        yield Sources(
+            namespace,
+            GrpcFeatureSource(channel, 5.0),
+            CatalogWriter(engine, client, namespace),
+            featurestore_pb2_grpc.FeatureStoreStub(channel),
+            events,
+        )
         channel.close()
     finally:
         stack.stop()
@@ -94,3 +122,34 @@ def test_a_catalog_write_reaches_the_next_request_of_a_ranker_that_holds_a_copy(
     sources.writer.upsert_items(CATALOG, [CatalogItem("i11", "Item i11, back", ("Kitchen", "Knives"), price=5.0)])
     local.user_signals(CATALOG, "ann")
     assert not local.items(CATALOG, ["i11"])["i11"].retired
+
+
+def interactions(events: list[dict[str, Any]], days: set[str]) -> dict[str, float]:
+    """What the window should hold: each item event's weight, on its event day."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        if event["type"] in INTERACTION_WEIGHTS and event["event_time"][:10] in days:
+            counts[event["item_id"]] += INTERACTION_WEIGHTS[event["type"]]
+    return dict(counts)
+
+
+def popular(sources: Sources, days: int, as_of_day: str = "") -> tuple[dict[str, float], str, str]:
+    reply = sources.stub.GetPopularItems(
+        pb.GetPopularItemsRequest(catalog_id=CATALOG, k=100, days=days, as_of_day=as_of_day), timeout=5
+    )
+    return {i.id: i.score for i in reply.items}, reply.first_day, reply.last_day
+
+
+def test_trending_items_count_the_interactions_of_the_window_by_event_time(sources: Sources) -> None:
+    assert popular(sources, 1, "2014-07-22") == (
+        interactions(sources.events, {"2014-07-22"}),
+        "2014-07-22",
+        "2014-07-22",
+    )
+    both = interactions(sources.events, {"2014-07-22", "2014-07-25"})
+    assert popular(sources, 4, "2014-07-25") == (both, "2014-07-22", "2014-07-25")
+    assert popular(sources, 2, "2014-07-24")[0] == {}
+
+
+def test_without_a_day_the_window_ends_on_the_feature_stores_clock(sources: Sources) -> None:
+    assert popular(sources, 1) == (interactions(sources.events, {CLOCK}), CLOCK, CLOCK)

@@ -593,3 +593,64 @@ class GetPopularBundlesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPopularBundlesResponse: _TypeAlias = GetPopularBundlesResponse  # noqa: Y015
+
+@_typing.final
+class GetPopularItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    AS_OF_DAY_FIELD_NUMBER: _builtins.int
+    catalog_id: _builtins.str
+    k: _builtins.int
+    days: _builtins.int
+    """How many days the window spans, ending on as_of_day (1 to 365; 0: the server's default)."""
+    as_of_day: _builtins.str
+    """The window's last day as YYYY-MM-DD, event time; empty: the server's clock
+    (BUNDLEWISE_FEATURE_CLOCK, so a replay of 2014 events reads the windows of 2014, else today, UTC).
+    """
+    def __init__(
+        self,
+        *,
+        catalog_id: _builtins.str = ...,
+        k: _builtins.int = ...,
+        days: _builtins.int = ...,
+        as_of_day: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_day", b"as_of_day", "catalog_id", b"catalog_id", "days", b"days", "k", b"k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPopularItemsRequest: _TypeAlias = GetPopularItemsRequest  # noqa: Y015
+
+@_typing.final
+class GetPopularItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    FIRST_DAY_FIELD_NUMBER: _builtins.int
+    LAST_DAY_FIELD_NUMBER: _builtins.int
+    first_day: _builtins.str
+    """The window actually read, as YYYY-MM-DD."""
+    last_day: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredId]:
+        """Item ids with their weighted interaction counts over the window, highest first."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ScoredId] | None = ...,
+        first_day: _builtins.str = ...,
+        last_day: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_day", b"first_day", "items", b"items", "last_day", b"last_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPopularItemsResponse: _TypeAlias = GetPopularItemsResponse  # noqa: Y015

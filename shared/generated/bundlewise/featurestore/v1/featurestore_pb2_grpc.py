@@ -72,6 +72,11 @@ class FeatureStoreStub:
                 request_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesResponse.FromString,
                 _registered_method=True)
+        self.GetPopularItems = channel.unary_unary(
+                '/bundlewise.featurestore.v1.FeatureStore/GetPopularItems',
+                request_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureStoreServicer:
@@ -129,6 +134,13 @@ class FeatureStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPopularItems(self, request, context):
+        """Items by weighted interactions over the days (event time, UTC) up to as_of_day: trending items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +178,11 @@ def add_FeatureStoreServicer_to_server(servicer, server):
                     servicer.GetPopularBundles,
                     request_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesRequest.FromString,
                     response_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesResponse.SerializeToString,
+            ),
+            'GetPopularItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPopularItems,
+                    request_deserializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsRequest.FromString,
+                    response_serializer=bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -360,6 +377,33 @@ class FeatureStore:
             '/bundlewise.featurestore.v1.FeatureStore/GetPopularBundles',
             bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesRequest.SerializeToString,
             bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularBundlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPopularItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.featurestore.v1.FeatureStore/GetPopularItems',
+            bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsRequest.SerializeToString,
+            bundlewise_dot_featurestore_dot_v1_dot_featurestore__pb2.GetPopularItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

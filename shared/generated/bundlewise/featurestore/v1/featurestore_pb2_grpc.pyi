@@ -52,6 +52,8 @@ class FeatureStoreStub:
     """Catalog records of bundles with their items and outcome statistics."""
     GetPopularBundles: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularBundlesRequest, _featurestore_pb2.GetPopularBundlesResponse]
     """The most purchased live bundles of a catalog, best first: the cold-start answer."""
+    GetPopularItems: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularItemsRequest, _featurestore_pb2.GetPopularItemsResponse]
+    """Items by weighted interactions over the days (event time, UTC) up to as_of_day: trending items."""
 
 @_typing.type_check_only
 class FeatureStoreAsyncStub(FeatureStoreStub):
@@ -75,6 +77,8 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
     """Catalog records of bundles with their items and outcome statistics."""
     GetPopularBundles: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularBundlesRequest, _featurestore_pb2.GetPopularBundlesResponse]  # type: ignore[assignment]
     """The most purchased live bundles of a catalog, best first: the cold-start answer."""
+    GetPopularItems: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetPopularItemsRequest, _featurestore_pb2.GetPopularItemsResponse]  # type: ignore[assignment]
+    """Items by weighted interactions over the days (event time, UTC) up to as_of_day: trending items."""
 
 class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
     """Batch reads for the ranker. Every list in a response is in the order of the request's ids;
@@ -137,5 +141,13 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_featurestore_pb2.GetPopularBundlesResponse, _abc.Awaitable[_featurestore_pb2.GetPopularBundlesResponse]]:
         """The most purchased live bundles of a catalog, best first: the cold-start answer."""
+
+    @_abc_1.abstractmethod
+    def GetPopularItems(
+        self,
+        request: _featurestore_pb2.GetPopularItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_featurestore_pb2.GetPopularItemsResponse, _abc.Awaitable[_featurestore_pb2.GetPopularItemsResponse]]:
+        """Items by weighted interactions over the days (event time, UTC) up to as_of_day: trending items."""
 
 def add_FeatureStoreServicer_to_server(servicer: FeatureStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
