@@ -1,0 +1,94 @@
+"""The join of bundle outcomes to their impressions: window, late, duplicate and orphan outcomes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.policy.join import ImpressionJoin, JoinCounts, RewardWeights
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent
+from tests.unit.policy.policy_testkit import EVENT_TIME, click, impression, purchase
+
+WINDOW = timedelta(minutes=30)
+
+
+def at(event: BundleImpressionEvent | BundleOutcomeEvent, minutes: float) -> BundleImpressionEvent | BundleOutcomeEvent:
+    return event.model_copy(update={"event_time": EVENT_TIME + timedelta(minutes=minutes)})
+
+
+def test_outcomes_within_the_window_are_credited_to_their_position_with_weights() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights(click=1.0, purchase=2.0, revenue=0.1))
+    closed = []
+    for event in [
+        at(impression("shop", "i1", ["b1", "b2", "b3"]), 0),
+        at(click("shop", "i1", "b2"), 1),
+        at(purchase("shop", "i1", "b2"), 2),  # revenue 10.0
+        at(click("shop", "i1", "b3"), 29),
+        at(impression("shop", "i2", ["b1"]), 31),  # moves the watermark past i1's window
+    ]:
+        closed += join.add(event)
+
+    assert [c.impression_id for c in closed] == ["i1"]
+    assert closed[0].clicks == (0, 1, 1)
+    assert closed[0].purchases == (0, 1, 0)
+    assert closed[0].rewards == (0.0, 1.0 + 2.0 + 0.1 * 10.0, 1.0)
+    assert join.counts == JoinCounts(impressions=2, outcomes_credited=3)
+
+
+def test_a_late_outcome_counts_while_its_impression_is_open() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights(), allowed_lateness=timedelta(minutes=10))
+    join.add(at(impression("shop", "i1", ["b1"]), 0))
+    join.add(at(impression("shop", "i2", ["b1"]), 35))  # watermark 25 min: i1 still open
+    join.add(at(click("shop", "i1", "b1"), 5))  # arrives after an event 30 minutes later than itself
+
+    closed = join.flush()
+
+    assert {c.impression_id: c.clicks for c in closed} == {"i1": (1,), "i2": (0,)}
+    assert (join.counts.outcomes_credited, join.counts.late_outcomes) == (1, 1)
+
+
+def test_an_outcome_that_arrives_before_its_impression_waits_for_it() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(click("shop", "i1", "b1"), 3))
+    join.add(at(impression("shop", "i1", ["b1"]), 2))
+
+    [closed] = join.flush()
+
+    assert closed.clicks == (1,)
+    assert join.counts.orphans == 0
+
+
+def test_duplicate_outcomes_and_impressions_are_ignored() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    shown = at(impression("shop", "i1", ["b1", "b2"]), 0)
+    clicked = at(click("shop", "i1", "b1"), 1)
+    join.add(shown)
+    join.add(shown)  # the same impression redelivered
+    join.add(clicked)
+    join.add(clicked)  # the same event redelivered
+    join.add(at(click("shop", "i1", "b1"), 2))  # a second click event on the same showing
+
+    [closed] = join.flush()
+
+    assert closed.clicks == (1, 0)
+    assert join.counts.duplicate_impressions == 1
+    assert join.counts.duplicate_outcomes == 2
+    assert join.counts.impressions == 1
+
+
+def test_orphans_expired_unmatched_and_unattributed_outcomes_are_counted_not_credited() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(impression("shop", "i1", ["b1"]), 0))
+    join.add(at(click("shop", "never-shown", "b1"), 1))  # its impression never comes: orphan
+    join.add(at(click("shop", "i1", "b9"), 2))  # b9 was not in i1: unmatched
+    join.add(at(click("shop", None, "b1"), 3))  # no impression id: unattributed
+    join.add(at(click("shop", "i1", "b1"), 31))  # after i1's window (i1 still open: no watermark lag)
+    # The watermark passes i1's window: a click for it now finds it closed, another orphan.
+    join.add(at(impression("shop", "i2", ["b1"]), 40))
+    join.add(at(click("shop", "i1", "b1"), 20))
+
+    closed = join.flush()
+
+    assert {c.impression_id: c.clicks for c in closed} == {"i2": (0,)}
+    counts = join.counts
+    assert (counts.orphans, counts.unmatched, counts.unattributed, counts.outcomes_credited) == (2, 1, 1, 0)
+    assert counts.expired == 1
