@@ -23,10 +23,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from scripts.local_stack import REPO_ROOT, LocalStack
+from scripts.local_stack import REPO_ROOT, LocalStack, local_pepper
 from services.featurestore.real_catalogs import load_amazon
 from shared.datasets import default_data_dir
 from shared.store import tables
+from shared.store.api_keys import PEPPER_VARIABLE
 from shared.store.migrate import make_engine, upgrade_to_head
 
 STATE_DIR = Path(os.environ.get("BUNDLEWISE_STATE_DIR", "/var/tmp/bundlewise"))
@@ -46,8 +47,8 @@ SHOWCASE = [
 ]
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as reply:
+def get_json(url: str, headers: dict[str, str]) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as reply:
         return json.load(reply)
 
 
@@ -73,7 +74,7 @@ def wait_for_events(catalog_id: str, expected: int, timeout_s: float) -> int:
 
 def show(stack: LocalStack, catalog_id: str, user_id: str, params: dict[str, str], who: str) -> None:
     query = urllib.parse.urlencode({"catalog_id": catalog_id, "k": 3, **params})
-    answer = get_json(f"{stack.gateway_url}/v1/users/{user_id}/bundles?{query}")
+    answer = get_json(f"{stack.gateway_url}/v1/users/{user_id}/bundles?{query}", stack.auth_headers())
     print(f"\n== {who}: {catalog_id} / {user_id}" + (f"  {params}" if params else ""))
     print(f"   model {answer['model_version']}, policy v{answer['policy_version']}, cold start: {answer['cold_start']}")
     for rank, bundle in enumerate(answer["bundles"], 1):
@@ -89,6 +90,8 @@ def main() -> int:
     started = time.monotonic()
     stop_previous()
     upgrade_to_head(os.environ["BUNDLEWISE_POSTGRES_URL"], os.environ.get("BUNDLEWISE_NAMESPACE", "live"))
+    # bin/bundlewise api-key reads the same pepper, so keys it creates work on the demo's gateway.
+    os.environ.setdefault(PEPPER_VARIABLE, local_pepper(STATE_DIR))
     stack = LocalStack.with_default_ports(dict(os.environ), STATE_DIR / "logs" / "services")
     print("starting services (the embedding service loads its BERT model first) ...", flush=True)
     stack.start()
@@ -111,13 +114,18 @@ def main() -> int:
     for index in range(200):
         url = f"{stack.gateway_url}/v1/users/electronic-u{index % 800}/bundles?catalog_id=amazon&k=10"
         t0 = time.perf_counter()
-        get_json(url)
+        get_json(url, stack.auth_headers())
         latencies.append((time.perf_counter() - t0) * 1000)
     print(
         f"\nfirst recommendation {first_answer_s:.0f}s after `make demo` started; "
         f"GET /v1/users/{{id}}/bundles p50 {statistics.median(latencies):.1f} ms over {len(latencies)} requests"
     )
     print(f"\nThe gateway is running: {stack.gateway_url}/docs  (stop everything with `make down`)")
+    print(
+        f"Its API key (every scope, shown only now; more with `bin/bundlewise api-key create`):\n  {stack.api_key}\n"
+        f"  curl -H 'Authorization: Bearer {stack.api_key}' "
+        f"'{stack.gateway_url}/v1/users/electronic-u1/bundles?catalog_id=amazon&k=3'"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 import grpc
 
 from shared.grpc_client import open_channel, wait_until_serving
+from shared.store.api_keys import PEPPER_VARIABLE, SCOPES, issue_key
+from shared.store.migrate import make_engine, upgrade_to_head
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GRPC_SERVICES = {
@@ -33,6 +36,22 @@ GRPC_SERVICES = {
 INGESTION_READY = re.compile(rb"^bundlewise_ingestion_group_member 1\.0$", re.MULTILINE)
 # Start order: a service's dependencies come before it.
 START_ORDER = ("featurestore", "embedding", "policy", "ranker", "ingestion", "gateway")
+# The stack's own key may do everything, and its rate limit is far above what one machine can send,
+# so that tests and benchmarks measure the services, not the limit (which stays on).
+STACK_KEY_RATE_PER_S = 1_000_000.0
+STACK_KEY_BURST = 1_000_000
+
+
+def local_pepper(state_dir: Path) -> str:
+    """This machine's API-key pepper for `make demo` and bin/bundlewise: ``<state_dir>/secrets/api-key-pepper``,
+    created once (owner-only) when missing. A deployment sets BUNDLEWISE_API_KEY_PEPPER from its secret store."""
+    path = state_dir / "secrets" / "api-key-pepper"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def free_port() -> int:
@@ -74,6 +93,10 @@ class LocalStack:
     log_dir: Path
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    api_key: str | None = None
+    """A key with every scope, issued when the gateway starts with key checks on (see :meth:`start`)."""
+    pepper: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    """The gateway's BUNDLEWISE_API_KEY_PEPPER unless the environment sets one."""
 
     @classmethod
     def with_free_ports(cls, base_env: Mapping[str, str], log_dir: Path) -> LocalStack:
@@ -99,6 +122,7 @@ class LocalStack:
         env["BUNDLEWISE_EMBEDDING_ADDR"] = self.address("embedding")
         env["BUNDLEWISE_RANKER_ADDR"] = self.address("ranker")
         env["BUNDLEWISE_POLICY_ADDR"] = self.address("policy")
+        env.setdefault(PEPPER_VARIABLE, self.pepper)
         if name == "gateway":
             env["BUNDLEWISE_HTTP_PORT"] = str(self.ports["gateway"])
             env["BUNDLEWISE_METRICS_PORT"] = "0"
@@ -111,13 +135,42 @@ class LocalStack:
             env["BUNDLEWISE_METRICS_PORT"] = "0"
         return env
 
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <api_key>``, or nothing when the gateway checks no keys."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def issue_api_key(self, name: str, scopes: tuple[str, ...], **limits: float) -> str:
+        """A new key of the gateway's namespace (``rate_per_s``, ``burst`` optional); its plaintext."""
+        env = self.service_env("gateway")
+        engine = make_engine(env["BUNDLEWISE_POSTGRES_URL"], env.get("BUNDLEWISE_NAMESPACE", "live"), pool_size=1)
+        try:
+            return issue_key(
+                engine,
+                name,
+                scopes,
+                pepper=env[PEPPER_VARIABLE],
+                rate_per_s=limits.get("rate_per_s"),
+                burst=int(limits["burst"]) if "burst" in limits else None,
+            )
+        finally:
+            engine.dispose()
+
     def start(self, names: tuple[str, ...] = START_ORDER, timeout_s: float = 120.0) -> None:
         """Starts ``names`` in dependency order and waits until each is healthy.
+
+        With the gateway among them and its key checks on (the default), the namespace is migrated
+        and a key with every scope is issued first: :attr:`api_key`, :meth:`auth_headers`.
 
         Raises:
             RuntimeError: a service exited or did not become healthy; the message holds its log tail.
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if "gateway" in names and self._gateway_checks_keys():
+            gateway_env = self.service_env("gateway")
+            upgrade_to_head(gateway_env["BUNDLEWISE_POSTGRES_URL"], gateway_env.get("BUNDLEWISE_NAMESPACE", "live"))
+            self.api_key = self.issue_api_key(
+                "local-stack", SCOPES, rate_per_s=STACK_KEY_RATE_PER_S, burst=STACK_KEY_BURST
+            )
         for name in names:
             log_path = self.log_dir / f"{name}.log"
             with log_path.open("ab") as log:
@@ -132,6 +185,9 @@ class LocalStack:
             self.processes[name] = ServiceProcess(name, process, log_path, self.ports[name])
         for name in names:
             self.wait_healthy(name, timeout_s)
+
+    def _gateway_checks_keys(self) -> bool:
+        return self.service_env("gateway").get("BUNDLEWISE_AUTH_ENABLED", "true").lower() not in ("false", "0", "no")
 
     def wait_healthy(self, name: str, timeout_s: float) -> None:
         service = self.processes[name]

@@ -187,15 +187,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="bundlewise api-key",
         description="Create, list and revoke the gateway's API keys (in BUNDLEWISE_NAMESPACE's PostgreSQL schema).",
     )
-    parser.add_argument("--namespace", help="PostgreSQL schema of the keys (default: BUNDLEWISE_NAMESPACE or live)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--namespace", help="PostgreSQL schema of the keys (default: BUNDLEWISE_NAMESPACE or live)")
     commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="issue a key; its plaintext is printed once")
+    create = commands.add_parser("create", parents=[common], help="issue a key; its plaintext is printed once")
     create.add_argument("--name", required=True, help="who holds it, e.g. storefront")
     create.add_argument("--scope", action="append", required=True, choices=SCOPES, help="repeat for several scopes")
     create.add_argument("--rate", type=float, help="requests per second (default: the gateway's setting)")
     create.add_argument("--burst", type=int, help="requests at once (default: the gateway's setting)")
-    commands.add_parser("list", help="every key: id, name, scopes, created, revoked")
-    revoke = commands.add_parser("revoke", help="revoke a key by its id (the part after bwk_)")
+    commands.add_parser("list", parents=[common], help="every key: id, name, scopes, limits, created, revoked")
+    revoke = commands.add_parser("revoke", parents=[common], help="revoke a key by its id (the part after bwk_)")
     revoke.add_argument("key_id")
     return parser.parse_args(argv)
 

@@ -63,7 +63,9 @@ def test_an_event_posted_to_the_gateway_lands_in_postgres_and_redis(
     user = f"it-shopper-{uuid.uuid4().hex[:6]}"
     event = purchase(user, "electronic-126")
 
-    reply = httpx.post(f"{stack.gateway_url}/v1/events", json={"events": [event]}, timeout=10)
+    reply = httpx.post(
+        f"{stack.gateway_url}/v1/events", json={"events": [event]}, headers=stack.auth_headers(), timeout=10
+    )
 
     assert reply.status_code == 200, reply.text
     assert reply.json()["accepted"] == 1
@@ -79,7 +81,9 @@ def test_an_invalid_event_is_refused_by_the_api_with_its_reason(stack: LocalStac
     event = purchase("it-shopper", "electronic-126")
     del event["item_id"]
 
-    reply = httpx.post(f"{stack.gateway_url}/v1/events", json={"events": [event]}, timeout=10)
+    reply = httpx.post(
+        f"{stack.gateway_url}/v1/events", json={"events": [event]}, headers=stack.auth_headers(), timeout=10
+    )
 
     assert 400 <= reply.status_code < 500
     assert "item_id" in reply.text

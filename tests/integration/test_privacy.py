@@ -82,7 +82,12 @@ def test_deleting_a_user_through_the_api_removes_their_rows_keys_and_share_of_ag
     assert her_pop_i01 > 0
     assert pipeline.redis.exists(keys.user_recent_items(alice), keys.session_items(f"{alice}-pair")) == 2
 
-    reply = httpx.delete(f"{pipeline.stack.gateway_url}/v1/users/{alice}", params={"catalog_id": CATALOG}, timeout=30)
+    reply = httpx.delete(
+        f"{pipeline.stack.gateway_url}/v1/users/{alice}",
+        params={"catalog_id": CATALOG},
+        headers=pipeline.stack.auth_headers(),
+        timeout=30,
+    )
 
     assert reply.status_code == 200, reply.text
     answer = reply.json()
@@ -122,7 +127,10 @@ def test_deleting_again_deletes_nothing_more(shoppers: Shoppers) -> None:
     before = pipeline.features()
 
     reply = httpx.delete(
-        f"{pipeline.stack.gateway_url}/v1/users/{shoppers.deleted}", params={"catalog_id": CATALOG}, timeout=30
+        f"{pipeline.stack.gateway_url}/v1/users/{shoppers.deleted}",
+        params={"catalog_id": CATALOG},
+        headers=pipeline.stack.auth_headers(),
+        timeout=30,
     )
 
     assert reply.status_code == 200, reply.text

@@ -25,7 +25,9 @@ def catalogs(stack: LocalStack, engine: Engine) -> None:
 
 
 def bundles(stack: LocalStack, user_id: str, **params: str | int | float | list[str]) -> httpx.Response:
-    return httpx.get(f"{stack.gateway_url}/v1/users/{user_id}/bundles", params=params, timeout=10)
+    return httpx.get(
+        f"{stack.gateway_url}/v1/users/{user_id}/bundles", params=params, headers=stack.auth_headers(), timeout=10
+    )
 
 
 def test_a_shopper_with_history_gets_personal_bundles_of_real_items(catalogs: None, stack: LocalStack) -> None:
@@ -128,7 +130,13 @@ def test_bundle_outcomes_posted_as_events_publish_a_policy_the_ranker_swaps_in(
         "bundle_id": "electronic-b320",
     }
     assert (
-        httpx.post(f"{stack.gateway_url}/v1/events", json={"events": [shown, clicked]}, timeout=10).status_code == 200
+        httpx.post(
+            f"{stack.gateway_url}/v1/events",
+            json={"events": [shown, clicked]},
+            headers=stack.auth_headers(),
+            timeout=10,
+        ).status_code
+        == 200
     )
 
     stub = policy_pb2_grpc.PolicyStub(open_channel(stack.address("policy")))
