@@ -1,0 +1,146 @@
+"""POST /v1/feedback: shown, clicked and bought become bundle events on the log, idempotent by the client's id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shared.errors import Unavailable
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent, ShownBundle
+from tests.unit.gateway.gateway_fakes import RecordingPublisher
+
+PROBLEM = "application/problem+json"
+WHEN = "2026-05-01T12:00:00+00:00"
+
+
+def feedback(action: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "feedback_id": f"fb-{action}-0001",
+        "action": action,
+        "catalog_id": "amazon",
+        "user_id": "shopper-42",
+        "session_id": "s-9",
+        "impression_id": "imp-1234",
+        "occurred_at": WHEN,
+    }
+    body.update(fields)
+    return body
+
+
+def test_shown_bundles_become_one_bundle_impression_event_with_positions_and_propensities(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    shown = [
+        {"bundle_id": "b-1", "position": 0, "propensity": 0.61},
+        {"bundle_id": "b-2", "position": 1, "propensity": 0.2},
+    ]
+
+    response = client.post(
+        "/v1/feedback", json=feedback("shown", bundles=shown, model_version="m-7", policy_version="p-3")
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "event_id": "fb-shown-0001",
+        "event_type": "bundle_impression",
+        "impression_id": "imp-1234",
+    }
+    [[event]] = publisher.batches
+    assert isinstance(event, BundleImpressionEvent)
+    assert event.model_dump(mode="json", exclude={"context", "schema_version"}) == {
+        "type": "bundle_impression",
+        "event_id": "fb-shown-0001",
+        "catalog_id": "amazon",
+        "user_id": "shopper-42",
+        "session_id": "s-9",
+        "event_time": "2026-05-01T12:00:00Z",
+        "impression_id": "imp-1234",
+        "bundles": [ShownBundle.model_validate(b).model_dump() for b in shown],
+        "model_version": "m-7",
+        "policy_version": "p-3",
+    }
+
+
+@pytest.mark.parametrize(("action", "event_type"), [("clicked", "bundle_click"), ("bought", "bundle_purchase")])
+def test_a_clicked_or_bought_bundle_becomes_its_outcome_event(
+    client: TestClient, publisher: RecordingPublisher, action: str, event_type: str
+) -> None:
+    extra = {"revenue": 42.5} if action == "bought" else {}
+
+    response = client.post("/v1/feedback", json=feedback(action, bundle_id="b-2", **extra))
+
+    assert response.status_code == 200, response.text
+    [[event]] = publisher.batches
+    assert isinstance(event, BundleOutcomeEvent)
+    assert (event.type, event.event_id, event.bundle_id, event.impression_id, event.revenue) == (
+        event_type,
+        f"fb-{action}-0001",
+        "b-2",
+        "imp-1234",
+        42.5 if action == "bought" else None,
+    )
+
+
+def test_the_idempotency_key_header_stands_for_a_missing_feedback_id(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    body = feedback("clicked", bundle_id="b-1")
+    del body["feedback_id"]
+
+    response = client.post("/v1/feedback", json=body, headers={"Idempotency-Key": "click-from-header-1"})
+
+    assert response.status_code == 200
+    assert publisher.batches[0][0].event_id == "click-from-header-1"
+
+
+def test_feedback_without_a_client_id_is_refused_the_gateway_never_mints_one(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    body = feedback("clicked", bundle_id="b-1")
+    del body["feedback_id"]
+
+    response = client.post("/v1/feedback", json=body)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert "feedback_id" in response.json()["detail"]
+    assert publisher.batches == []
+
+
+def test_a_feedback_id_and_a_different_idempotency_key_are_refused(client: TestClient) -> None:
+    response = client.post(
+        "/v1/feedback", json=feedback("clicked", bundle_id="b-1"), headers={"Idempotency-Key": "another-id-0001"}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == "feedback_id differs from the Idempotency-Key header; send one of them"
+
+
+def test_an_idempotency_key_that_cannot_be_an_event_id_is_refused(client: TestClient) -> None:
+    body = feedback("clicked", bundle_id="b-1")
+    del body["feedback_id"]
+
+    response = client.post("/v1/feedback", json=body, headers={"Idempotency-Key": "short"})
+
+    assert response.status_code == 422
+    assert "8 to 128" in response.json()["detail"]
+
+
+def test_a_clicked_feedback_without_a_bundle_is_a_422_naming_the_field(client: TestClient) -> None:
+    response = client.post("/v1/feedback", json=feedback("clicked"))
+
+    assert response.status_code == 422
+    assert "bundle_id" in response.json()["detail"]
+
+
+def test_feedback_is_not_acknowledged_while_the_event_log_is_down(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    publisher.failure = Unavailable("Kafka is not reachable; retry later")
+
+    response = client.post("/v1/feedback", json=feedback("clicked", bundle_id="b-1"))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
