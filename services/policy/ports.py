@@ -15,6 +15,14 @@ class SnapshotStore(Protocol):
         """The snapshot with the highest version of ``catalog_id``, or None if none was published."""
         ...
 
+    def get(self, catalog_id: str, version: int) -> Snapshot | None:
+        """Version ``version`` of ``catalog_id``, or None if there is no such version."""
+        ...
+
+    def history(self, catalog_id: str, limit: int) -> list[Snapshot]:
+        """The ``limit`` newest snapshots of ``catalog_id``, newest first."""
+        ...
+
     def publish(self, catalog_id: str, params: PolicyParams, note: str) -> int:
         """Stores ``params`` as the next version of ``catalog_id`` and returns that version.
 

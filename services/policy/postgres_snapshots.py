@@ -104,24 +104,38 @@ class PostgresSnapshotStore:
         self._engine = engine
 
     def latest(self, catalog_id: str) -> Snapshot | None:
+        found = self._read(catalog_id, None, 1)
+        return found[0] if found else None
+
+    def get(self, catalog_id: str, version: int) -> Snapshot | None:
+        found = self._read(catalog_id, version, 1)
+        return found[0] if found else None
+
+    def history(self, catalog_id: str, limit: int) -> list[Snapshot]:
+        return self._read(catalog_id, None, limit)
+
+    def _read(self, catalog_id: str, version: int | None, limit: int) -> list[Snapshot]:
         query = (
             select(_T.c.version, _T.c.policy_name, _T.c.params, _T.c.note, _T.c.created_at)
             .where(_T.c.catalog_id == catalog_id)
             .order_by(_T.c.version.desc())
-            .limit(1)
+            .limit(limit)
         )
+        if version is not None:
+            query = query.where(_T.c.version == version)
         with _store_unavailable_on_connection_errors(), self._engine.connect() as conn:
-            row = conn.execute(query).one_or_none()
-        if row is None:
-            return None
-        return Snapshot(
-            catalog_id=catalog_id,
-            version=row.version,
-            policy_name=row.policy_name,
-            params=params_from_json(row.params),
-            note=row.note,
-            created_at=row.created_at,
-        )
+            rows = conn.execute(query).all()
+        return [
+            Snapshot(
+                catalog_id=catalog_id,
+                version=row.version,
+                policy_name=row.policy_name,
+                params=params_from_json(row.params),
+                note=row.note,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
 
     def publish(self, catalog_id: str, params: PolicyParams, note: str) -> int:
         next_version = (

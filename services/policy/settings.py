@@ -26,3 +26,9 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         ge=1,
         description="Recent (impression, bundle) pairs remembered to ignore repeated events, per kind.",
     )
+    policy_max_rate_change: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Guard rail: how far one refresh may move any bundle's expected click rate.",
+    )

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from services.policy.domain import BetaArms, LogPartition, Observation
+from services.policy.domain import BetaArms, LogPartition, Observation, PolicyParams
 from services.policy.metrics import (
     OUTCOMES,
     PUBLISH_DURATION,
@@ -37,6 +37,7 @@ from services.policy.metrics import (
     OutcomeKind,
 )
 from services.policy.ports import SnapshotStore
+from services.policy.rollout import RefreshGuard
 from shared.errors import Unavailable
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType, InvalidEvent, parse_event
 
@@ -66,6 +67,12 @@ class PolicyUpdater:
     ``publish_every_outcomes`` bundle events were learned from since the last publish. A store that is
     unavailable is retried every ``publish_every_s``; any other error ends the loop, marks
     :attr:`crashed` and calls ``on_crash`` so that the process can exit and be restarted.
+
+    Every publish is a guard-railed refresh of the approved version (``guard``, see
+    :mod:`services.policy.rollout`). Before publishing a catalog, the updater checks its latest version:
+    one it did not publish itself (a promotion or a rollback) is adopted, i.e. loaded into the learner,
+    and becomes the approved version; what was learned since the updater's own last publish is dropped
+    with it (logged), as the operator asked.
     """
 
     def __init__(
@@ -76,8 +83,10 @@ class PolicyUpdater:
         publish_every_s: float,
         publish_every_outcomes: int,
         poll_timeout_ms: int = 200,
+        guard: RefreshGuard | None = None,
     ) -> None:
         self._store = store
+        self._guard = guard
         self._learner = learner
         self._consumer_factory = consumer_factory
         self._publish_every_s = publish_every_s
@@ -86,6 +95,8 @@ class PolicyUpdater:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._crashed = False
+        # Per catalog: the latest version this process published, restored or adopted, and its params.
+        self._approved: dict[str, tuple[int, PolicyParams]] = {}
         # Per catalog: the positions its latest snapshot (published or restored) covers.
         self._snapshot_positions: dict[str, dict[LogPartition, int]] = {}
         # Next offset to read per partition, in this process; what a commit would cover.
@@ -96,6 +107,13 @@ class PolicyUpdater:
         self._next_publish_at = 0.0
         # After a failed publish, the outcome count does not trigger a retry before this time.
         self._retry_at = 0.0
+
+    def approved_version(self, catalog: str) -> int | None:
+        """The version of ``catalog`` this updater last published, restored or adopted (None: none yet).
+
+        Read from another thread, it may lag the loop by one publish."""
+        approved = self._approved.get(catalog)
+        return None if approved is None else approved[0]
 
     @property
     def crashed(self) -> bool:
@@ -161,6 +179,7 @@ class PolicyUpdater:
                         continue
                     self._learner.load(catalog, snapshot.params)
                     self._snapshot_positions[catalog] = dict(snapshot.params.log_positions)
+                    self._approved[catalog] = (snapshot.version, snapshot.params)
                     PUBLISHED_VERSION.labels(catalog).set(snapshot.version)
                     log.info(
                         "restored policy of %s from version %d (%d arms)",
@@ -238,13 +257,17 @@ class PolicyUpdater:
         return True
 
     def _publish(self, catalog: str) -> bool:
-        positions = dict(self._snapshot_positions.get(catalog, {}))
-        for position, offset in self._read_positions.items():
-            positions[position] = max(offset, positions.get(position, 0))
-        params = replace(self._learner.snapshot(catalog), log_positions=positions)
         events = self._unpublished[catalog]
         started = time.perf_counter()
         try:
+            if self._adopt_external_version(catalog, events):
+                return True
+            positions = dict(self._snapshot_positions.get(catalog, {}))
+            for position, offset in self._read_positions.items():
+                positions[position] = max(offset, positions.get(position, 0))
+            learned = replace(self._learner.snapshot(catalog), log_positions=positions)
+            approved = self._approved.get(catalog)
+            params = learned if self._guard is None else self._guard.apply(approved and approved[1], learned)
             version = self._store.publish(catalog, params, note=f"learned from {events} more bundle events")
         except Unavailable as exc:
             PUBLISH_FAILURES.inc()
@@ -253,8 +276,34 @@ class PolicyUpdater:
         PUBLISH_DURATION.observe(time.perf_counter() - started)
         PUBLISHED_VERSION.labels(catalog).set(version)
         self._snapshot_positions[catalog] = positions
+        self._approved[catalog] = (version, params)
         del self._unpublished[catalog]
         log.info(
             "published policy of %s version %d (%d arms, %d new events)", catalog, version, len(params.arms), events
+        )
+        return True
+
+    def _adopt_external_version(self, catalog: str, events: int) -> bool:
+        """Loads a version of ``catalog`` published by someone else since this process's last one;
+        True if there was one. Raises Unavailable."""
+        latest = self._store.latest(catalog)
+        approved = self._approved.get(catalog)
+        if latest is None or (approved is not None and latest.version == approved[0]):
+            return False
+        self._learner.load(catalog, latest.params)
+        positions = dict(latest.params.log_positions)
+        for position, offset in self._read_positions.items():
+            positions[position] = max(offset, positions.get(position, 0))
+        self._snapshot_positions[catalog] = positions
+        self._approved[catalog] = (latest.version, latest.params)
+        PUBLISHED_VERSION.labels(catalog).set(latest.version)
+        del self._unpublished[catalog]
+        log.warning(
+            "policy of %s: adopted version %d published elsewhere (%s); dropped %d bundle events learned since "
+            "this process's last publish",
+            catalog,
+            latest.version,
+            latest.note,
+            events,
         )
         return True

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from services.policy.domain import BetaArms
 from services.policy.postgres_snapshots import PostgresSnapshotStore
+from services.policy.rollout import RefreshGuard
 from services.policy.servicer import PolicyServicer
 from services.policy.settings import PolicySettings
 from services.policy.updater import PolicyUpdater
@@ -65,6 +66,7 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         ),
         publish_every_s=settings.policy_publish_every_s,
         publish_every_outcomes=settings.policy_publish_every_outcomes,
+        guard=RefreshGuard(settings.policy_max_rate_change),
     )
     servicer = PolicyServicer(store)
 

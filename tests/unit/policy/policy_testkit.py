@@ -146,6 +146,14 @@ class InMemorySnapshotStore:
             mine = [s for s in self.snapshots if s.catalog_id == catalog_id]
         return mine[-1] if mine else None
 
+    def get(self, catalog_id: str, version: int) -> Snapshot | None:
+        with self._lock:
+            return next((s for s in self.snapshots if (s.catalog_id, s.version) == (catalog_id, version)), None)
+
+    def history(self, catalog_id: str, limit: int) -> list[Snapshot]:
+        with self._lock:
+            return [s for s in reversed(self.snapshots) if s.catalog_id == catalog_id][:limit]
+
     def publish(self, catalog_id: str, params: PolicyParams, note: str) -> int:
         with self._lock:
             if self.fail_next_publishes > 0:

@@ -1,0 +1,97 @@
+"""Guard-railed refreshes, promotion only with off-policy evidence, and rollback as a new version."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from services.policy.domain import Arm, PolicyParams
+from services.policy.rollout import OpeEvidence, PromotionRefused, PromotionRule, RefreshGuard, promote, rollback
+from shared.errors import NotFound
+from tests.unit.policy.policy_testkit import InMemorySnapshotStore
+
+
+def params(*arms: Arm, temperature: float = 0.1, ctr_weight: float = 1.0) -> PolicyParams:
+    return PolicyParams(temperature, ctr_weight, 1.0, 20.0, tuple(arms), {("events", 0): 7})
+
+
+def evidence(impressions: int = 20_000, low: float = 0.001) -> OpeEvidence:
+    return OpeEvidence("dr", impressions, 0.12, 0.01, low, 0.02)
+
+
+def test_a_refresh_moves_each_click_rate_at_most_the_allowed_step_and_keeps_the_counts() -> None:
+    approved = params(Arm("b1", 100, 10, 11.0, 110.0), temperature=0.3, ctr_weight=2.0)  # mean 0.0909
+    learned = params(Arm("b1", 150, 60, 61.0, 110.0), Arm("b2", 10, 9, 10.0, 21.0))  # means 0.357, 0.323
+
+    refreshed = RefreshGuard(max_rate_change=0.05).apply(approved, learned)
+
+    b1, b2 = refreshed.arms
+    assert b1.expected_click_rate == pytest.approx(11.0 / 121.0 + 0.05)
+    assert b1.alpha + b1.beta == pytest.approx(171.0)
+    assert (b1.impressions, b1.clicks) == (150, 60)
+    assert b2.expected_click_rate == pytest.approx(1.0 / 21.0 + 0.05)  # a new arm starts from the prior mean
+    assert (refreshed.temperature, refreshed.ctr_weight) == (0.3, 2.0)
+
+
+def test_a_change_within_the_step_passes_unchanged() -> None:
+    approved = params(Arm("b1", 100, 10, 11.0, 110.0))
+    learned = params(Arm("b1", 110, 12, 13.0, 118.0))
+
+    assert RefreshGuard(0.05).apply(approved, learned).arms == learned.arms
+
+
+def test_the_first_publish_has_nothing_to_bound_against() -> None:
+    learned = params(Arm("b1", 10, 9, 10.0, 21.0))
+
+    assert RefreshGuard(0.05).apply(None, learned) == learned
+
+
+@pytest.mark.parametrize(
+    ("proof", "reason"),
+    [(evidence(impressions=500), "only 500 impressions"), (evidence(low=-0.004), "may be worse")],
+)
+def test_promotion_without_enough_evidence_is_refused_and_publishes_nothing(proof: OpeEvidence, reason: str) -> None:
+    store = InMemorySnapshotStore()
+    store.publish("shop", params(Arm("b1", 1, 0, 1.0, 21.0)), note="learned")
+
+    with pytest.raises(PromotionRefused, match=reason):
+        promote(store, "shop", params(temperature=0.5), proof, PromotionRule(min_impressions=10_000))
+
+    assert [s.version for s in store.snapshots] == [1]
+
+
+def test_a_promotion_publishes_the_candidate_with_its_evidence_in_the_note() -> None:
+    store = InMemorySnapshotStore()
+    store.publish("shop", replace(params(), log_positions={("events", 0): 42}), note="learned")
+
+    version = promote(store, "shop", params(temperature=0.5), evidence(), PromotionRule(min_impressions=10_000))
+
+    promoted = store.latest("shop")
+    assert promoted is not None
+    assert (version, promoted.params.temperature) == (2, 0.5)
+    assert promoted.params.log_positions == {("events", 0): 42}
+    assert promoted.note.startswith("promoted: OPE dr over 20000 impressions")
+
+
+def test_a_rollback_republishes_an_earlier_version_under_a_higher_one() -> None:
+    store = InMemorySnapshotStore()
+    first = params(Arm("b1", 10, 1, 2.0, 29.0))
+    store.publish("shop", first, note="v1")
+    store.publish("shop", replace(params(Arm("b1", 99, 50, 51.0, 69.0)), log_positions={("events", 0): 99}), "v2")
+
+    version = rollback(store, "shop", to_version=1)
+
+    latest = store.latest("shop")
+    assert latest is not None
+    assert (version, latest.params.arms) == (3, first.arms)
+    assert latest.params.log_positions == {("events", 0): 99}  # the rolled-back events are not learned again
+    assert latest.note == "rollback to version 1 (from 2)"
+
+
+def test_a_rollback_to_an_unknown_version_is_not_found() -> None:
+    store = InMemorySnapshotStore()
+    store.publish("shop", params(), note="v1")
+
+    with pytest.raises(NotFound):
+        rollback(store, "shop", to_version=5)
