@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -203,9 +203,14 @@ def shopper_events(
 
 @contextmanager
 def isolated_pipeline(
-    purpose: str, log_dir: Path, services: tuple[str, ...] = ("ingestion",)
+    purpose: str,
+    log_dir: Path,
+    services: tuple[str, ...] = ("ingestion",),
+    service_env: Mapping[str, str] | None = None,
 ) -> Iterator[IsolatedPipeline]:
-    """Our namespace (migrated, with the small catalog), topics and ``services``; all gone afterwards."""
+    """Our namespace (migrated, with the small catalog), topics and ``services``; all gone afterwards.
+
+    ``service_env`` adds settings for the services (e.g. a gateway's limits)."""
     run_id = uuid.uuid4().hex[:8]
     namespace = f"{purpose}_{run_id}"
     topic, deadletter = f"it-{purpose}-{run_id}.events.v1", f"it-{purpose}-{run_id}.deadletter.v1"
@@ -215,7 +220,7 @@ def isolated_pipeline(
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     load_small_catalog(engine, client, namespace)
     pipeline = IsolatedPipeline(run_id, namespace, topic, deadletter, engine, client, LocalStack({}, log_dir))
-    pipeline.stack = LocalStack.with_free_ports(pipeline.env(), log_dir)
+    pipeline.stack = LocalStack.with_free_ports({**pipeline.env(), **(service_env or {})}, log_dir)
     try:
         pipeline.stack.start(services)
         yield pipeline
