@@ -78,8 +78,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storefront]:
         assert shop.call("POST", f"/v1/catalogs/{GARDEN}/bundles", {"bundles": kits}).status_code == 200
 
         for n, (buyer, kit) in enumerate(PURCHASES):
+            feedback_id = f"fb-{pipeline.run_id}-{n:02d}"
             body = {
-                "feedback_id": f"fb-{pipeline.run_id}-{n:02d}",
+                "feedback_id": feedback_id,
                 "action": "bought",
                 "catalog_id": GARDEN,
                 "user_id": buyer,
@@ -90,7 +91,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storefront]:
             for _ in range(2 if n == 0 else 1):  # the first is retried: it must count once
                 reply = shop.call("POST", "/v1/feedback", body)
                 assert reply.status_code == 200, reply.text
-            shop.feedback_ids.append(body["feedback_id"])
+            shop.feedback_ids.append(feedback_id)
         seed_interest = {
             "type": "purchase",
             "event_id": f"ev-{pipeline.run_id}-seeds",
