@@ -34,7 +34,7 @@ KUBERNETES_VERSION = "1.33"
 
 # Every kustomization that `kubectl kustomize` must build, relative to deploy/k8s or deploy/.
 OVERLAYS = ("k8s/overlays/dev", "k8s/overlays/prod")
-KUSTOMIZATIONS = ("k8s/base", "k8s/data", "monitoring", *OVERLAYS)
+KUSTOMIZATIONS = ("k8s/base", "k8s/data", "k8s/jobs", "monitoring", *OVERLAYS)
 
 Manifest = dict[str, Any]
 

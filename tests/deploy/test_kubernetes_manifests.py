@@ -10,6 +10,7 @@ import kubernetes_validate  # type: ignore[import-untyped]  # ships no type hint
 import pytest
 
 from services.embedding.settings import EmbeddingSettings
+from services.featurestore import rebuild_cli
 from shared.grpc_client import CHANNEL_OPTIONS
 from shared.grpc_server import MAX_MESSAGE_BYTES
 from tests.deploy.deploy_files import (
@@ -244,3 +245,12 @@ def test_custom_resources_name_the_operators_cluster_and_topics_the_services_use
         ("apps/v1", "StatefulSet"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
     } <= CUSTOM_RESOURCES
+
+
+def test_the_rebuild_job_runs_the_rebuild_command_as_ingestion_with_its_confirmation() -> None:
+    (job,) = of_kind(render("k8s/jobs"), "Job").values()
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "ingestion"
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "services.featurestore.rebuild_cli"]
+    assert rebuild_cli.parse_args(container["args"]).yes is True
