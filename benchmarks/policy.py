@@ -212,10 +212,10 @@ def simulate_policies(world: World, impressions: int, batch: int, seeds: int) ->
     }, first_runs
 
 
-def cumulative_reward_svg(runs: Sequence[Run], batch: int, width: int = 720, height: int = 420) -> str:
+def cumulative_reward_svg(runs: Sequence[Run], batch: int, width: int = 800, height: int = 420) -> str:
     """A line chart of cumulative expected clicks against impressions, one line per run (SVG text)."""
     colours = ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd"]
-    left, right, top, bottom = 70, 200, 30, 50
+    left, right, top, bottom = 70, 250, 30, 50
     plot_w, plot_h = width - left - right, height - top - bottom
     series = [(run.policy, run.cumulative_expected()) for run in runs]
     x_max = max(len(values) for _, values in series) * batch
