@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from tests.deploy.deploy_files import REPO, compose_config, docker_compose, services
+from tests.deploy.deploy_files import MONITORING, REPO, compose_config, docker_compose, load_yaml, services
 
 INFRASTRUCTURE = {"kafka", "postgres", "redis", "prometheus", "grafana"}
 ONE_SHOT = {"kafka-init", "migrate", "load-catalogs"}
@@ -79,3 +79,21 @@ def test_grafana_and_prometheus_mount_the_provisioning_and_rules_from_deploy_mon
     assert "deploy/monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
     assert "deploy/monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
     assert "deploy/monitoring/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus
+
+
+def test_callers_and_prometheus_use_the_ports_the_services_listen_on() -> None:
+    listening = {
+        name: {k: v for k, v in service.get("environment", {}).items() if k.endswith("_PORT")}
+        for name, service in compose_services().items()
+    }
+    for name, service in compose_services().items():
+        for key, value in service.get("environment", {}).items():
+            if key.endswith("_ADDR"):
+                host, port = str(value).rsplit(":", 1)
+                assert listening[host]["BUNDLEWISE_GRPC_PORT"] == port, (name, key)
+    scrape = load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]
+    for job in scrape:
+        ((target,),) = [c["targets"] for c in job["static_configs"]]
+        host, port = target.rsplit(":", 1)
+        own = listening[host]
+        assert port == own.get("BUNDLEWISE_METRICS_PORT", own.get("BUNDLEWISE_HTTP_PORT")), job["job_name"]

@@ -254,3 +254,21 @@ def test_the_rebuild_job_runs_the_rebuild_command_as_ingestion_with_its_confirma
     (container,) = pod["spec"]["containers"]
     assert container["command"] == ["python", "-m", "services.featurestore.rebuild_cli"]
     assert rebuild_cli.parse_args(container["args"]).yes is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ports_a_service_listens_on_are_the_ports_its_pod_service_and_scrape_annotation_name(overlay: str) -> None:
+    manifests = render(overlay)
+    for name, container in deployments(manifests):
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        listens = {
+            "grpc": env.get("BUNDLEWISE_GRPC_PORT"),
+            "metrics": env.get("BUNDLEWISE_METRICS_PORT"),
+            "http": env.get("BUNDLEWISE_HTTP_PORT"),
+        }
+        assert {k: str(v) for k, v in ports.items()} == {k: v for k, v in listens.items() if v is not None}, name
+        service_ports = {p["name"]: p["port"] for p in of_kind(manifests, "Service")[name]["spec"]["ports"]}
+        assert service_ports == ports, name
+        annotations = of_kind(manifests, "Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+        assert int(annotations["prometheus.io/port"]) == ports.get("metrics", ports.get("http")), name
