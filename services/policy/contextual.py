@@ -15,10 +15,13 @@ probability ``epsilon`` a uniform random list is shown instead (:mod:`services.p
 so every position's propensity is exact.
 
 Position: a click at position ``k`` is ``examination_k × attractiveness`` (the position-based click
-model). The learner divides each position's reward by an estimate of ``examination_k`` before
-regressing. ``examination_k`` is estimated from the explored impressions alone (where every bundle is
-equally likely at every position, so the click-rate ratio of position ``k`` to position 0 is
-unbiased), shrunk towards ``1 / (k + 1)`` while there is little evidence.
+model), so the learner regresses each position's reward on ``examination_k × z`` and
+``examination_k`` as the bundle's own feature (hybrid LinUCB with a scalar arm feature): rewards are
+never divided by a small examination estimate, so an early, noisy estimate cannot blow a single click
+up into a huge target. ``examination_k`` is estimated from the explored impressions alone (where every
+bundle is equally likely at every position, so the click-rate ratio of position ``k`` to position 0
+is unbiased), shrunk towards ``1 / (k + 1)`` while there is little evidence and kept within a factor
+of 4 of it.
 
 Pure numpy; not thread-safe (one updater thread owns it). State is plain sums, so a refresh can be
 bounded (:meth:`HybridLinUCB.bounded_step_towards`) and a snapshot is exact (:meth:`state`).
@@ -45,6 +48,7 @@ FEATURES = (
     "shopper_clicked_before",
 )
 PRIOR_STRENGTH = 50.0  # explored impressions' worth of weight on the 1/(k+1) examination prior
+PRIOR_CLICK_RATE = 0.05  # click rate at position 0 assumed before any explored impression
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,10 @@ class BanditConfig:
 class BanditState:
     """The sufficient statistics: everything learned, as sums (so two states can be blended).
 
-    ``shared_gram`` = Σ z zᵀ [d, d]; ``shared_target`` = Σ y z [d]; per bundle: ``bundle_counts``
-    (observations), ``bundle_features`` = Σ z [n_bundles, d], ``bundle_target`` = Σ y; position
-    clicks and explored impressions per position for the examination estimate.
+    With ``e`` the examination of the position an observation was shown at, ``z`` its features and
+    ``y`` its reward: ``shared_gram`` = Σ (e z)(e z)ᵀ [d, d]; ``shared_target`` = Σ y e z [d]; per
+    bundle: ``bundle_counts`` = Σ e², ``bundle_features`` = Σ e² z [n_bundles, d], ``bundle_target``
+    = Σ e y; clicks and explored impressions per position for the examination estimate.
     """
 
     shared_gram: FloatArray
@@ -126,13 +131,9 @@ class HybridLinUCB:
         """Estimated examination probability per position, relative to position 0 (which is 1)."""
         s = self._state
         prior = 1.0 / (np.arange(self.config.slate_size) + 1.0)
-        rate = (s.explored_clicks + PRIOR_STRENGTH * prior * self._base_rate()) / (s.explored_shown + PRIOR_STRENGTH)
-        return np.asarray(np.clip(rate / max(rate[0], 1e-12), 1e-3, 1.0), dtype=np.float64)
-
-    def _base_rate(self) -> float:
-        s = self._state
-        shown = float(s.explored_shown[0])
-        return float(s.explored_clicks[0]) / shown if shown > 0 else 0.05
+        top_rate = (s.explored_clicks[0] + PRIOR_STRENGTH * PRIOR_CLICK_RATE) / (s.explored_shown[0] + PRIOR_STRENGTH)
+        rate = (s.explored_clicks + PRIOR_STRENGTH * prior * top_rate) / (s.explored_shown + PRIOR_STRENGTH)
+        return np.asarray(np.clip(rate / rate[0], prior / 4.0, 1.0), dtype=np.float64)
 
     def _solve(self) -> None:
         s, c = self._state, self.config
@@ -179,16 +180,16 @@ class HybridLinUCB:
         self._state = BanditState(
             s.shared_gram, s.shared_target, s.bundle_counts, s.bundle_features, s.bundle_target, clicks, shown
         )
-        target = rewards / self.examination()[None, :k]
-        z = features.reshape(-1, self.n_features)
-        y = target.reshape(-1)
+        examination = np.broadcast_to(self.examination()[None, :k], rewards.shape).reshape(-1)
+        z = features.reshape(-1, self.n_features) * examination[:, None]
+        y = rewards.reshape(-1)
         b = bundles.reshape(-1)
         counts = s.bundle_counts.copy()
         sums = s.bundle_features.copy()
         bundle_target = s.bundle_target.copy()
-        np.add.at(counts, b, 1.0)
-        np.add.at(sums, b, z)
-        np.add.at(bundle_target, b, y)
+        np.add.at(counts, b, examination**2)
+        np.add.at(sums, b, z * examination[:, None])
+        np.add.at(bundle_target, b, y * examination)
         self._state = BanditState(
             s.shared_gram + z.T @ z, s.shared_target + z.T @ y, counts, sums, bundle_target, clicks, shown
         )
