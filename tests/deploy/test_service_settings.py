@@ -4,7 +4,9 @@ Deployment and its compose service give it."""
 
 from __future__ import annotations
 
+import base64
 import re
+from urllib.parse import urlparse
 
 import pytest
 
@@ -17,6 +19,7 @@ from tests.deploy.deploy_files import (
     deployments,
     env_name,
     example_secret,
+    of_kind,
     read_env_file,
     render,
     service_config,
@@ -142,3 +145,30 @@ def test_the_compose_file_holds_no_secret_itself() -> None:
         for line in text.splitlines():
             if re.match(rf"\s*[A-Z_]*{variable}[A-Z_]*:", line):
                 assert "${" in line, line
+
+
+def test_in_development_the_urls_point_at_the_data_stores_with_their_passwords() -> None:
+    manifests = render("k8s/overlays/dev")
+    secrets = of_kind(manifests, "Secret")
+    urls = container_env(manifests, dict(deployments(manifests))["ingestion"], extra_secrets={}).values
+
+    def decoded(secret: str, key: str) -> str:
+        return base64.b64decode(secrets[secret]["data"][key]).decode()
+
+    postgres = urlparse(urls["BUNDLEWISE_POSTGRES_URL"])
+    redis = urlparse(urls["BUNDLEWISE_REDIS_URL"])
+    assert (postgres.username, postgres.password) == (
+        decoded("bundlewise-pg-app", "username"),
+        decoded("bundlewise-pg-app", "password"),
+    )
+    assert redis.password == decoded("bundlewise-redis", "password")
+    # CloudNativePG's read-write Service, the Redis Service and Strimzi's bootstrap Service.
+    cluster = of_kind(manifests, "Cluster")["bundlewise-pg"]
+    assert postgres.hostname == f"{cluster['metadata']['name']}-rw.bundlewise-data.svc.cluster.local"
+    assert postgres.path == "/" + cluster["spec"]["bootstrap"]["initdb"]["database"]
+    assert (
+        redis.hostname
+        == f"{of_kind(manifests, 'Service')['redis']['metadata']['name']}.bundlewise-data.svc.cluster.local"
+    )
+    kafka = of_kind(manifests, "Kafka")["bundlewise"]["metadata"]["name"]
+    assert urls["BUNDLEWISE_KAFKA_BOOTSTRAP"] == f"{kafka}-kafka-bootstrap.bundlewise-data.svc.cluster.local:9092"
