@@ -25,9 +25,13 @@ router = APIRouter(tags=["catalog"], dependencies=[requires(Scope.CATALOG_ADMIN)
 
 MAX_PER_REQUEST = 1000
 Price = Annotated[float, Field(ge=0, le=1e7)]
-Text = Annotated[str, Field(min_length=1, max_length=500)]
-ImageUrl = Annotated[str, Field(max_length=2048, pattern=r"^(https?://\S+)?$", description="http(s) URL, or empty.")]
-Category = Annotated[str, Field(min_length=1, max_length=128)]
+# No control characters: PostgreSQL text cannot hold NUL, and none belongs in a title or category.
+Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ImageUrl = Annotated[
+    str,
+    Field(max_length=2048, pattern=r"^(https?://[^\s\x00-\x1f\x7f]+)?$", description="http(s) URL, or empty."),
+]
+Category = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class CatalogSyncNotConfigured(BundlewiseError):

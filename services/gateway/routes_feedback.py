@@ -59,8 +59,12 @@ class ShownFeedback(_FeedbackBase):
     bundles: list[ShownBundle] = Field(
         min_length=1, max_length=100, description="Each shown bundle with its position and the answer's propensity."
     )
-    model_version: str = Field(default="", max_length=64, description="The answer's model_version.")
-    policy_version: str = Field(default="", max_length=64, description="The answer's policy_version.")
+    model_version: str = Field(
+        default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$", description="The answer's model_version."
+    )
+    policy_version: str = Field(
+        default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$", description="The answer's policy_version."
+    )
 
 
 class ClickedFeedback(_FeedbackBase):

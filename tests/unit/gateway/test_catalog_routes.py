@@ -164,3 +164,10 @@ def test_without_postgres_and_redis_catalog_sync_answers_501_saying_what_to_set(
 
     assert response.status_code == 501
     assert "BUNDLEWISE_POSTGRES_URL" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["\u0000m", "line\nbreak", "tab\there"])
+def test_a_name_with_control_characters_is_a_422_not_a_database_error(admin: TestClient, name: str) -> None:
+    response = admin.put("/v1/catalogs/outdoor", json={"name": name})
+
+    assert response.status_code == 422
