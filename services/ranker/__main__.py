@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from bundlewise.ranker.v1 import ranker_pb2_grpc
@@ -16,6 +17,12 @@ def main() -> int:
     settings = settings_and_logging("ranker", RankerSettings)
     service = build_service(settings)
     service.policies.start()
+    if service.warm_up is not None:
+        logging.getLogger(__name__).info("catalogs loaded before serving: %s", service.warm_up() or "none yet")
+    if service.models is not None:
+        service.models.start()
+    else:
+        logging.getLogger(__name__).info("no BUNDLEWISE_POSTGRES_URL: serving without trained models")
     server = start_grpc_server(
         "ranker",
         [
@@ -28,6 +35,8 @@ def main() -> int:
         settings.metrics_port,
     )
     server.on_stop.append(service.policies.close)
+    if service.models is not None:
+        server.on_stop.append(service.models.stop)
     server.wait()
     return 0
 

@@ -5,10 +5,11 @@ into memory takes the per-request work from hundreds of Redis commands (and two 
 to dictionary lookups. The copy is current by construction: every write to the catalog mirror sets
 a fresh version token (:meth:`shared.store.redis_keys.CatalogKeys.catalog_version`), the ranker
 reads the token in the same Redis round trip as the shopper's features, and a request that sees a
-token other than its copy's reloads the copy before it answers. A retired item therefore never
-appears once its retirement was written. Purchases (the popularity order) move with every order, so
-they are read per request for the shortlist; the order of the category and popularity lists is the
-one at load time, refreshed in the background when the copy is older than ``max_age_s``.
+token other than its copy's starts a reload in the background and, until it lands, reads the
+bundles and items it answers with from Redis itself. A retired item therefore never appears once
+its retirement was written. Purchases (the popularity order) move with every order, so they are
+read per request for the shortlist; the order of the category and popularity lists is the one at
+load time, refreshed in the background when the copy is older than ``max_age_s``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -
 
 
 class CatalogSnapshots:
-    """The current copy of each catalog, reloaded when its version changes or it grows old."""
+    """The copy of each catalog, reloaded in the background when its version changes or it grows old.
+
+    A request never waits for a reload (a large catalog takes longer than a request's deadline):
+    :meth:`current` says whether the copy it returns is current, and a caller given a stale copy
+    reads what must be exact (retired flags, bundle members) from Redis itself until the reload lands.
+    """
 
     def __init__(self, client: redis.Redis, keys_of: Callable[[str], CatalogKeys], max_age_s: float) -> None:
         self._client = client
@@ -141,18 +147,27 @@ class CatalogSnapshots:
         self._lock = threading.Lock()
         self._refreshing: set[str] = set()
 
-    def current(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
-        """The copy of ``catalog_id`` at ``version`` (just read from Redis), loading it if needed."""
+    def current(self, catalog_id: str, version: str | None) -> tuple[CatalogSnapshot, bool]:
+        """The copy of ``catalog_id`` and whether it is at ``version`` (just read from Redis).
+
+        A catalog seen for the first time is loaded before answering (warm rankers up with
+        :meth:`load` to spare the first request that wait).
+        """
         snapshot = self._snapshots.get(catalog_id)
-        if snapshot is not None and snapshot.version == version:
-            if time.monotonic() - snapshot.loaded_at > self._max_age_s:
-                self._refresh_in_background(catalog_id, version)
-            return snapshot
-        with self._lock:  # one load at a time; the requests that wait use its result
-            snapshot = self._snapshots.get(catalog_id)
-            if snapshot is None or snapshot.version != version:
-                snapshot = self._load(catalog_id, version)
-            return snapshot
+        if snapshot is None:
+            with self._lock:
+                snapshot = self._snapshots.get(catalog_id) or self._load(catalog_id, version)
+        if snapshot.version != version:
+            self._refresh_in_background(catalog_id, version)
+            return snapshot, False
+        if time.monotonic() - snapshot.loaded_at > self._max_age_s:
+            self._refresh_in_background(catalog_id, version)
+        return snapshot, True
+
+    def load(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
+        """Loads ``catalog_id`` now (at start-up, before serving)."""
+        with self._lock:
+            return self._load(catalog_id, version)
 
     def _load(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
         started = time.perf_counter()
@@ -169,7 +184,7 @@ class CatalogSnapshots:
         return snapshot
 
     def _refresh_in_background(self, catalog_id: str, version: str | None) -> None:
-        """Reloads an old copy for fresher popularity order, without holding up any request."""
+        """Reloads a copy without holding up any request; one reload per catalog at a time."""
         with self._lock:
             if catalog_id in self._refreshing:
                 return
@@ -177,10 +192,12 @@ class CatalogSnapshots:
 
         def refresh() -> None:
             try:
+                snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version)
                 with self._lock:
-                    self._load(catalog_id, version)
+                    self._snapshots[catalog_id] = snapshot
+                log.info("catalog %s reloaded at version %s", catalog_id, version)
             except redis.RedisError as exc:
-                log.warning("refreshing catalog %s failed (%s); keeping the loaded copy", catalog_id, exc)
+                log.warning("reloading catalog %s failed (%s); keeping the loaded copy", catalog_id, exc)
             finally:
                 with self._lock:
                     self._refreshing.discard(catalog_id)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
+from services.ranker.models import ServedModel
 
 
 class FeatureSource(Protocol):
@@ -37,4 +38,10 @@ class FeatureSource(Protocol):
 class PolicySource(Protocol):
     def current(self, catalog_id: str) -> PolicyParams:
         """The newest known policy of the catalog (the default one before any is published)."""
+        ...
+
+
+class ModelSource(Protocol):
+    def get(self, catalog_id: str) -> ServedModel | None:
+        """The trained model serving ``catalog_id`` now, if one was published."""
         ...

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
-from services.ranker.ports import FeatureSource, PolicySource
+from services.ranker.ports import FeatureSource, ModelSource, PolicySource
 
 MODEL_VERSION = "cooccurrence-v1"
 # Items whose neighbours are fetched: the cart plus the most recent history.
@@ -38,9 +38,13 @@ class Recommendation:
 
 
 class Recommender:
-    def __init__(self, features: FeatureSource, policies: PolicySource) -> None:
+    """Candidates from the catalog's trained model for shoppers it knows (and no cart or anchor given),
+    else from co-purchases, the cart, the shopper's categories and popularity; then the policy chooses."""
+
+    def __init__(self, features: FeatureSource, policies: PolicySource, models: ModelSource | None = None) -> None:
         self._features = features
         self._policies = policies
+        self._models = models
 
     def recommend(
         self,
@@ -70,7 +74,14 @@ class Recommender:
             self._features.bundles_by_category(catalog_id, signals.top_categories),
         )
 
-        shortlist = sorted(evidence, key=lambda b: (-evidence[b].score, b))[: CANDIDATES_PER_SLOT * k]
+        model = self._models.get(catalog_id) if self._models is not None and not anchors else None
+        # The model's scores rank a shopper's whole catalog (as the offline evaluation does); a cart or
+        # an anchor asks to complete it, which co-purchases answer.
+        personal = (
+            dict(model.top_bundles(user_id, CANDIDATES_PER_SLOT * k, signals.purchased_bundle_ids)) if model else {}
+        )
+        by_evidence = sorted(evidence, key=lambda b: (-evidence[b].score, b))
+        shortlist = list(personal) if personal else by_evidence[: CANDIDATES_PER_SLOT * k]
         cold_start = not shortlist
         if len(shortlist) < CANDIDATES_PER_SLOT * k:
             popular = self._features.popular_bundles(catalog_id, CANDIDATES_PER_SLOT * k)
@@ -86,17 +97,20 @@ class Recommender:
             for b in bundles.values()
             if domain.is_servable(b, items, signals) and constraints.allows(b, items)
         }
-        scored = [
-            (
-                bundle_id,
-                domain.final_score(
-                    evidence[bundle_id].score if bundle_id in evidence else _composed_score(bundle, weights),
-                    bundle,
-                    policy,
-                ),
-            )
-            for bundle_id, bundle in servable.items()
-        ]
+        if personal:  # model scores, adjusted by the policy alone (the model has learned popularity)
+            scored = [(b, personal[b] + policy.ctr_weight * policy.click_rate(b)) for b in servable if b in personal]
+        else:
+            scored = [
+                (
+                    bundle_id,
+                    domain.final_score(
+                        evidence[bundle_id].score if bundle_id in evidence else _composed_score(bundle, weights),
+                        bundle,
+                        policy,
+                    ),
+                )
+                for bundle_id, bundle in servable.items()
+            ]
         chosen = domain.choose(scored, k, policy, seed=f"{catalog_id}:{user_id}:{request_id}")
         return Recommendation(
             bundles=tuple(
@@ -106,16 +120,30 @@ class Recommender:
                     score=c.score,
                     propensity=c.propensity,
                     total_price=domain.effective_price(servable[c.bundle_id], items),
-                    explanation=domain.explain(evidence.get(c.bundle_id), servable[c.bundle_id], items, signals)
-                    if servable[c.bundle_id].source == "catalog"
-                    else "Composed for you from items often bought together",
+                    explanation=self._explain(c.bundle_id, servable, evidence, items, signals, bool(personal)),
                 )
                 for c in chosen
             ),
-            model_version=MODEL_VERSION,
+            model_version=model.version.label if personal and model is not None else MODEL_VERSION,
             policy_version=policy.version,
             cold_start=cold_start,
         )
+
+    @staticmethod
+    def _explain(
+        bundle_id: str,
+        servable: dict[str, BundleInfo],
+        evidence: dict[str, domain.Evidence],
+        items: dict[str, ItemInfo],
+        signals: domain.UserSignals,
+        by_model: bool,
+    ) -> str:
+        bundle = servable[bundle_id]
+        if bundle.source != "catalog":
+            return "Composed for you from items often bought together"
+        if by_model and bundle_id not in evidence:
+            return "Chosen by shoppers whose history is like yours"
+        return domain.explain(evidence.get(bundle_id), bundle, items, signals)
 
     def _compose(self, anchor: str, neighbours: Sequence[tuple[str, float]]) -> BundleInfo | None:
         """A generated bundle: the anchor with its most frequent companions, no duplicates."""

@@ -12,12 +12,13 @@ gRPC to everyone else.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 
-from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, item_from_hash
+from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_from_hash, item_from_hash
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import NotFound, Unavailable
 from shared.store.redis_keys import NamespaceKeys
@@ -35,8 +36,18 @@ class RedisFeatureSource:
         self._client = client
         self._keys = NamespaceKeys(namespace)
         self._snapshots = CatalogSnapshots(client, self._keys.catalog, snapshot_max_age_s)
-        # The copy each catalog's last user_signals call settled on; later calls of the same request use it.
-        self._current: dict[str, CatalogSnapshot] = {}
+        # The copy this thread's request settled on in user_signals, and whether it is current: a
+        # request is served by one thread (the gRPC server's pool), so requests never mix copies.
+        self._request = threading.local()
+
+    def warm_up(self) -> list[str]:
+        """Loads every catalog of the namespace (call before serving); returns their ids."""
+        catalogs = []
+        for key in self._client.scan_iter(match=self._keys.catalog_versions_pattern(), count=1000):
+            catalog_id = self._keys.catalog_of_version_key(key)
+            self._snapshots.load(catalog_id, self._client.get(key))  # type: ignore[arg-type]
+            catalogs.append(catalog_id)
+        return sorted(catalogs)
 
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
         keys = self._keys.catalog(catalog_id)
@@ -46,7 +57,7 @@ class RedisFeatureSource:
         pipe.smembers(keys.user_bundles(user_id))
         pipe.get(keys.catalog_version())
         recent, categories, bought, version = self._execute(pipe)
-        self._current[catalog_id] = self._snapshot(catalog_id, version)
+        self._settle(catalog_id, version)
         return UserSignals(
             recent_item_ids=tuple(recent),
             purchased_bundle_ids=frozenset(bought),
@@ -63,29 +74,47 @@ class RedisFeatureSource:
         return {item_id: list(scored) for item_id, scored in zip(item_ids, self._execute(pipe), strict=True)}
 
     def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
-        index = self._catalog(catalog_id).bundles_by_item
+        index = self._catalog(catalog_id)[0].bundles_by_item
         return {item_id: list(index.get(item_id, ())) for item_id in item_ids}
 
     def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
-        index = self._catalog(catalog_id).bundles_by_category
+        index = self._catalog(catalog_id)[0].bundles_by_category
         return {category: list(index.get(category, ())[:CATEGORY_CANDIDATES]) for category in categories}
 
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
-        snapshot = self._catalog(catalog_id)
+        snapshot, current = self._catalog(catalog_id)
+        keys = self._keys.catalog(catalog_id)
+        if not current:  # a reload is under way: the bundles themselves come from Redis
+            return self._bundles_from_redis(catalog_id, list(dict.fromkeys(bundle_ids)))
         known = [b for b in dict.fromkeys(bundle_ids) if b in snapshot.bundles]
         if not known:
             return {}
         pipe = self._client.pipeline(transaction=False)
-        pipe.zmscore(self._keys.catalog(catalog_id).bundle_popularity(), known)
+        pipe.zmscore(keys.bundle_popularity(), known)
         (scores,) = self._execute(pipe)
         return {
             b: dataclasses.replace(snapshot.bundles[b], purchases=int(score or 0))
             for b, score in zip(known, scores, strict=True)
         }
 
+    def _bundles_from_redis(self, catalog_id: str, bundle_ids: list[str]) -> dict[str, BundleInfo]:
+        if not bundle_ids:
+            return {}
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        for bundle_id in bundle_ids:
+            pipe.hgetall(keys.bundle(bundle_id))
+        pipe.zmscore(keys.bundle_popularity(), bundle_ids)
+        *hashes, scores = self._execute(pipe)
+        return {
+            b: bundle_from_hash(b, fields, int(score or 0))
+            for b, fields, score in zip(bundle_ids, hashes, scores, strict=True)
+            if fields
+        }
+
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
-        snapshot = self._catalog(catalog_id)
-        found = {i: snapshot.items[i] for i in item_ids if i in snapshot.items}
+        snapshot, current = self._catalog(catalog_id)
+        found = {i: snapshot.items[i] for i in item_ids if i in snapshot.items} if current else {}
         missing = [i for i in dict.fromkeys(item_ids) if i not in found]
         if missing:  # items in no live bundle: a generated bundle's members
             keys = self._keys.catalog(catalog_id)
@@ -98,25 +127,30 @@ class RedisFeatureSource:
         return found
 
     def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
-        popular = self._catalog(catalog_id).popular
+        popular = self._catalog(catalog_id)[0].popular
         if not popular:
             raise NotFound(f"catalog {catalog_id!r} has no live bundles; sync its catalog first")
         return list(popular[:k])
 
-    def _catalog(self, catalog_id: str) -> CatalogSnapshot:
-        snapshot = self._current.get(catalog_id)
-        if snapshot is None:  # a call without user_signals first: read the version now
+    def _catalog(self, catalog_id: str) -> tuple[CatalogSnapshot, bool]:
+        """The copy this request settled on, and whether it is current."""
+        settled: dict[str, tuple[CatalogSnapshot, bool]] = getattr(self._request, "catalogs", {})
+        if catalog_id not in settled:  # a call without user_signals first: read the version now
             pipe = self._client.pipeline(transaction=False)
             pipe.get(self._keys.catalog(catalog_id).catalog_version())
             (version,) = self._execute(pipe)
-            snapshot = self._current[catalog_id] = self._snapshot(catalog_id, version)
-        return snapshot
+            self._settle(catalog_id, version)
+            settled = self._request.catalogs
+        return settled[catalog_id]
 
-    def _snapshot(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
+    def _settle(self, catalog_id: str, version: str | None) -> None:
         try:
-            return self._snapshots.current(catalog_id, version)
+            copy = self._snapshots.current(catalog_id, version)
         except redis.RedisError as exc:
             raise Unavailable(f"redis: cannot load catalog {catalog_id!r} ({type(exc).__name__}: {exc})") from None
+        if not hasattr(self._request, "catalogs"):
+            self._request.catalogs = {}
+        self._request.catalogs[catalog_id] = copy
 
     @staticmethod
     def _execute(pipe: redis.client.Pipeline) -> list[Any]:

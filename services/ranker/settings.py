@@ -24,6 +24,12 @@ class RankerSettings(BaseServiceSettings):
         default=None, pattern=r"^rediss?://", description="The feature store's Redis, when feature_reads is redis."
     )
     namespace: str = Field(default="live", pattern="^[a-z][a-z0-9_]{0,30}$")
+    postgres_url: str | None = Field(
+        default=None,
+        pattern=r"^postgresql(\+psycopg)?://",
+        description="Where published model versions are recorded; unset: no trained models are served.",
+    )
+    model_refresh_s: float = Field(default=10.0, gt=0, description="How often to look for a newer model version.")
     catalog_max_age_s: float = Field(
         default=60.0, gt=0, description="A catalog copy older than this is reloaded in the background."
     )

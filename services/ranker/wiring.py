@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
 from services.ranker.featurestore_client import GrpcFeatureSource
+from services.ranker.models import ModelStore
 from services.ranker.policy_client import RefreshingPolicySource
 from services.ranker.ports import FeatureSource
 from services.ranker.recommender import Recommender
@@ -14,23 +16,33 @@ from services.ranker.redis_features import RedisFeatureSource
 from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
 from shared.grpc_client import open_channel
+from shared.store.migrate import make_engine
 
 
 @dataclass(frozen=True)
 class RankerService:
     servicer: RankerServicer
     policies: RefreshingPolicySource
+    models: ModelStore | None
+    warm_up: Callable[[], list[str]] | None
 
 
 def build_service(settings: RankerSettings) -> RankerService:
     features: FeatureSource
+    warm_up = None
     if settings.feature_reads == "redis":
         assert settings.redis_url is not None  # the settings check it
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
         features = RedisFeatureSource(client, settings.namespace, settings.catalog_max_age_s)
+        warm_up = features.warm_up
     else:
         features = GrpcFeatureSource(open_channel(settings.featurestore_addr), settings.featurestore_timeout_s)
     policies = RefreshingPolicySource(
         open_channel(settings.policy_addr), settings.policy_timeout_s, settings.policy_refresh_s
     )
-    return RankerService(RankerServicer(Recommender(features, policies)), policies)
+    models = (
+        ModelStore(make_engine(settings.postgres_url, settings.namespace, pool_size=1), settings.model_refresh_s)
+        if settings.postgres_url
+        else None
+    )
+    return RankerService(RankerServicer(Recommender(features, policies, models)), policies, models, warm_up)

@@ -34,6 +34,14 @@ class NamespaceKeys:
         """Matches every key of the namespace (for a rebuild or a namespace drop)."""
         return f"{self.prefix}:*"
 
+    def catalog_versions_pattern(self) -> str:
+        """Matches the version key of every catalog of the namespace (see ``CatalogKeys.catalog_version``)."""
+        return f"{self.prefix}:*:catalog_version"
+
+    def catalog_of_version_key(self, key: str) -> str:
+        """The catalog id in a key matched by :meth:`catalog_versions_pattern`."""
+        return key.removeprefix(f"{self.prefix}:").removesuffix(":catalog_version")
+
 
 @dataclass(frozen=True)
 class CatalogKeys:

@@ -28,6 +28,7 @@ from shared.store.migrate import make_engine, upgrade_to_head
 from shared.store.rebuild import drop_namespace_keys
 from tests.integration.isolated_pipeline import CATALOG, ITEMS, load_small_catalog, shopper_events
 from tests.integration.servers import POSTGRES_URL, REDIS_URL
+from tests.integration.waiting import wait_for
 
 SHOPPERS = ("ann", "ben", "cy")
 LATER_SHOPPERS = ("dee", "eli")  # three days later
@@ -115,9 +116,16 @@ def test_a_catalog_write_reaches_the_next_request_of_a_ranker_that_holds_a_copy(
 
     sources.writer.upsert_bundles(CATALOG, [CatalogBundle("b9", "Bundle b9", ("i10", "i11"))])
     sources.writer.retire_items(CATALOG, ["i11"])
-    local.user_signals(CATALOG, "ann")  # the next request
+    local.user_signals(CATALOG, "ann")  # the next request: its copy is stale, so it reads what it serves
 
-    assert "b9" in local.bundles_by_item(CATALOG, ["i10"])["i10"]
+    assert local.items(CATALOG, ["i11"])["i11"].retired
+    assert local.bundles(CATALOG, ["b9"])["b9"].item_ids == ("i10", "i11")
+
+    def index_after_a_request() -> list[str]:
+        local.user_signals(CATALOG, "ann")
+        return local.bundles_by_item(CATALOG, ["i10"])["i10"]
+
+    wait_for(index_after_a_request, lambda bundle_ids: "b9" in bundle_ids, 10, "the copy reloaded in the background")
     assert local.items(CATALOG, ["i11"])["i11"].retired
     sources.writer.upsert_items(CATALOG, [CatalogItem("i11", "Item i11, back", ("Kitchen", "Knives"), price=5.0)])
     local.user_signals(CATALOG, "ann")

@@ -10,6 +10,11 @@ Examples::
 
     python -m services.ranker.offline.train_youshu --model popularity
     python -m services.ranker.offline.train_youshu --model crossview --epochs 100 --seed 0 --threads 1
+    python -m services.ranker.offline.train_youshu --model mf_bpr --publish   # then rankers serve it
+
+``--publish`` saves the trained model's vectors under ``$BUNDLEWISE_MODEL_DIR`` and records a new
+version for the ``youshu`` catalog in PostgreSQL (``$BUNDLEWISE_POSTGRES_URL``, namespace
+``$BUNDLEWISE_NAMESPACE``); every ranker then swaps to it within its refresh period.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from services.ranker.offline.models import (
     MatrixFactorization,
     MatrixFactorizationConfig,
 )
+from services.ranker.offline.publish import publish_artifact, youshu_artifact
 from services.ranker.offline.results import RunResult
 from services.ranker.offline.training import SELECTION_METRIC, EpochRecord, TrainingConfig, train
 from shared.datasets import default_data_dir, load_youshu
 from shared.datasets.youshu import YoushuSplitName
 from shared.settings import ENV_PREFIX
+from shared.store.migrate import make_engine
 
 TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
 FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
@@ -62,6 +69,9 @@ class OfflineSettings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir)
     runs_dir: Path = Path("var/runs")
+    model_dir: Path = Path("var/models")
+    postgres_url: str | None = None
+    namespace: str = "live"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{data.train_pairs.shape[0]} train pairs; tune {data.tune.n_users} users, test {data.test.n_users} users "
         f"(loaded in {time.perf_counter() - started:.1f}s); run folder {run_dir}"
     )
-    result = _train_model(args, data, run_dir) if args.model in TRAINED_MODELS else _fit_baseline(args, data)
+    if args.publish and args.model not in TRAINED_MODELS:
+        _say(f"--publish serves trained models ({', '.join(TRAINED_MODELS)}), not {args.model}")
+        return 2
+    if args.publish and settings.postgres_url is None:
+        _say("--publish needs BUNDLEWISE_POSTGRES_URL: the model's version is recorded there")
+        return 2
+    result = _train_model(args, data, run_dir, settings) if args.model in TRAINED_MODELS else _fit_baseline(args, data)
     path = result.write(run_dir)
     _say(f"{args.model} seed {args.seed}: tune {_headline(result.tune)} | test {_headline(result.test)} -> {path}")
     return 0
@@ -88,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m services.ranker.offline.train_youshu", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", required=True, choices=TRAINED_MODELS + FITTED_MODELS)
+    parser.add_argument("--publish", action="store_true", help="serve the trained model (see the module help)")
     parser.add_argument("--split", default="standard", choices=get_args(YoushuSplitName))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cores are shared)")
@@ -138,7 +155,7 @@ def _build_model(args: argparse.Namespace, data: BundleRecData) -> BundleModel:
     )
 
 
-def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path) -> RunResult:
+def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, settings: OfflineSettings) -> RunResult:
     model = _build_model(args, data)
     config = TrainingConfig(
         epochs=args.epochs,
@@ -161,6 +178,16 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path) -
         _say(f"resumed after epoch {outcome.resumed_after_epoch} from {run_dir}")
     test = evaluate(model.scorer(), data.test)
     _say(f"best tune {SELECTION_METRIC} at epoch {outcome.best_epoch} of {outcome.epochs_trained}")
+    if args.publish:
+        assert settings.postgres_url is not None
+        engine = make_engine(settings.postgres_url, settings.namespace, pool_size=1)
+        try:
+            metrics = {f"test_{name}": value for name, value in test.metrics.items()}
+            artifact = youshu_artifact(model.scorer(), args.model, metrics)
+            version, path = publish_artifact(artifact, settings.model_dir, engine)
+        finally:
+            engine.dispose()
+        _say(f"published {args.model} as version {version} of catalog youshu: {path}")
     return RunResult(
         dataset="youshu",
         split=args.split,

@@ -1,0 +1,118 @@
+"""The trained models the ranker serves: the newest published version of each catalog's model,
+loaded in the background and swapped in atomically (see shared.store.model_registry)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Set
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy.exc
+from sqlalchemy import Engine
+
+from shared.store.model_registry import ModelVersion, artifact_path, latest_versions, load_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model version: vectors by id, scoring a shopper against every bundle at once."""
+
+    version: ModelVersion
+    user_rows: dict[str, int]
+    bundle_ids: tuple[str, ...]
+    user_vectors: npt.NDArray[np.float32]
+    bundle_vectors: npt.NDArray[np.float32]
+
+    def knows(self, user_id: str) -> bool:
+        return user_id in self.user_rows
+
+    def top_bundles(self, user_id: str, n: int, exclude: Set[str] = frozenset()) -> list[tuple[str, float]]:
+        """The ``n`` best-scored bundles for ``user_id`` outside ``exclude``, best first (ties by id);
+        empty for a shopper the model never saw."""
+        row = self.user_rows.get(user_id)
+        if row is None or n <= 0:
+            return []
+        scores = self.bundle_vectors @ self.user_vectors[row]
+        wanted = min(n + len(exclude), len(scores))
+        top = np.argpartition(-scores, wanted - 1)[:wanted] if wanted < len(scores) else np.arange(len(scores))
+        ranked = sorted(((self.bundle_ids[i], float(scores[i])) for i in top), key=lambda pair: (-pair[1], pair[0]))
+        return [pair for pair in ranked if pair[0] not in exclude][:n]
+
+
+def load_served(version: ModelVersion) -> ServedModel:
+    artifact = load_artifact(artifact_path(version.artifact_uri))
+    if artifact.catalog_id != version.catalog_id:
+        raise ValueError(f"{version.artifact_uri} holds a model of {artifact.catalog_id}, not {version.catalog_id}")
+    return ServedModel(
+        version=version,
+        user_rows={user_id: row for row, user_id in enumerate(artifact.user_ids)},
+        bundle_ids=artifact.bundle_ids,
+        user_vectors=artifact.user_vectors,
+        bundle_vectors=artifact.bundle_vectors,
+    )
+
+
+class ModelStore:
+    """Polls PostgreSQL for newer versions every ``refresh_s`` and swaps each catalog's model.
+
+    A version that fails to load is logged and skipped (the previous one keeps serving) and tried
+    again at the next poll; so is PostgreSQL being down.
+    """
+
+    def __init__(self, engine: Engine, refresh_s: float) -> None:
+        self._engine = engine
+        self._refresh_s = refresh_s
+        self._served: dict[str, ServedModel] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, catalog_id: str) -> ServedModel | None:
+        return self._served.get(catalog_id)
+
+    def refresh(self) -> None:
+        """Loads every catalog's newest version that is not served yet."""
+        try:
+            newest = latest_versions(self._engine)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            log.warning("cannot read model versions (%s); serving the loaded ones", type(exc).__name__)
+            return
+        for catalog_id, version in newest.items():
+            current = self._served.get(catalog_id)
+            if current is not None and current.version.version >= version.version:
+                continue
+            try:
+                loaded = load_served(version)
+            except (OSError, ValueError) as exc:
+                log.error("model %s of %s not loaded (%s); keeping the one served", version.label, catalog_id, exc)
+                continue
+            self._served = {**self._served, catalog_id: loaded}  # one assignment: readers see old or new
+            log.info(
+                "catalog %s now served by model %s (was %s): %d users, %d bundles",
+                catalog_id,
+                version.label,
+                current.version.label if current else "none",
+                len(loaded.user_rows),
+                len(loaded.bundle_ids),
+            )
+
+    def start(self) -> None:
+        """Loads what is published now, then keeps polling in a daemon thread until :meth:`stop`."""
+        self.refresh()
+
+        def poll() -> None:
+            while not self._stopping.wait(self._refresh_s):
+                self.refresh()
+
+        self._thread = threading.Thread(target=poll, name="model-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._engine.dispose()
