@@ -115,6 +115,10 @@ class GrpcServer:
             pass
 
 
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 30 * 1000
+
+
 def start_grpc_server(
     service: str,
     registrations: Sequence[ServiceRegistration],
@@ -132,6 +136,10 @@ def start_grpc_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Clients keep one HTTP/2 connection per resolved pod; ageing connections out makes them
+            # re-resolve (dns:/// targets, headless Services) and find the pods added by a scale-up.
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ],
     )
     health_servicer = health.HealthServicer()

@@ -10,7 +10,9 @@ from shared.settings import BaseServiceSettings
 class RankerSettings(BaseServiceSettings):
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     metrics_port: int = Field(default=9103, ge=0, le=65535)
-    featurestore_addr: str = Field(min_length=1)
+    featurestore_addr: str | None = Field(
+        default=None, min_length=1, description="host:port of the feature store, when feature_reads is featurestore."
+    )
     policy_addr: str = Field(min_length=1)
     featurestore_timeout_s: float = Field(default=0.5, gt=0)
     policy_timeout_s: float = Field(default=1.0, gt=0)
@@ -41,4 +43,6 @@ class RankerSettings(BaseServiceSettings):
                 "BUNDLEWISE_REDIS_URL is required when BUNDLEWISE_FEATURE_READS is redis (the default); "
                 "set it, or set BUNDLEWISE_FEATURE_READS=featurestore"
             )
+        if self.feature_reads == "featurestore" and self.featurestore_addr is None:
+            raise ValueError("BUNDLEWISE_FEATURESTORE_ADDR is required when BUNDLEWISE_FEATURE_READS is featurestore")
         return self

@@ -36,6 +36,7 @@ def build_service(settings: RankerSettings) -> RankerService:
         features = RedisFeatureSource(client, settings.namespace, settings.catalog_max_age_s)
         warm_up = features.warm_up
     else:
+        assert settings.featurestore_addr is not None  # the settings check it
         features = GrpcFeatureSource(open_channel(settings.featurestore_addr), settings.featurestore_timeout_s)
     policies = RefreshingPolicySource(
         open_channel(settings.policy_addr), settings.policy_timeout_s, settings.policy_refresh_s
