@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.gateway.access import API_KEY_HEADER, AccessControl
@@ -67,18 +69,48 @@ _key_header = APIKeyHeader(
 )
 
 
+async def _admit(request: Request, scope: str) -> None:
+    if getattr(request.state, "access_checked", False):
+        return
+    route = f"{request.method} {route_template(request.scope)}"
+    key = await gateway_context(request).access.admit(request.headers, scope, route)
+    request.state.access_checked = True
+    request.state.api_key_id = key.key_id if key is not None else None
+
+
 def requires(scope: str) -> Any:
     """A route dependency admitting only callers whose API key holds ``scope`` (and is within its
-    rate limit); the refusals are 401, 403 and 429 problems (see :class:`AccessControl`)."""
+    rate limit); the refusals are 401, 403 and 429 problems (see :class:`AccessControl`).
+
+    On a :class:`GuardedRoute` the check runs before the body is read; the dependency then also
+    documents the key headers in the OpenAPI document.
+    """
 
     async def admit(
         request: Request,
-        context: Context,
         _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         _header_key: Annotated[str | None, Depends(_key_header)],
     ) -> None:
-        route = f"{request.method} {route_template(request.scope)}"
-        key = await context.access.admit(request.headers, scope, route)
-        request.state.api_key_id = key.key_id if key is not None else None
+        await _admit(request, scope)
 
+    admit.required_scope = scope  # type: ignore[attr-defined]  # read by GuardedRoute
     return Depends(admit)
+
+
+class GuardedRoute(APIRoute):
+    """A route whose :func:`requires` check runs first, before FastAPI reads and validates the body,
+    so a request without a valid key is a 401 even when its body is malformed."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        scopes = [getattr(d.call, "required_scope", None) for d in self.dependant.dependencies]
+        required = [s for s in scopes if isinstance(s, str)]
+        if not required:
+            return handler
+
+        async def guarded(request: Request) -> Response:
+            for scope in required:
+                await _admit(request, scope)
+            return await handler(request)
+
+        return guarded

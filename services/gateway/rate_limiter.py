@@ -23,7 +23,6 @@ import redis.exceptions
 
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.ports import RateDecision
-from shared.store.redis_keys import NamespaceKeys
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,12 @@ return {allowed, string.format('%.6f', wait)}
 
 
 def bucket_key(namespace: str, key_id: str) -> str:
-    """The Redis key of one API key's bucket: ``bw:<namespace>:ratelimit:<key_id>``."""
-    return f"{NamespaceKeys(namespace).prefix}:ratelimit:{key_id}"
+    """The Redis key of one API key's bucket: ``bw-ratelimit:<namespace>:<key_id>``.
+
+    Outside the namespace's ``bw:<namespace>:*`` keys on purpose: a bucket is not a feature, so a
+    rebuild from PostgreSQL neither makes nor compares it, and it expires on its own.
+    """
+    return f"bw-ratelimit:{namespace}:{key_id}"
 
 
 class RedisRateLimiter:

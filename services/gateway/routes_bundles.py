@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from services.gateway.dependencies import Bundles, requires
+from services.gateway.dependencies import Bundles, GuardedRoute, requires
 from services.gateway.domain import BundleConstraints
 from services.gateway.problems import REQUEST_ID_HEADER, access_responses, problem_doc
 from services.gateway.schemas import BundlesResponse
@@ -18,7 +18,7 @@ from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["bundles"])
+router = APIRouter(tags=["bundles"], route_class=GuardedRoute)
 
 MAX_K = 100
 MAX_ANCHORS = 50

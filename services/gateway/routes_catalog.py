@@ -13,7 +13,7 @@ import grpc
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.dependencies import requires
+from services.gateway.dependencies import GuardedRoute, requires
 from services.gateway.ports import CatalogEditor
 from services.gateway.problems import access_responses, problem_doc
 from shared.errors import BundlewiseError, NotFound
@@ -21,7 +21,7 @@ from shared.events import CatalogId, EntityId
 from shared.store.api_keys import Scope
 from shared.store.catalog import CatalogBundle, CatalogItem
 
-router = APIRouter(tags=["catalog"], dependencies=[requires(Scope.CATALOG_ADMIN)])
+router = APIRouter(tags=["catalog"], dependencies=[requires(Scope.CATALOG_ADMIN)], route_class=GuardedRoute)
 
 MAX_PER_REQUEST = 1000
 Price = Annotated[float, Field(ge=0, le=1e7)]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 
-from services.gateway.dependencies import Metrics, Publisher, Settings, requires
+from services.gateway.dependencies import GuardedRoute, Metrics, Publisher, Settings, requires
 from services.gateway.errors import MalformedJson, PayloadTooLarge, UnprocessableRequest
 from services.gateway.problems import PROBLEM_MEDIA_TYPE, access_responses, problem_response
 from services.gateway.schemas import EventResult, EventsRejectedProblem, EventsResponse, Problem
@@ -19,7 +19,7 @@ from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=GuardedRoute)
 
 EVENTS_BATCH_SCHEMA_REF = "#/components/schemas/EventsBatch"
 

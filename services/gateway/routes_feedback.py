@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Header
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from services.gateway.dependencies import Metrics, Publisher, requires
+from services.gateway.dependencies import GuardedRoute, Metrics, Publisher, requires
 from services.gateway.errors import UnprocessableRequest
 from services.gateway.problems import access_responses, problem_doc
 from shared.events import (
@@ -30,7 +30,7 @@ from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=GuardedRoute)
 
 _EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
 

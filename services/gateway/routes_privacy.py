@@ -14,7 +14,7 @@ import grpc
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.gateway.dependencies import requires
+from services.gateway.dependencies import GuardedRoute, requires
 from services.gateway.ports import UserDataEraser
 from services.gateway.problems import access_responses, problem_doc
 from shared.errors import BundlewiseError
@@ -24,7 +24,7 @@ from shared.store.api_keys import Scope
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["privacy"])
+router = APIRouter(tags=["privacy"], route_class=GuardedRoute)
 
 
 class ErasureNotConfigured(BundlewiseError):

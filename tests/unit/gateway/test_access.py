@@ -62,6 +62,19 @@ def test_every_v1_route_of_the_openapi_document_refuses_a_request_without_a_key(
     assert all(document["paths"][p][m]["security"] for m, p in operations)
 
 
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/feedback", "/v1/catalogs/amazon/items"])
+def test_the_key_is_checked_before_the_body_is_read(anonymous: TestClient, path: str) -> None:
+    response = anonymous.post(path, content=b"{not json", headers={"content-type": "application/json"})
+
+    assert response.status_code == 401
+
+
+def test_an_admitted_request_spends_one_token(client: TestClient, gateway: GatewayUnderTest) -> None:
+    client.post("/v1/feedback", json={})
+
+    assert len(gateway.limiter.calls) == 1
+
+
 def test_health_readiness_metrics_and_the_documentation_need_no_key(anonymous: TestClient) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         assert anonymous.get(path).status_code == 200, path
