@@ -13,6 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 
 POLICY_NAME = "beta_ctr"
+SOFTMAX = "softmax"
+EPSILON_MIXTURE = "epsilon_mixture"
+EXPLORATIONS = (SOFTMAX, EPSILON_MIXTURE)
 
 # (topic, partition) of the event log.
 LogPartition = tuple[str, int]
@@ -40,6 +43,9 @@ class PolicyParams:
 
     ``arms`` is sorted by bundle id. ``log_positions`` maps each (topic, partition) of the event log to
     the offset of the first event *not* counted in ``arms``; empty when nothing was read yet.
+    ``exploration`` is how the ranker explores (:data:`SOFTMAX` at ``temperature``, or
+    :data:`EPSILON_MIXTURE` with ``epsilon``: exact marginal propensities, see
+    ``proto/bundlewise/policy/v1/policy.proto``).
     """
 
     temperature: float
@@ -48,6 +54,8 @@ class PolicyParams:
     prior_beta: float
     arms: tuple[Arm, ...]
     log_positions: Mapping[LogPartition, int] = field(default_factory=dict)
+    exploration: str = SOFTMAX
+    epsilon: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,15 @@ class BetaArms:
         prior_beta: float,
         max_arms: int,
         dedup_window: int,
+        exploration: str = SOFTMAX,
+        epsilon: float = 0.0,
     ) -> None:
         if prior_alpha <= 0 or prior_beta <= 0:
             raise ValueError(f"the Beta prior must be positive, got ({prior_alpha}, {prior_beta})")
+        if exploration not in EXPLORATIONS or not 0 <= epsilon <= 1:
+            raise ValueError(f"exploration must be one of {EXPLORATIONS} with epsilon in [0, 1]")
+        self._exploration = exploration
+        self._epsilon = epsilon
         self._temperature = temperature
         self._ctr_weight = ctr_weight
         self._prior_alpha = prior_alpha
@@ -165,6 +179,8 @@ class BetaArms:
             prior_alpha=self._prior_alpha,
             prior_beta=self._prior_beta,
             arms=tuple(self._arm(bundle_id, arms[bundle_id]) for bundle_id in sorted(arms)),
+            exploration=self._exploration,
+            epsilon=self._epsilon,
         )
 
     def load(self, catalog_id: str, params: PolicyParams) -> None:

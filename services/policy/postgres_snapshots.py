@@ -6,14 +6,17 @@
     {"temperature": 0.1, "ctr_weight": 1.0, "prior_alpha": 1.0, "prior_beta": 20.0,
      "arms": {"<bundle_id>": [alpha, beta]},
      "counts": {"<bundle_id>": [impressions, clicks]},
-     "log_positions": {"<topic>": {"<partition>": next_offset}}}
+     "log_positions": {"<topic>": {"<partition>": next_offset}},
+     "exploration": "softmax" | "epsilon_mixture", "epsilon": 0.05}
+
+``exploration`` and ``epsilon`` are optional (snapshots written before they existed are softmax).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, func, select, text
@@ -37,6 +40,8 @@ class _ParamsDocument(BaseModel):
     arms: dict[str, tuple[float, float]]
     counts: dict[str, tuple[int, int]]
     log_positions: dict[str, dict[int, int]] = Field(default_factory=dict)
+    exploration: Literal["softmax", "epsilon_mixture"] = "softmax"
+    epsilon: float = Field(default=0.0, ge=0, le=1)
 
 
 def params_to_json(params: PolicyParams) -> dict[str, Any]:
@@ -52,6 +57,8 @@ def params_to_json(params: PolicyParams) -> dict[str, Any]:
         "arms": {arm.bundle_id: [arm.alpha, arm.beta] for arm in params.arms},
         "counts": {arm.bundle_id: [arm.impressions, arm.clicks] for arm in params.arms},
         "log_positions": positions,
+        "exploration": params.exploration,
+        "epsilon": params.epsilon,
     }
 
 
@@ -86,6 +93,8 @@ def params_from_json(document: Any) -> PolicyParams:
             for topic, offsets in parsed.log_positions.items()
             for partition, offset in offsets.items()
         },
+        exploration=parsed.exploration,
+        epsilon=parsed.epsilon,
     )
 
 

@@ -76,7 +76,14 @@ class RefreshGuard:
             mean = min(max(arm.expected_click_rate, low), high)
             strength = arm.alpha + arm.beta
             arms.append(Arm(arm.bundle_id, arm.impressions, arm.clicks, mean * strength, (1 - mean) * strength))
-        return replace(learned, arms=tuple(arms), temperature=approved.temperature, ctr_weight=approved.ctr_weight)
+        return replace(
+            learned,
+            arms=tuple(arms),
+            temperature=approved.temperature,
+            ctr_weight=approved.ctr_weight,
+            exploration=approved.exploration,
+            epsilon=approved.epsilon,
+        )
 
 
 @dataclass(frozen=True)

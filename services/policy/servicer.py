@@ -11,7 +11,7 @@ import grpc
 from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
 from pydantic import TypeAdapter, ValidationError
 
-from services.policy.domain import Snapshot
+from services.policy.domain import EPSILON_MIXTURE, Snapshot
 from services.policy.ports import SnapshotStore
 from shared.errors import InvalidArgument, NotFound
 from shared.events import CatalogId
@@ -32,6 +32,10 @@ def snapshot_to_proto(snapshot: Snapshot) -> policy_pb2.PolicySnapshot:
         temperature=params.temperature,
         ctr_weight=params.ctr_weight,
         arms=[policy_pb2.BundleArm(bundle_id=a.bundle_id, alpha=a.alpha, beta=a.beta) for a in params.arms],
+        exploration=policy_pb2.EXPLORATION_EPSILON_MIXTURE
+        if params.exploration == EPSILON_MIXTURE
+        else policy_pb2.EXPLORATION_SOFTMAX,
+        epsilon=params.epsilon,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
@@ -25,6 +27,14 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         default=200_000,
         ge=1,
         description="Recent (impression, bundle) pairs remembered to ignore repeated events, per kind.",
+    )
+    policy_exploration: Literal["softmax", "epsilon_mixture"] = Field(
+        default="softmax",
+        description="How the ranker explores: softmax (conditional propensities) or epsilon_mixture (exact "
+        "marginal propensities, what off-policy evaluation needs).",
+    )
+    policy_epsilon: float = Field(
+        default=0.05, ge=0, le=0.3, description="Share of uniformly random lists under epsilon_mixture (at most 0.3)."
     )
     policy_max_rate_change: float = Field(
         default=0.05,

@@ -53,6 +53,8 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         prior_beta=settings.policy_prior_beta,
         max_arms=settings.policy_max_arms,
         dedup_window=settings.policy_dedup_window,
+        exploration=settings.policy_exploration,
+        epsilon=settings.policy_epsilon,
     )
     updater = PolicyUpdater(
         store,

@@ -4,7 +4,9 @@ Scoring ("first honest ranking"): a catalog bundle earns weight from every item 
 shopper recently interacted with (recency-weighted), that is in the cart (anchors), or that is often
 bought together with those (co-purchase counts, normalised per source item). A small popularity
 prior breaks ties. Selection goes through the policy: a softmax over the scores plus the learned
-click rate, sampled without replacement (Plackett-Luce) so each position's probability is known.
+click rate, sampled without replacement (Plackett-Luce) so each position's probability is known; or,
+when the policy says ``epsilon_mixture``, the greedy list or with probability epsilon a uniformly
+random one, logging each position's exact marginal probability (what off-policy evaluation needs).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class PolicyParams:
     temperature: float
     ctr_weight: float
     arms: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    exploration: str = "softmax"  # or "epsilon_mixture"
+    epsilon: float = 0.0
 
     def click_rate(self, bundle_id: str) -> float:
         alpha, beta = self.arms.get(bundle_id, (1.0, 20.0))
@@ -188,9 +192,11 @@ def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, se
     ones above it. Temperature 0 is greedy (probability 1). ``seed`` makes a request reproducible.
     """
     pool = sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]
+    rng = random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
+    if policy.exploration == "epsilon_mixture":
+        return choose_epsilon_mixture(pool, k, policy.epsilon, rng)
     if policy.temperature <= 0:
         return [Chosen(b, s, 1.0) for b, s in pool[:k]]
-    rng = random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
     remaining = list(pool)
     chosen: list[Chosen] = []
     while remaining and len(chosen) < k:
@@ -205,6 +211,24 @@ def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, se
         bundle_id, score = remaining.pop(index)
         chosen.append(Chosen(bundle_id, score, weights[index] / total))
     return chosen
+
+
+def choose_epsilon_mixture(
+    pool: Sequence[tuple[str, float]], k: int, epsilon: float, rng: random.Random
+) -> list[Chosen]:
+    """The first ``k`` of ``pool`` (best first), or with probability ``epsilon`` ``k`` of it drawn uniformly
+    in random order. Each chosen bundle carries its marginal probability of being at its position:
+    ``(1 - epsilon) * [it is the greedy bundle there] + epsilon / len(pool)``, never below
+    ``epsilon / len(pool)`` (so off-policy weights are bounded)."""
+    shown = list(pool[:k])
+    if rng.random() < epsilon:
+        shown = rng.sample(list(pool), min(k, len(pool)))
+    greedy = [bundle_id for bundle_id, _ in pool[:k]]
+    uniform = epsilon / len(pool) if pool else 0.0
+    return [
+        Chosen(bundle_id, score, (1.0 - epsilon) * (greedy[position] == bundle_id) + uniform)
+        for position, (bundle_id, score) in enumerate(shown)
+    ]
 
 
 def explain(

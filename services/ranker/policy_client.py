@@ -19,6 +19,8 @@ def params_from_snapshot(snapshot: policy_pb2.PolicySnapshot) -> PolicyParams:
         temperature=snapshot.temperature,
         ctr_weight=snapshot.ctr_weight,
         arms={arm.bundle_id: (arm.alpha, arm.beta) for arm in snapshot.arms},
+        exploration="epsilon_mixture" if snapshot.exploration == policy_pb2.EXPLORATION_EPSILON_MIXTURE else "softmax",
+        epsilon=snapshot.epsilon,
     )
 
 

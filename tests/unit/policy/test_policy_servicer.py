@@ -37,6 +37,7 @@ EXPECTED = policy_pb2.PolicySnapshot(
         policy_pb2.BundleArm(bundle_id="b1", alpha=2.0, beta=23.0),
         policy_pb2.BundleArm(bundle_id="b2", alpha=1.0, beta=20.0),
     ],
+    exploration=policy_pb2.EXPLORATION_SOFTMAX,
 )
 
 

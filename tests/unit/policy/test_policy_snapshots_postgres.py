@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
@@ -40,8 +41,20 @@ def test_params_json_has_the_documented_shape_and_round_trips() -> None:
         "arms": {"bundle-a": [4.0, 27.0], "bundle:b/2": [2.0, 20.0]},
         "counts": {"bundle-a": [10, 3], "bundle:b/2": [0, 1]},
         "log_positions": {"bundlewise.events.v1": {"0": 17, "5": 3}},
+        "exploration": "softmax",
+        "epsilon": 0.0,
     }
     assert params_from_json(document) == PARAMS
+
+
+def test_a_document_from_before_exploration_settings_reads_as_softmax() -> None:
+    document = params_to_json(replace(PARAMS, exploration="epsilon_mixture", epsilon=0.05))
+    assert params_from_json(document).exploration == "epsilon_mixture"
+    del document["exploration"], document["epsilon"]
+
+    older = params_from_json(document)
+
+    assert (older.exploration, older.epsilon) == ("softmax", 0.0)
 
 
 def test_params_json_whose_arms_and_counts_disagree_is_refused() -> None:

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Exploration:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExplorationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exploration.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPLORATION_UNSPECIFIED: _Exploration.ValueType  # 0
+    """Treated as SOFTMAX (snapshots published before this field existed)."""
+    EXPLORATION_SOFTMAX: _Exploration.ValueType  # 1
+    """Plackett-Luce sampling from softmax(score / temperature); each shown bundle logs its probability
+    of being picked at its position given the bundles above it.
+    """
+    EXPLORATION_EPSILON_MIXTURE: _Exploration.ValueType  # 2
+    """The greedy list (highest scores first), or with probability `epsilon` a uniformly random list of
+    the candidates; each shown bundle logs its exact marginal probability of being at its position,
+    (1 - epsilon) * [it is the greedy bundle there] + epsilon / candidates, which is what
+    position-based off-policy evaluation needs.
+    """
+
+class Exploration(_Exploration, metaclass=_ExplorationEnumTypeWrapper):
+    """How the ranker explores among its candidates."""
+
+EXPLORATION_UNSPECIFIED: Exploration.ValueType  # 0
+"""Treated as SOFTMAX (snapshots published before this field existed)."""
+EXPLORATION_SOFTMAX: Exploration.ValueType  # 1
+"""Plackett-Luce sampling from softmax(score / temperature); each shown bundle logs its probability
+of being picked at its position given the bundles above it.
+"""
+EXPLORATION_EPSILON_MIXTURE: Exploration.ValueType  # 2
+"""The greedy list (highest scores first), or with probability `epsilon` a uniformly random list of
+the candidates; each shown bundle logs its exact marginal probability of being at its position,
+(1 - epsilon) * [it is the greedy bundle there] + epsilon / candidates, which is what
+position-based off-policy evaluation needs.
+"""
+Global___Exploration: _TypeAlias = Exploration  # noqa: Y015
 
 @_typing.final
 class GetCurrentPolicyRequest(_message.Message):
@@ -73,6 +110,8 @@ class PolicySnapshot(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     CTR_WEIGHT_FIELD_NUMBER: _builtins.int
     ARMS_FIELD_NUMBER: _builtins.int
+    EXPLORATION_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     version: _builtins.int
     """Monotonic per catalog: consumers swap only when it goes up."""
@@ -81,6 +120,9 @@ class PolicySnapshot(_message.Message):
     """Softmax temperature over the ranker's scores for exploration; 0 means greedy."""
     ctr_weight: _builtins.float
     """Weight of the learned click-rate term added to the ranker's score."""
+    exploration: Global___Exploration.ValueType
+    epsilon: _builtins.float
+    """Probability of a uniformly random list under EXPLORATION_EPSILON_MIXTURE, in [0, 1]."""
     @_builtins.property
     def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleArm]: ...
     def __init__(
@@ -92,10 +134,12 @@ class PolicySnapshot(_message.Message):
         temperature: _builtins.float = ...,
         ctr_weight: _builtins.float = ...,
         arms: _abc.Iterable[Global___BundleArm] | None = ...,
+        exploration: Global___Exploration.ValueType = ...,
+        epsilon: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "catalog_id", b"catalog_id", "ctr_weight", b"ctr_weight", "name", b"name", "temperature", b"temperature", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "catalog_id", b"catalog_id", "ctr_weight", b"ctr_weight", "epsilon", b"epsilon", "exploration", b"exploration", "name", b"name", "temperature", b"temperature", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
