@@ -9,6 +9,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.grpc_server import MAX_MESSAGE_BYTES
+from shared.tls import grpc_tls
 
 # round_robin spreads calls over every address a dns:/// target resolves to (headless Services).
 CHANNEL_OPTIONS = (
@@ -20,12 +21,19 @@ CHANNEL_OPTIONS = (
 
 
 def open_channel(address: str) -> grpc.Channel:
-    """A channel to ``address`` (``host:port`` or ``dns:///host:port`` for client-side balancing)."""
+    """A channel to ``address`` (``host:port`` or ``dns:///host:port`` for client-side balancing);
+    TLS when the process's ``shared.tls`` settings switch it on."""
+    tls = grpc_tls()
+    if tls.enabled:
+        return grpc.secure_channel(address, tls.channel_credentials(), options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 def open_aio_channel(address: str) -> grpc.aio.Channel:
     """The asyncio twin of :func:`open_channel`; it belongs to the event loop it is made on."""
+    tls = grpc_tls()
+    if tls.enabled:
+        return grpc.aio.secure_channel(address, tls.channel_credentials(), options=CHANNEL_OPTIONS)
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from shared.errors import BundlewiseError
 from shared.metrics import GrpcMetrics, serve_metrics
+from shared.tls import grpc_tls
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,11 @@ def start_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for registration in registrations:
         registration.add_to_server(server)
-    bound_port = server.add_insecure_port(f"0.0.0.0:{port}")
+    tls = grpc_tls()
+    if tls.enabled:
+        bound_port = server.add_secure_port(f"0.0.0.0:{port}", tls.server_credentials())
+    else:
+        bound_port = server.add_insecure_port(f"0.0.0.0:{port}")
     if bound_port == 0:
         raise RuntimeError(f"{service}: could not bind gRPC port {port}; is another process using it?")
     bound_metrics_port = serve_metrics(metrics_port)

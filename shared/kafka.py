@@ -2,7 +2,7 @@
 
 Producers wait for every in-sync replica (acks=all) with bounded retries, so an acknowledged event is
 really in Kafka. Consumers never auto-commit: a consumer commits offsets only after the writes they
-cover are durable.
+cover are durable. Every client speaks TLS/SASL when ``shared.tls`` settings say so.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from shared.events import Event, encode_event, partition_key
+from shared.tls import kafka_security
 
 DEADLETTER_REASON_HEADER = "bundlewise-deadletter-reason"
 INGEST_TIME_HEADER = "bundlewise-ingest-time"
@@ -40,6 +41,7 @@ def make_producer(bootstrap: str, client_id: str, linger_ms: int = 5, max_block_
         enable_idempotence=True,
         max_in_flight_requests_per_connection=5,
         compression_type="lz4" if _has_lz4() else None,
+        **kafka_security().client_options(),
     )
 
 
@@ -65,6 +67,7 @@ def make_consumer(
         heartbeat_interval_ms=3_000,
         max_poll_interval_ms=300_000,
         isolation_level="read_committed",
+        **kafka_security().client_options(),
     )
     consumer.subscribe(list(topics), listener=listener)
     return consumer
@@ -72,7 +75,9 @@ def make_consumer(
 
 def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
     """Creates each topic with its partition count if it does not exist (replication factor 1 locally)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="bundlewise-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap.split(","), client_id="bundlewise-admin", **kafka_security().client_options()
+    )
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]

@@ -49,6 +49,7 @@ from shared.store.catalog import CatalogWriter
 from shared.store.feature_updates import DeliveredEvent, FeatureWriter
 from shared.store.migrate import make_engine, upgrade_to_head
 from shared.store.privacy import DenyList, DenyListUnavailable, load_denylist
+from shared.tls import kafka_security
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ def make_reader(bootstrap: str, client_id: str, max_poll_records: int = 5000) ->
         isolation_level="read_committed",
         max_poll_records=max_poll_records,
         fetch_max_wait_ms=100,
+        **kafka_security().client_options(),
     )
 
 
