@@ -13,7 +13,7 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
     grpc_port: int = Field(default=50054, ge=0, le=65535)
     metrics_port: int = Field(default=9104, ge=0, le=65535, description="HTTP port of /metrics.")
     policy_publish_every_s: float = Field(
-        default=5.0, gt=0, description="Publish changed catalogs at least this often (seconds)."
+        default=2.0, gt=0, description="Publish changed catalogs at least this often (seconds)."
     )
     policy_publish_every_outcomes: int = Field(
         default=1000, ge=1, description="... or as soon as this many bundle events were learned from."
