@@ -101,7 +101,7 @@ class IsolatedPipeline:
         dumped: dict[str, object] = {}
         for key in self.redis.scan_iter(match=prefix + "*", count=5000):
             name = key.removeprefix(prefix)
-            if name.startswith("wm:") or name == "catalog_version":  # positions and versions, not features
+            if name.startswith("wm:") or name.rsplit(":", 1)[-1] == "catalog_version":  # positions, versions
                 continue
             kind = self.redis.type(key)
             if kind == "zset":
