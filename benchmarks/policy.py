@@ -86,7 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30, help="MF-BPR epochs (the ranker)")
     parser.add_argument("--ope-runs", type=int, default=100)
     parser.add_argument("--ope-impressions", type=int, default=5000)
-    parser.add_argument("--kafka-impressions", type=int, default=20_000, help="impressions in the updater backlog")
+    parser.add_argument("--kafka-impressions", type=int, default=100_000, help="impressions in the updater backlog")
     parser.add_argument("--lag-samples", type=int, default=10)
     parser.add_argument("--skip-servers", action="store_true", help="simulator and OPE only")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE)
