@@ -63,9 +63,16 @@ class FallbackBundleSource:
             return dataclasses.replace(popular, fallback_reason=reason)
 
     async def check_ready(self) -> None:
-        """Ready when the ranker is: the fallback keeps answering, but a replica without its ranker
-        should leave rotation while others have one."""
-        await self._primary.check_ready()
+        """Always returns: with the ranker down this gateway still answers (from the fallback).
+
+        Every replica shares the ranker; failing readiness with it would take every gateway out of
+        rotation at once and turn fallback answers into refused connections. The ranker's state is
+        logged here and visible in ``bundlewise_gateway_fallbacks_total``.
+        """
+        try:
+            await self._primary.check_ready()
+        except Unavailable as exc:
+            log.warning("ready on the popular-bundles fallback: %s", exc)
 
     async def close(self) -> None:
         await self._primary.close()

@@ -17,11 +17,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the ranker answers its health check",
-    responses={503: {"description": "The ranker is not serving; take this instance out of rotation."}},
+    summary="Readiness: bundles can be answered",
+    responses={503: {"description": "Bundles cannot be answered; take this instance out of rotation."}},
 )
 async def readyz(bundles: Bundles) -> dict[str, str]:
-    """``{"status": "ready"}`` when the ranker reports SERVING within a short deadline, else 503.
+    """``{"status": "ready"}`` when bundles can be answered, else 503: the ranker reports SERVING
+    within a short deadline or, on a gateway with the popular-bundles fallback, always (its answers
+    then say ``fallback``).
 
     Kafka is not checked: without it only events are refused, bundles are still served.
     """

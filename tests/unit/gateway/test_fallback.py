@@ -117,3 +117,13 @@ def test_the_bundles_route_answers_200_with_the_fallback_reason_instead_of_a_503
     assert answer["fallback"] == {"reason": "ranker unavailable"}
     assert answer["model_version"] == "popular-fallback"
     assert [b["bundle_id"] for b in answer["bundles"]] == ["b-1", "b-2"]
+
+
+def test_a_gateway_with_the_fallback_stays_ready_while_the_ranker_is_down() -> None:
+    # Every replica shares the ranker: unready with it, all would leave rotation and answer nothing.
+    ranker = ScriptedBundleSource(recommendation=TWO_BUNDLES, ready_failure=Unavailable("ranker is NOT_SERVING"))
+    source = FallbackBundleSource(ranker, ScriptedPopular(), GatewayMetrics(CollectorRegistry()))
+    with TestClient(make_gateway(RecordingPublisher(), source).app) as client:
+        response = client.get("/readyz")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ready"})
