@@ -75,6 +75,7 @@ class RedisPopularBundles:
         self._keys = NamespaceKeys(namespace)
         self._refresh_s = refresh_s
         self._lists: dict[str, tuple[PopularBundle, ...]] = {}
+        self._loading: dict[str, asyncio.Future[tuple[PopularBundle, ...]]] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -89,7 +90,7 @@ class RedisPopularBundles:
         try:
             popular = self._lists.get(catalog_id)
             if popular is None:
-                popular = await self._load(catalog_id)
+                popular = await self._load_once(catalog_id)
             if not popular:
                 return None
             favourite = await self._redis.zrevrange(keys.user_categories(user_id), 0, 0)
@@ -146,6 +147,16 @@ class RedisPopularBundles:
             for bundle, live in zip(candidates, live_flags, strict=True)
             if live and not any(item.item_id in retired for item in bundle.items)
         ]
+
+    async def _load_once(self, catalog_id: str) -> tuple[PopularBundle, ...]:
+        """:meth:`_load`, shared by the requests that need the same list at once (when the ranker
+        goes down, every request falls back together)."""
+        loading = self._loading.get(catalog_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(catalog_id))
+            self._loading[catalog_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(catalog_id, None))
+        return await asyncio.shield(loading)
 
     async def _load(self, catalog_id: str) -> tuple[PopularBundle, ...]:
         """Reads the catalog's list from Redis; keeps it unless empty (an unknown catalog costs no memory)."""
