@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, RowMapping, func, insert, select, update
 
 from shared.settings import ENV_PREFIX, PostgresSettings, SettingsError, load_settings
 from shared.store import tables
@@ -166,16 +166,15 @@ def revoke_key(engine: Engine, key_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def _stored(row: object) -> StoredKey:
-    mapping = dict(row)  # type: ignore[call-overload]  # a RowMapping
+def _stored(row: RowMapping) -> StoredKey:
     return StoredKey(
-        key_id=mapping["key_id"],
-        name=mapping["name"],
-        scopes=frozenset(mapping["scopes"]),
-        rate_per_s=mapping["rate_per_s"],
-        burst=mapping["burst"],
-        created_at=mapping["created_at"],
-        revoked_at=mapping["revoked_at"],
+        key_id=row["key_id"],
+        name=row["name"],
+        scopes=frozenset(row["scopes"]),
+        rate_per_s=row["rate_per_s"],
+        burst=row["burst"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
     )
 
 
