@@ -16,7 +16,7 @@ VENV = $(eval VENV := $$(shell scripts/venv.sh | tail -n 1))$(VENV)
 PY = $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate models eval bench deploy-tools deploy-check
+.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate models eval bench test-tools deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,13 +66,13 @@ unit: models ## fast tests, no servers
 integration: up ## end-to-end tests on the real servers
 	$(PY) -m pytest tests/integration -q
 
-test: venv proto-check lint typecheck models up deploy-tools ## every check and every test
+test: venv proto-check lint typecheck models up test-tools ## every check and every test
 	$(PY) -m pytest tests -q
 
-deploy-tools: ## install what the deployment checks need beyond the venv (Debian's docker-compose)
-	bash deploy/ci/install-tools.sh
+test-tools: ## install the programs tests drive beyond the venv (docker-compose, chromium, espeak-ng)
+	bash scripts/install_test_tools.sh
 
-deploy-check: venv deploy-tools ## validate Dockerfile, compose, Kubernetes manifests, alerts and dashboards offline
+deploy-check: venv test-tools ## validate Dockerfile, compose, Kubernetes manifests, alerts and dashboards offline
 	$(PY) -m pytest tests/deploy -q
 
 bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md

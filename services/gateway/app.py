@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from services.gateway import routes_bundles, routes_catalog, routes_events, routes_feedback, routes_ops, routes_privacy
 from services.gateway.access import API_KEY_HEADER, AccessControl
@@ -20,6 +22,7 @@ from services.gateway.problems import REQUEST_ID_HEADER, install_problem_handler
 from services.gateway.schemas import EventsBatch
 from services.gateway.settings import GatewaySettings
 
+STOREFRONT_DIR = Path(__file__).parent / "storefront"
 API_VERSION = "1.0.0"
 TITLE = "Bundlewise gateway"
 DESCRIPTION = """\
@@ -84,6 +87,8 @@ def create_app(
     app.include_router(routes_catalog.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_privacy.router)
+    # A small storefront page a person can try the API with (it asks for an API key).
+    app.mount("/storefront", StaticFiles(directory=STOREFRONT_DIR, html=True), name="storefront")
     app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]
     return app
 

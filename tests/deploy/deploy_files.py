@@ -203,11 +203,11 @@ def deployments(manifests: tuple[Manifest, ...]) -> Iterator[tuple[str, Manifest
 
 
 def docker_compose() -> Path:
-    """Debian's docker-compose (``make deploy-tools`` installs it)."""
+    """Debian's docker-compose (``make test-tools`` installs it)."""
     found = shutil.which("docker-compose")
     if found is None:
         raise FileNotFoundError(
-            "docker-compose is not installed: run `make deploy-tools` (apt-get install docker-compose)"
+            "docker-compose is not installed: run `make test-tools` (apt-get install docker-compose)"
         )
     return Path(found)
 
