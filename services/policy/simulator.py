@@ -10,6 +10,9 @@ The world (:func:`youshu_world`):
   ``examination_k = 1 / (k + 1) ** position_bias`` and, having looked, clicks a bundle with probability
   ``preferred_click_rate`` if it is one of their test bundles, else ``base_click_rate``. Positions are
   independent. The reward of an impression is its number of clicks.
+- **Satiation**: after a click, a shopper's attraction to that bundle is multiplied by
+  ``1 - satiation`` for the rest of the stream (0, the default: preferences are static; 1: a clicked
+  bundle never draws a click again, as if bought).
 
 Every setting is in :class:`ShopperModel`. Policies only see what a live policy would: the ranker's
 scores and ranks of the candidates, training-split popularity, and the clicks on what they showed.
@@ -45,6 +48,7 @@ class ShopperModel:
     position_bias: float = 1.0
     base_click_rate: float = 0.02
     preferred_click_rate: float = 0.5
+    satiation: float = 0.0
 
     def examination(self) -> FloatArray:
         return np.asarray(1.0 / (np.arange(self.slate_size) + 1.0) ** self.position_bias)
@@ -70,9 +74,11 @@ class World:
     def n_users(self) -> int:
         return int(self.candidates.shape[0])
 
-    def click_probabilities(self, users: IntArray, shown: IntArray) -> FloatArray:
-        """P(click) [n, K] of each shown candidate index at its position."""
-        return self.attraction[users[:, None], shown] * self.model.examination()[None, : shown.shape[1]]
+    def click_probabilities(self, users: IntArray, shown: IntArray, attraction: FloatArray | None = None) -> FloatArray:
+        """P(click) [n, K] of each shown candidate index at its position (``attraction``: the current
+        attraction when satiation changed it, else the world's)."""
+        current = self.attraction if attraction is None else attraction
+        return current[users[:, None], shown] * self.model.examination()[None, : shown.shape[1]]
 
     def clicks(self, users: IntArray, shown: IntArray, rng: np.random.Generator) -> FloatArray:
         return (rng.random(shown.shape) < self.click_probabilities(users, shown)).astype(np.float64)
@@ -246,12 +252,17 @@ def simulate(
     shoppers = np.random.default_rng(seed)
     choices = np.random.default_rng(seed + 1_000_003)
     run = Run(policy.name)
+    attraction = world.attraction.copy()
     while run.impressions < impressions:
         n = min(batch_size, impressions - run.impressions)
         users = shoppers.integers(0, world.n_users, size=n)
         choice = policy.choose(users, choices)
-        probabilities = world.click_probabilities(users, choice.shown)
+        probabilities = world.click_probabilities(users, choice.shown, attraction)
         rewards = (shoppers.random(choice.shown.shape) < probabilities).astype(np.float64)
+        if world.model.satiation > 0:
+            rows = np.broadcast_to(users[:, None], choice.shown.shape)
+            kept = np.where(rewards > 0, 1.0 - world.model.satiation, 1.0)
+            np.multiply.at(attraction, (rows, choice.shown), kept)
         policy.observe(users, choice, rewards)
         run.batch_rewards.append(float(rewards.sum()))
         run.batch_expected.append(float(probabilities.sum()))

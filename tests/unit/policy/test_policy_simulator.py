@@ -42,9 +42,9 @@ def test_the_world_hides_test_preferences_among_the_rankers_candidates(world: Wo
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_the_contextual_bandit_beats_the_non_adaptive_ranker(world: World, seed: int) -> None:
-    ranker = simulate(world, FixedListPolicy("ranker", world.ranker_lists(), world.model.pool_size), 30_000, 1000, seed)
-    bandit = simulate(world, BanditPolicy(world, BanditConfig()), 30_000, 1000, seed)
-    oracle = simulate(world, FixedListPolicy("oracle", world.oracle_lists(), world.model.pool_size), 30_000, 1000, seed)
+    ranker = simulate(world, FixedListPolicy("ranker", world.ranker_lists(), world.model.pool_size), 60_000, 1000, seed)
+    bandit = simulate(world, BanditPolicy(world, BanditConfig()), 60_000, 1000, seed)
+    oracle = simulate(world, FixedListPolicy("oracle", world.oracle_lists(), world.model.pool_size), 60_000, 1000, seed)
 
     assert bandit.total_expected > 1.10 * ranker.total_expected
     assert bandit.total_expected < oracle.total_expected
@@ -74,3 +74,20 @@ def test_off_policy_intervals_cover_the_simulated_truth_in_about_95_percent_of_r
     assert len(coverage) == 3 * 5
     assert 0.9 <= float(np.mean(list(coverage.values()))) <= 0.99
     assert min(coverage.values()) >= 0.85
+
+
+def test_with_full_satiation_a_clicked_bundle_draws_no_second_click() -> None:
+    model = ShopperModel(pool_size=3, slate_size=3, position_bias=0.0, satiation=1.0)
+    tiny = World(
+        model=model,
+        user_ids=np.array([0]),
+        candidates=np.array([[10, 11, 12]]),
+        features=np.zeros((1, 3, 6)),
+        attraction=np.ones((1, 3)),
+        n_bundles=13,
+    )
+
+    run = simulate(tiny, FixedListPolicy("ranker", tiny.ranker_lists(), 3), impressions=3, batch_size=1, seed=0)
+
+    assert run.batch_rewards == [3.0, 0.0, 0.0]
+    assert tiny.attraction.tolist() == [[1.0, 1.0, 1.0]]  # the world itself is unchanged
