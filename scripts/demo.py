@@ -2,9 +2,11 @@
 
 1. starts every service as a background process (pidfiles in BUNDLEWISE_STATE_DIR/run/services);
 2. loads the real catalogs (amazon, steam, youshu) and replays their history through Kafka;
-3. waits until ingestion has applied the Amazon history, then asks the gateway for bundles for a
-   few real shoppers, a cold shopper, a cart, and a price-capped Steam shopper, and prints them;
-4. leaves everything running: the gateway on http://localhost:8000 (OpenAPI at /docs).
+3. waits until ingestion has applied the Amazon history, trains MF-BPR on Youshu for a few epochs and
+   publishes it (the ranker swaps it in), then asks the gateway for bundles for a few real shoppers,
+   a cold shopper, a cart, a price-capped Steam shopper and a Youshu reader, and prints them;
+4. leaves everything running: the gateway on http://localhost:8000 (OpenAPI at /docs, the
+   storefront page at /storefront/).
 ``make down`` stops it all.
 """
 
@@ -86,6 +88,26 @@ def show(stack: LocalStack, catalog_id: str, user_id: str, params: dict[str, str
             print(f"        … and {len(bundle['items']) - 4} more")
 
 
+def publish_youshu_model(stack: LocalStack) -> None:
+    """Trains MF-BPR on Youshu's training split (a few epochs: the demo shows serving, not quality),
+    publishes it, and waits until the ranker serves it (docs/bundle-quality.md has the real figures)."""
+    print("\ntraining MF-BPR on Youshu and publishing it (about 20 s) ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.ranker.offline.train_youshu", "--model", "mf_bpr", "--epochs", "5",
+         "--lr", "0.005", "--publish", "--run-dir", str(STATE_DIR / "runs" / "demo-mf")],
+        check=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "BUNDLEWISE_MODEL_DIR": str(STATE_DIR / "models")},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    url = f"{stack.gateway_url}/v1/users/u11/bundles?catalog_id=youshu&k=1"
+    while time.monotonic() < deadline:
+        if str(get_json(url, stack.auth_headers())["model_version"]).startswith("mf_bpr-v"):
+            return
+        time.sleep(1)
+    print("the ranker did not pick the model up within 60 s; see its log", flush=True)
+
+
 def main() -> int:
     started = time.monotonic()
     stop_previous()
@@ -105,6 +127,8 @@ def main() -> int:
     applied = wait_for_events("amazon", amazon_events, timeout_s=300)
     print(f"ingestion applied {applied}/{amazon_events} Amazon events", flush=True)
 
+    publish_youshu_model(stack)
+
     first_answer_s = None
     for catalog_id, user_id, params, who in SHOWCASE:
         show(stack, catalog_id, user_id, params, who)
@@ -121,6 +145,8 @@ def main() -> int:
         f"GET /v1/users/{{id}}/bundles p50 {statistics.median(latencies):.1f} ms over {len(latencies)} requests"
     )
     print(f"\nThe gateway is running: {stack.gateway_url}/docs  (stop everything with `make down`)")
+    storefront = urllib.parse.urlencode({"key": stack.api_key or "", "catalog": "amazon", "user": "electronic-u1"})
+    print(f"The storefront page: {stack.gateway_url}/storefront/?{storefront}")
     print(
         f"Its API key (every scope, shown only now; more with `bin/bundlewise api-key create`):\n  {stack.api_key}\n"
         f"  curl -H 'Authorization: Bearer {stack.api_key}' "
