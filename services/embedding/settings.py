@@ -16,6 +16,12 @@ MAX_TEXTS_PER_CALL = 1024
 MAX_IMAGES_PER_CALL = 64
 """The API's hard limit on images in one ``EmbedImages`` call (larger calls are INVALID_ARGUMENT)."""
 
+MAX_AUDIO_CLIPS_PER_CALL = 16
+"""The API's hard limit on clips in one ``EmbedAudio`` call (larger calls are INVALID_ARGUMENT)."""
+
+MAX_AUDIO_SECONDS = 30.0
+"""Whisper's window: no clip may be longer, whatever the setting."""
+
 DEFAULT_MODEL_CACHE = Path("~/.cache/bundlewise/models")
 
 
@@ -92,4 +98,36 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
     namespace: str = Field(default="live", pattern="^[a-z][a-z0-9_]{0,30}$", description="Redis key prefix.")
     embedding_cache_ttl_s: int = Field(
         default=30 * 24 * 3600, ge=60, description="How long a cached vector lives in Redis after it is written."
+    )
+    embedding_max_audio_batch: int = Field(default=16, ge=1, le=256, description="Audio clips per forward pass.")
+    embedding_max_audio_queue: int = Field(
+        default=128,
+        ge=MAX_AUDIO_CLIPS_PER_CALL,
+        description="Decoded clips waiting to be encoded before new calls get RESOURCE_EXHAUSTED.",
+    )
+    embedding_max_audio_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=60 * 1024 * 1024, description="Larger encoded clips are rejected."
+    )
+    embedding_max_audio_seconds: float = Field(
+        default=MAX_AUDIO_SECONDS,
+        gt=0.1,
+        le=MAX_AUDIO_SECONDS,
+        description="Longer clips are rejected (checked from the header before decoding); at most Whisper's 30 s.",
+    )
+    embedding_audio_threads: int = Field(
+        default=0, ge=0, le=64, description="CTranslate2 threads per Whisper call; 0: its default (up to 4)."
+    )
+    embedding_spoken_languages: list[str] = Field(
+        default=["en", "zh"],
+        min_length=1,
+        description='Languages a spoken query may be in (JSON list, e.g. ["en", "zh"]); detection chooses among them.',
+    )
+    embedding_spoken_query_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=120.0,
+        description="Most a spoken query (transcription and query vector) may take, whatever the caller's deadline.",
+    )
+    embedding_max_spoken_queue: int = Field(
+        default=8, ge=1, le=1024, description="Spoken queries waiting or transcribing before RESOURCE_EXHAUSTED."
     )

@@ -8,23 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
 from PIL import Image
 
-from services.embedding.batcher import ImageBatcher, TextBatcher
-from services.embedding.device import DevicePlacement, choose_device
-from services.embedding.embedder import TextEmbedder
+from services.embedding.audio_encoder import AudioEncoder, WhisperBase
+from services.embedding.audio_input import SAMPLE_RATE, AudioLimits
+from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher
+from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
+from services.embedding.embedder import AudioEmbedder, TextEmbedder
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder, ImageEncoder
 from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
-from services.embedding.model_cache import e5_dir, is_prepared
+from services.embedding.model_cache import e5_dir, is_prepared, whisper_dir
 from services.embedding.servicer import EmbeddingServicer
 from services.embedding.settings import EmbeddingSettings
+from services.embedding.spoken_query import SpokenQueryEmbedder, Transcriber
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
 from services.embedding.vector_cache import RedisVectorCache
 
 log = logging.getLogger(__name__)
 
-EncoderT = TypeVar("EncoderT", TextEncoder, ImageEncoder)
+EncoderT = TypeVar("EncoderT", TextEncoder, ImageEncoder, WhisperBase)
 
 
 class Closeable(Protocol):
@@ -35,19 +39,22 @@ class Closeable(Protocol):
 
 @dataclass(frozen=True)
 class LoadedEncoders:
-    """Encoders on their device, warmed up: the default text encoder first, and the image encoders."""
+    """Encoders on their device, warmed up: the default text encoder first, the image encoders, and
+    Whisper-base (audio vectors and transcription) when the model cache holds it."""
 
     placement: DevicePlacement
     texts: list[TextEncoder]
     images: list[ImageEncoder]
+    whisper: WhisperBase | None = None
 
 
 def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
     """Loads every encoder onto the configured device and warms each up.
 
     Text: multilingual-e5-small (the default) when ``make models`` has prepared the model cache, and
-    all-MiniLM-L6-v2 always. Image: EfficientNet-Lite0. ``BUNDLEWISE_EMBEDDING_INT8`` quantises the
-    text encoders on the CPU and is ignored (with a warning) on CUDA, which runs float16.
+    all-MiniLM-L6-v2 always. Image: EfficientNet-Lite0. Audio and spoken queries: Whisper-base when
+    the model cache holds it (int8 on the CPU, float16 on CUDA, by :mod:`device`). ``BUNDLEWISE_EMBEDDING_INT8``
+    quantises the text encoders on the CPU and is ignored (with a warning) on CUDA, which runs float16.
 
     Raises:
         RuntimeError: CUDA was asked for and is not there.
@@ -69,12 +76,26 @@ def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
         )
     texts.append(_timed(lambda: MiniLMTextEncoder.from_package(placement, max_tokens, int8)))
     images: list[ImageEncoder] = [_timed(lambda: EfficientNetLiteImageEncoder.from_package(placement))]
+    whisper = None
+    if is_prepared(whisper_dir(settings.model_cache)):
+        whisper = _timed(
+            lambda: WhisperBase.from_cache(
+                settings.model_cache,
+                ctranslate2_placement(placement),
+                threads=settings.embedding_audio_threads,
+                languages=settings.embedding_spoken_languages,
+            )
+        )
+    else:
+        log.warning("no whisper-base in %s (run `make models`); audio and spoken queries are off", settings.model_cache)
     for text_encoder in texts:
         _warm_up_text(text_encoder, max_tokens)
     for image_encoder in images:
         _warm_up_image(image_encoder)
+    if whisper is not None:
+        _warm_up_audio(whisper)
     DEVICE_INFO.labels(placement.describe()).set(1)
-    return LoadedEncoders(placement, texts, images)
+    return LoadedEncoders(placement, texts, images, whisper)
 
 
 def build_service(
@@ -104,14 +125,31 @@ def build_service(
         ImageBatcher(encoder, settings.embedding_max_image_batch, max_wait_s, settings.embedding_max_image_queue)
         for encoder in encoders.images
     ]
+    audio_batchers: list[AudioBatcher] = []
+    transcribers: list[Transcriber] = []
+    text_embedders = [TextEmbedder(batcher, cache) for batcher in text_batchers]
+    spoken_queries = None
+    if encoders.whisper is not None:
+        audio_batchers.append(
+            AudioBatcher(
+                encoders.whisper, settings.embedding_max_audio_batch, max_wait_s, settings.embedding_max_audio_queue
+            )
+        )
+        transcribers.append(Transcriber(encoders.whisper, settings.embedding_max_spoken_queue))
+        spoken_queries = SpokenQueryEmbedder(
+            transcribers[0], text_embedders[0], settings.embedding_spoken_query_timeout_s
+        )
     servicer = EmbeddingServicer(
-        [TextEmbedder(batcher, cache) for batcher in text_batchers],
+        text_embedders,
         settings.embedding_max_text_chars,
         image_batchers,
         ImageLimits(settings.embedding_max_image_bytes, settings.embedding_max_image_pixels),
         settings.embedding_image_root,
+        [AudioEmbedder(batcher) for batcher in audio_batchers],
+        AudioLimits(settings.embedding_max_audio_bytes, settings.embedding_max_audio_seconds),
+        spoken_queries,
     )
-    closeables: list[Closeable] = [*text_batchers, *image_batchers]
+    closeables: list[Closeable] = [*text_batchers, *image_batchers, *audio_batchers, *transcribers]
     if cache is not None:
         closeables.append(cache)
     return servicer, closeables
@@ -139,3 +177,10 @@ def _warm_up_text(encoder: TextEncoder, max_tokens: int) -> None:
 
 def _warm_up_image(encoder: ImageEncoder) -> None:
     encoder.encode([encoder.preprocess(Image.new("RGB", (320, 240), (200, 120, 40)))] * 2)
+
+
+def _warm_up_audio(encoder: AudioEncoder | WhisperBase) -> None:
+    tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    encoder.encode([encoder.features(tone)] * 2)
+    if isinstance(encoder, WhisperBase):
+        encoder.transcribe(encoder.window_features(tone), "en")

@@ -44,6 +44,16 @@ class EmbeddingStub:
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.FromString,
                 _registered_method=True)
+        self.EmbedAudio = channel.unary_unary(
+                '/bundlewise.embedding.v1.Embedding/EmbedAudio',
+                request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioResponse.FromString,
+                _registered_method=True)
+        self.EmbedSpokenQuery = channel.unary_unary(
+                '/bundlewise.embedding.v1.Embedding/EmbedSpokenQuery',
+                request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.FromString,
+                _registered_method=True)
         self.DescribeModels = channel.unary_unary(
                 '/bundlewise.embedding.v1.Embedding/DescribeModels',
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.DescribeModelsRequest.SerializeToString,
@@ -77,9 +87,37 @@ class EmbeddingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedAudio(self, request, context):
+        """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3; any sample rate
+        from 8 to 192 kHz, resampled to 16 kHz; channels averaged) with Whisper-base's encoder: the
+        mean of its states over the clip's sound, L2-normalised, float32, 512 values, in request order.
+        These vectors share no space with text or image vectors; for spoken search use
+        EmbedSpokenQuery. INVALID_ARGUMENT: no clips, more than 16, a clip that is empty, not decodable,
+        of another format, shorter than 0.1 s, longer than the server's limit (30 s by default) or past
+        its byte limit; the message names the index. NOT_FOUND: unknown model. RESOURCE_EXHAUSTED and
+        UNAVAILABLE as for EmbedTexts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedSpokenQuery(self, request, context):
+        """Spoken search: transcribes one clip of speech with Whisper (English or Chinese, detected unless
+        given) and embeds the transcript as a query (TEXT_ROLE_QUERY) with the default text encoder, so
+        the vector is comparable with typed queries' and with product passages'. The server bounds the
+        call by its own budget (10 s by default) as well as the deadline. INVALID_ARGUMENT: bad audio
+        (as for EmbedAudio), a language the server does not take, or no speech recognised.
+        RESOURCE_EXHAUSTED: too many spoken queries in progress. UNAVAILABLE: the budget or deadline ran
+        out, or the server is shutting down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeModels(self, request, context):
         """Which encoders this server has loaded, their dimensions and the device they run on; the
-        default text encoder first, then the other text encoders, then the image encoders.
+        default text encoder first, then the other text encoders, the image encoders, then the audio
+        encoders.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +135,16 @@ def add_EmbeddingServicer_to_server(servicer, server):
                     servicer.EmbedImages,
                     request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.FromString,
                     response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.SerializeToString,
+            ),
+            'EmbedAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedAudio,
+                    request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioRequest.FromString,
+                    response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioResponse.SerializeToString,
+            ),
+            'EmbedSpokenQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedSpokenQuery,
+                    request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.FromString,
+                    response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.SerializeToString,
             ),
             'DescribeModels': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeModels,
@@ -158,6 +206,60 @@ class Embedding:
             '/bundlewise.embedding.v1.Embedding/EmbedImages',
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesRequest.SerializeToString,
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.embedding.v1.Embedding/EmbedAudio',
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioRequest.SerializeToString,
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedSpokenQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.embedding.v1.Embedding/EmbedSpokenQuery',
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.SerializeToString,
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
