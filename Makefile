@@ -16,7 +16,7 @@ VENV = $(eval VENV := $$(shell scripts/venv.sh | tail -n 1))$(VENV)
 PY = $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help venv up down status proto proto-check lint fmt typecheck unit integration test demo demo-stop migrate models eval bench test-tools deploy-check
+.PHONY: help venv up down status proto proto-check openapi lint fmt typecheck unit integration test demo demo-stop migrate models eval bench test-tools deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ proto: ## regenerate the gRPC code in shared/generated from proto/
 	PATH="$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iproto \
 	  --python_out=shared/generated --grpc_python_out=shared/generated \
 	  --mypy_out=quiet:shared/generated --mypy_grpc_out=quiet:shared/generated $(PROTOS)
+
+openapi: venv ## rewrite docs/openapi.json from the gateway's routes (a unit test fails when it is stale)
+	$(PY) -m services.gateway.openapi_document
 
 proto-check: ## fail when shared/generated is stale
 	$(MAKE) --no-print-directory proto

@@ -13,10 +13,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 64 * 1024
+
+
+def _storable(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("holds the character U+0000, which cannot be stored; remove it")
+    return text
+
+
+# PostgreSQL cannot store U+0000 in text or JSON: an event holding it could never be ingested, so
+# free text refuses it where the event is first validated (the gateway, or ingestion's parse).
+FreeText = Annotated[str, AfterValidator(_storable)]
 
 CatalogId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="e.g. amazon")]
 EntityId = Annotated[
@@ -48,7 +59,7 @@ class _EventBase(BaseModel):
     user_id: EntityId
     session_id: EntityId | None = None
     event_time: AwareDatetime = Field(description="When it happened at the storefront (not ingest time).")
-    context: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+    context: dict[Annotated[FreeText, Field(max_length=64)], Annotated[FreeText, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=32, description="Free-form context: device, page, locale."
     )
 
@@ -66,12 +77,12 @@ class ReviewEvent(_EventBase):
     type: Literal["review"]
     item_id: EntityId
     rating: int | None = Field(default=None, ge=1, le=5)
-    text: str = Field(default="", max_length=5000)
+    text: FreeText = Field(default="", max_length=5000)
 
 
 class SearchEvent(_EventBase):
     type: Literal["search"]
-    query: str = Field(min_length=1, max_length=512)
+    query: FreeText = Field(min_length=1, max_length=512)
 
 
 class ShownBundle(BaseModel):
@@ -88,8 +99,8 @@ class BundleImpressionEvent(_EventBase):
     type: Literal["bundle_impression"]
     impression_id: EntityId
     bundles: list[ShownBundle] = Field(min_length=1, max_length=100)
-    policy_version: str = Field(default="", max_length=64)
-    model_version: str = Field(default="", max_length=64)
+    policy_version: FreeText = Field(default="", max_length=64)
+    model_version: FreeText = Field(default="", max_length=64)
 
 
 class BundleOutcomeEvent(_EventBase):

@@ -23,6 +23,7 @@ import redis.exceptions
 
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.ports import RateDecision
+from shared.store.redis_keys import rate_limit_bucket
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,6 @@ return {allowed, string.format('%.6f', wait)}
 """
 
 
-def bucket_key(namespace: str, key_id: str) -> str:
-    """The Redis key of one API key's bucket: ``bw-ratelimit:<namespace>:<key_id>``.
-
-    Outside the namespace's ``bw:<namespace>:*`` keys on purpose: a bucket is not a feature, so a
-    rebuild from PostgreSQL neither makes nor compares it, and it expires on its own.
-    """
-    return f"bw-ratelimit:{namespace}:{key_id}"
-
-
 class RedisRateLimiter:
     """:class:`~services.gateway.ports.RateLimiter` over Redis; see the module for the failure mode."""
 
@@ -92,7 +84,9 @@ class RedisRateLimiter:
         if self._clock() < self._skip_until:
             return self._fail_open(None)
         try:
-            allowed, wait = await self._script(keys=[bucket_key(self._namespace, key_id)], args=[rate_per_s, burst])
+            allowed, wait = await self._script(
+                keys=[rate_limit_bucket(self._namespace, key_id)], args=[rate_per_s, burst]
+            )
         except (redis.exceptions.RedisError, OSError) as exc:
             self._skip_until = self._clock() + RETRY_AFTER_FAILURE_S
             return self._fail_open(exc)

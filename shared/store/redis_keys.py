@@ -115,3 +115,12 @@ class CatalogKeys:
     def bundle_popularity(self) -> str:
         """Sorted set bundle -> purchases."""
         return f"{self.prefix}:bundle_pop"
+
+
+def rate_limit_bucket(namespace: str, key_id: str) -> str:
+    """Hash of one API key's token bucket (the gateway's rate limit): ``bw-ratelimit:<namespace>:<key_id>``.
+
+    Outside the namespace's ``bw:<namespace>:`` keys on purpose: a bucket is request accounting, not
+    a feature, so a rebuild neither drops nor compares it.
+    """
+    return f"bw-ratelimit:{namespace}:{key_id}"

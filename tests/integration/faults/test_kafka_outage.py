@@ -29,7 +29,7 @@ def test_while_kafka_is_down_the_api_acknowledges_nothing_and_afterwards_every_a
         url = f"{pipeline.stack.gateway_url}/v1/events"
 
         def post(events: list[dict[str, Any]]) -> httpx.Response:
-            return httpx.post(url, json={"events": events}, timeout=30)
+            return httpx.post(url, json={"events": events}, headers=pipeline.stack.auth_headers(), timeout=30)
 
         acknowledged = []
         for chunk in chunks(before, 10):
