@@ -12,12 +12,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import routes_bundles, routes_catalog, routes_events, routes_feedback, routes_ops, routes_privacy
+from services.gateway import (
+    routes_bundles,
+    routes_catalog,
+    routes_events,
+    routes_feedback,
+    routes_items,
+    routes_ops,
+    routes_privacy,
+)
 from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.dependencies import GatewayContext
 from services.gateway.limits import BodySizeLimitMiddleware
 from services.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
-from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher
+from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
 from services.gateway.problems import REQUEST_ID_HEADER, install_problem_handlers
 from services.gateway.schemas import EventsBatch
 from services.gateway.settings import GatewaySettings
@@ -50,6 +58,7 @@ def create_app(
     access: AccessControl,
     metrics: GatewayMetrics,
     catalog: CatalogEditor | None = None,
+    related: RelatedItemsSource | None = None,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """The API over ``publisher``, ``bundles`` and ``catalog``, guarded by ``access``; connects to
@@ -57,7 +66,7 @@ def create_app(
 
     ``metrics`` must be the registry ``access`` counts into; ``lifespan`` opens and closes what the
     caller built (see :func:`services.gateway.wiring.build_app`). Without ``catalog`` the catalog
-    routes answer 501.
+    routes answer 501, and without ``related`` the related-items route does.
     """
     if settings.auth_enabled and not access.enabled:
         raise ValueError(
@@ -65,7 +74,13 @@ def create_app(
         )
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, lifespan=lifespan)
     app.state.gateway = GatewayContext(
-        settings=settings, publisher=publisher, bundles=bundles, metrics=metrics, access=access, catalog=catalog
+        settings=settings,
+        publisher=publisher,
+        bundles=bundles,
+        metrics=metrics,
+        access=access,
+        catalog=catalog,
+        related=related,
     )
     install_problem_handlers(app)
     # The last added middleware runs first: metrics see every answer, the body limit comes before
@@ -84,6 +99,7 @@ def create_app(
     app.include_router(routes_events.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_bundles.router)
+    app.include_router(routes_items.router)
     app.include_router(routes_catalog.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_privacy.router)

@@ -56,3 +56,13 @@ class Recommendation:
     policy_version: str
     cold_start: bool
     fallback_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedItem:
+    """An item that completes another, with how often they were bought together (0: a curated
+    bundle holds both) and why, in words."""
+
+    item: BundleItem
+    bought_together: float
+    explanation: str

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation
+from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation, RelatedItem
 from shared.events import Event
 from shared.store.api_keys import StoredKey
 from shared.store.catalog import CatalogBundle, CatalogItem
@@ -201,4 +201,17 @@ class CatalogEditor(Protocol):
 
     async def close(self) -> None:
         """Releases connections; no call may follow."""
+        ...
+
+
+class RelatedItemsSource(Protocol):
+    """Items that complete an item, for an item page."""
+
+    async def related_items(self, *, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
+        """At most ``k`` companions of ``item_id``, best first.
+
+        Raises:
+            shared.errors.NotFound: the catalog does not know the item.
+            shared.errors.Unavailable: the source is down or did not answer within its deadline.
+        """
         ...

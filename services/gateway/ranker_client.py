@@ -10,7 +10,14 @@ import grpc.aio
 from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, BundleItem, RankedBundle, Recommendation
+from services.gateway.domain import (
+    NO_CONSTRAINTS,
+    BundleConstraints,
+    BundleItem,
+    RankedBundle,
+    Recommendation,
+    RelatedItem,
+)
 from shared.errors import (
     Unavailable,
     from_rpc_error,
@@ -76,6 +83,30 @@ class RankerBundleSource:
                 raise RankerTimedOut("ranker did not answer in time") from err
             raise from_rpc_error(err, "ranker") from err
         return recommendation_from_proto(response)
+
+    async def related_items(self, *, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
+        """``Ranker.RelatedItems`` within ``timeout_s``; see the port for the contract."""
+        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        request = ranker_pb2.RelatedItemsRequest(catalog_id=catalog_id, item_id=item_id, k=k)
+        try:
+            response = await stub.RelatedItems(request, timeout=self._timeout_s)
+        except grpc.RpcError as err:
+            if _code_name(err) == grpc.StatusCode.DEADLINE_EXCEEDED.name:
+                raise RankerTimedOut("ranker did not answer in time") from err
+            raise from_rpc_error(err, "ranker") from err
+        return [
+            RelatedItem(
+                item=BundleItem(
+                    item_id=related.item.item_id,
+                    title=related.item.title,
+                    price=related.item.price if related.item.HasField("price") else None,
+                    image_url=related.item.image_url or None,
+                ),
+                bought_together=related.bought_together,
+                explanation=related.explanation,
+            )
+            for related in response.items
+        ]
 
     async def check_ready(self) -> None:
         """Asks the ranker's ``grpc.health.v1`` service whether the Ranker is SERVING.

@@ -96,7 +96,16 @@ def build_app(settings: GatewaySettings) -> FastAPI:
                 if adapter is not None:
                     await adapter.close()
 
-    app = create_app(settings, publisher, bundles, access=access, metrics=metrics, catalog=catalog, lifespan=lifespan)
+    app = create_app(
+        settings,
+        publisher,
+        bundles,
+        access=access,
+        metrics=metrics,
+        catalog=catalog,
+        related=ranker,
+        lifespan=lifespan,
+    )
     app.state.privacy = eraser  # read by routes_privacy; None makes DELETE /v1/users/{id} answer 501
     return app
 

@@ -34,6 +34,9 @@ class GrpcFeatureSource:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "featurestore") from None
 
+    def settle_catalog(self, catalog_id: str) -> None:
+        """Nothing to do: every read goes to the feature store, which always answers as of now."""
+
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
         reply = self._call(
             self._stub.GetUserFeatures, pb.GetUserFeaturesRequest(catalog_id=catalog_id, user_ids=[user_id])

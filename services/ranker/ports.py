@@ -10,7 +10,15 @@ from services.ranker.models import ServedModel
 
 
 class FeatureSource(Protocol):
-    """Batch reads of online features. Raises shared.errors.Unavailable / NotFound."""
+    """Batch reads of online features. Raises shared.errors.Unavailable / NotFound.
+
+    A request starts with :meth:`user_signals` or :meth:`settle_catalog`: the catalog reads after it
+    see the catalog as of then.
+    """
+
+    def settle_catalog(self, catalog_id: str) -> None:
+        """Starts a request that reads no user: catalog reads after it see the catalog as of now."""
+        ...
 
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals: ...
 

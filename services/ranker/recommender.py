@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
 from services.ranker.ports import FeatureSource, ModelSource, PolicySource
+from shared.errors import NotFound
 
 MODEL_VERSION = "cooccurrence-v1"
 # Items whose neighbours are fetched: the cart plus the most recent history.
@@ -26,6 +27,13 @@ class Recommended:
     score: float
     propensity: float
     total_price: float | None
+    explanation: str
+
+
+@dataclass(frozen=True)
+class RelatedItem:
+    item: ItemInfo
+    bought_together: float
     explanation: str
 
 
@@ -128,6 +136,45 @@ class Recommender:
             policy_version=policy.version,
             cold_start=cold_start,
         )
+
+    def related_items(self, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
+        """Companions of ``item_id``: co-purchased items by baskets shared, then the other members of
+        curated bundles holding it; live items only, never the item itself.
+
+        Raises:
+            shared.errors.NotFound: the catalog does not know ``item_id``.
+        """
+        self._features.settle_catalog(catalog_id)
+        if item_id not in self._features.items(catalog_id, [item_id]):
+            raise NotFound(f"catalog {catalog_id!r} has no item {item_id!r}; sync it with the catalog API first")
+        together = [
+            (n, count) for n, count in self._features.neighbours(catalog_id, [item_id]).get(item_id, []) if n != item_id
+        ]
+        in_bundles = self._features.bundles(
+            catalog_id, self._features.bundles_by_item(catalog_id, [item_id]).get(item_id, [])
+        )
+        companions = dict(together)
+        for bundle in sorted(in_bundles.values(), key=lambda b: (-b.purchases, b.bundle_id)):
+            for member in bundle.item_ids:
+                if member != item_id:
+                    companions.setdefault(member, 0.0)
+        candidates = list(companions)[: 3 * k]
+        items = self._features.items(catalog_id, candidates)
+        related = []
+        for candidate in candidates:
+            item = items.get(candidate)
+            if item is None or item.retired:
+                continue
+            count = companions[candidate]
+            reason = (
+                f"Bought together in {count:.0f} basket{'s' if count != 1 else ''}"
+                if count
+                else "In a curated bundle with it"
+            )
+            related.append(RelatedItem(item, count, reason))
+            if len(related) == k:
+                break
+        return related
 
     @staticmethod
     def _explain(

@@ -49,6 +49,12 @@ class RedisFeatureSource:
             catalogs.append(catalog_id)
         return sorted(catalogs)
 
+    def settle_catalog(self, catalog_id: str) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self._keys.catalog(catalog_id).catalog_version())
+        (version,) = self._execute(pipe)
+        self._settle(catalog_id, version)
+
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
         keys = self._keys.catalog(catalog_id)
         pipe = self._client.pipeline(transaction=False)
@@ -135,11 +141,8 @@ class RedisFeatureSource:
     def _catalog(self, catalog_id: str) -> tuple[CatalogSnapshot, bool]:
         """The copy this request settled on, and whether it is current."""
         settled: dict[str, tuple[CatalogSnapshot, bool]] = getattr(self._request, "catalogs", {})
-        if catalog_id not in settled:  # a call without user_signals first: read the version now
-            pipe = self._client.pipeline(transaction=False)
-            pipe.get(self._keys.catalog(catalog_id).catalog_version())
-            (version,) = self._execute(pipe)
-            self._settle(catalog_id, version)
+        if catalog_id not in settled:  # a caller that skipped user_signals and settle_catalog
+            self.settle_catalog(catalog_id)
             settled = self._request.catalogs
         return settled[catalog_id]
 

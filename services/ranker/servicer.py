@@ -67,3 +67,18 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
             if r.bundle.discounted_price is not None:
                 ranked.discounted_price = r.bundle.discounted_price
         return reply
+
+    def RelatedItems(self, request: pb.RelatedItemsRequest, context: grpc.ServicerContext) -> pb.RelatedItemsResponse:
+        if not request.catalog_id or not request.item_id:
+            raise InvalidArgument("catalog_id and item_id are required")
+        if not 1 <= request.k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}")
+        reply = pb.RelatedItemsResponse()
+        for related in self._recommender.related_items(request.catalog_id, request.item_id, request.k):
+            entry = reply.items.add(bought_together=related.bought_together, explanation=related.explanation)
+            entry.item.item_id = related.item.item_id
+            entry.item.title = related.item.title
+            entry.item.image_url = related.item.image_url
+            if related.item.price is not None:
+                entry.item.price = related.item.price
+        return reply

@@ -161,3 +161,35 @@ def test_bundle_outcomes_posted_as_events_publish_a_policy_the_ranker_swaps_in(
         "the ranker to swap in the published policy",
     )
     assert int(served) >= 1
+
+
+def test_an_item_page_gets_the_items_bought_with_it_most_often_first(catalogs: None, stack: LocalStack) -> None:
+    # electronic session 232 holds items 10675 and 3500: bought together in at least that basket
+    reply = httpx.get(
+        f"{stack.gateway_url}/v1/items/electronic-10675/related",
+        params={"catalog_id": "amazon", "k": 50},
+        headers=stack.auth_headers(),
+        timeout=10,
+    )
+
+    assert reply.status_code == 200, reply.text
+    related = reply.json()["items"]
+    assert "electronic-3500" in [r["item"]["item_id"] for r in related]
+    assert all(r["item"]["title"] for r in related)
+    assert "electronic-10675" not in [r["item"]["item_id"] for r in related]
+    counts = [r["bought_together"] for r in related]
+    assert counts == sorted(counts, reverse=True)
+    assert related[0]["explanation"].startswith("Bought together in")
+
+
+def test_an_item_the_catalog_does_not_know_is_a_404_problem(catalogs: None, stack: LocalStack) -> None:
+    reply = httpx.get(
+        f"{stack.gateway_url}/v1/items/no-such-item/related",
+        params={"catalog_id": "amazon"},
+        headers=stack.auth_headers(),
+        timeout=10,
+    )
+
+    assert reply.status_code == 404
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert "no-such-item" in reply.json()["detail"]

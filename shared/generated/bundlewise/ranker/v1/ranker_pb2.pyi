@@ -200,3 +200,77 @@ class RecommendBundlesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecommendBundlesResponse: _TypeAlias = RecommendBundlesResponse  # noqa: Y015
+
+@_typing.final
+class RelatedItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    catalog_id: _builtins.str
+    item_id: _builtins.str
+    k: _builtins.int
+    """Number of items wanted, 1..100."""
+    def __init__(
+        self,
+        *,
+        catalog_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        k: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "item_id", b"item_id", "k", b"k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedItemsRequest: _TypeAlias = RelatedItemsRequest  # noqa: Y015
+
+@_typing.final
+class RelatedItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    BOUGHT_TOGETHER_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    bought_together: _builtins.float
+    """Baskets holding both items; 0 for a companion known only from curated bundles."""
+    explanation: _builtins.str
+    """A short reason built from the same signal, for example "bought together in 12 baskets"."""
+    @_builtins.property
+    def item(self) -> Global___BundleItem: ...
+    def __init__(
+        self,
+        *,
+        item: Global___BundleItem | None = ...,
+        bought_together: _builtins.float = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bought_together", b"bought_together", "explanation", b"explanation", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedItem: _TypeAlias = RelatedItem  # noqa: Y015
+
+@_typing.final
+class RelatedItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelatedItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RelatedItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedItemsResponse: _TypeAlias = RelatedItemsResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class RankerStub:
                 request_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesResponse.FromString,
                 _registered_method=True)
+        self.RelatedItems = channel.unary_unary(
+                '/bundlewise.ranker.v1.Ranker/RelatedItems',
+                request_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RankerServicer:
@@ -52,6 +57,15 @@ class RankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RelatedItems(self, request, context):
+        """Items that complete an item (for an item page): bought with it in the same baskets, most often
+        first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
+        item the catalog does not know.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_RankerServicer_to_server(servicer, server):
                     servicer.RecommendBundles,
                     request_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesRequest.FromString,
                     response_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesResponse.SerializeToString,
+            ),
+            'RelatedItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RelatedItems,
+                    request_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.FromString,
+                    response_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +107,33 @@ class Ranker:
             '/bundlewise.ranker.v1.Ranker/RecommendBundles',
             bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesRequest.SerializeToString,
             bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RecommendBundlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelatedItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.ranker.v1.Ranker/RelatedItems',
+            bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.SerializeToString,
+            bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,11 @@ class RankerStub:
     """Ranked bundles for a user, chosen through the current policy. Never empty for a catalog that
     has live bundles: a cold user gets popular bundles. NOT_FOUND for an unknown catalog.
     """
+    RelatedItems: _grpc.UnaryUnaryMultiCallable[_ranker_pb2.RelatedItemsRequest, _ranker_pb2.RelatedItemsResponse]
+    """Items that complete an item (for an item page): bought with it in the same baskets, most often
+    first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
+    item the catalog does not know.
+    """
 
 @_typing.type_check_only
 class RankerAsyncStub(RankerStub):
@@ -42,6 +47,11 @@ class RankerAsyncStub(RankerStub):
     RecommendBundles: _aio.UnaryUnaryMultiCallable[_ranker_pb2.RecommendBundlesRequest, _ranker_pb2.RecommendBundlesResponse]  # type: ignore[assignment]
     """Ranked bundles for a user, chosen through the current policy. Never empty for a catalog that
     has live bundles: a cold user gets popular bundles. NOT_FOUND for an unknown catalog.
+    """
+    RelatedItems: _aio.UnaryUnaryMultiCallable[_ranker_pb2.RelatedItemsRequest, _ranker_pb2.RelatedItemsResponse]  # type: ignore[assignment]
+    """Items that complete an item (for an item page): bought with it in the same baskets, most often
+    first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
+    item the catalog does not know.
     """
 
 class RankerServicer(metaclass=_abc_1.ABCMeta):
@@ -53,6 +63,17 @@ class RankerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ranker_pb2.RecommendBundlesResponse, _abc.Awaitable[_ranker_pb2.RecommendBundlesResponse]]:
         """Ranked bundles for a user, chosen through the current policy. Never empty for a catalog that
         has live bundles: a cold user gets popular bundles. NOT_FOUND for an unknown catalog.
+        """
+
+    @_abc_1.abstractmethod
+    def RelatedItems(
+        self,
+        request: _ranker_pb2.RelatedItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ranker_pb2.RelatedItemsResponse, _abc.Awaitable[_ranker_pb2.RelatedItemsResponse]]:
+        """Items that complete an item (for an item page): bought with it in the same baskets, most often
+        first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
+        item the catalog does not know.
         """
 
 def add_RankerServicer_to_server(servicer: RankerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
