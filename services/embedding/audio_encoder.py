@@ -233,6 +233,14 @@ class WhisperBase:
         unit: npt.NDArray[np.float32] = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return unit
 
+    def window_states(self, samples: Samples) -> npt.NDArray[np.float32]:
+        """The encoder's float32 ``(1500, dim)`` states over ``samples`` padded to the 30 s window.
+
+        What transcription sees, unpooled; for checking the cut clips' vectors against it.
+        """
+        window = self.window_features(samples)
+        return self._encoder_states([AudioFeatures(window, window.shape[1])])[0]
+
     def transcribe(self, window: npt.NDArray[np.float32], language: str | None = None) -> Transcript:
         """What is said in one clip, from :meth:`window_features`.
 

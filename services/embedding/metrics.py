@@ -10,24 +10,24 @@ SERVICE = "embedding"
 
 BATCH_SIZE = Histogram(
     metric_name(SERVICE, "batch_size"),
-    "Inputs per encoder forward pass, by modality (text, image).",
+    "Inputs per encoder forward pass, by modality (text, image, audio).",
     ["modality"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 QUEUE_DEPTH = Gauge(
     metric_name(SERVICE, "queue_depth"),
-    "Inputs accepted and waiting for a forward pass, by modality.",
+    "Inputs accepted and waiting for a forward pass, by modality (speech: spoken queries waiting or transcribing).",
     ["modality"],
 )
 ENCODE_DURATION = Histogram(
     metric_name(SERVICE, "encode_duration_seconds"),
-    "Time of one forward pass (tokenise or stack, encode, pool, normalise), by modality.",
+    "Time of one forward pass (tokenise or stack, encode, pool, normalise), by modality; speech: one transcription.",
     ["modality"],
     buckets=LATENCY_BUCKETS_S,
 )
 ENCODED = Counter(
     metric_name(SERVICE, "encoded_total"),
-    "Inputs run through an encoder (cache hits are not counted), by modality.",
+    "Inputs run through an encoder (cache hits are not counted), by modality; speech: clips transcribed.",
     ["modality"],
 )
 CACHE_LOOKUPS = Counter(

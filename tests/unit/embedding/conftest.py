@@ -2,19 +2,22 @@
 
 The real encoders come from the service's own wiring (:func:`load_encoders`) on the CPU, with the
 model cache that ``make models`` prepares (``BUNDLEWISE_MODEL_CACHE``). Tests that need
-multilingual-e5-small skip, saying so, when that cache has not been prepared.
+multilingual-e5-small or Whisper-base skip, saying so, when that cache has not been prepared;
+tests that speak skip, saying so, without Debian's ``espeak-ng``.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from services.embedding.audio_encoder import WhisperBase
 from services.embedding.device import DevicePlacement
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder
-from services.embedding.model_cache import E5_NAME, e5_dir, is_prepared
+from services.embedding.model_cache import E5_NAME, WHISPER_NAME, e5_dir, is_prepared, whisper_dir
 from services.embedding.settings import EmbeddingSettings, ModelCacheSettings
 from services.embedding.text_encoder import (
     E5TextEncoder,
@@ -89,3 +92,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_encoder(tiny_model_dir: Path) -> MiniLMTextEncoder:
     """A random 2-layer BERT through the real loading code: fast, meaningless vectors."""
     return tiny_random_bert_encoder(tiny_model_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def whisper(loaded: LoadedEncoders, model_cache: Path) -> WhisperBase:
+    """The real Whisper-base (CTranslate2, int8 on the CPU) from the model cache."""
+    if loaded.whisper is None or not is_prepared(whisper_dir(model_cache)):
+        pytest.skip(f"{WHISPER_NAME} is not prepared in {model_cache}: run `make models` first")
+    return loaded.whisper
+
+
+@pytest.fixture(scope="session")
+def espeak_ng() -> str:
+    """The ``espeak-ng`` program; skips the test when the Debian package is not installed."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        pytest.skip("espeak-ng is not installed (Debian package espeak-ng): speech cannot be synthesised")
+    return program

@@ -262,7 +262,7 @@ def test_an_unknown_image_model_is_not_found(stub: embedding_pb2_grpc.EmbeddingS
     )
 
 
-def test_describe_models_lists_the_default_text_model_first_then_the_others_then_images(
+def test_describe_models_lists_the_default_text_model_first_then_the_others_then_images_then_audio(
     stub: embedding_pb2_grpc.EmbeddingStub, loaded: LoadedEncoders
 ) -> None:
     response = stub.DescribeModels(embedding_pb2.DescribeModelsRequest(), timeout=DEADLINE_S)
@@ -272,8 +272,14 @@ def test_describe_models_lists_the_default_text_model_first_then_the_others_then
         (encoder.name, "text", 384, "cpu", "MIT" if isinstance(encoder, E5TextEncoder) else "Apache-2.0")
         for encoder in loaded.texts
     ]
-    assert described == [*expected_texts, ("efficientnet-lite0", "image", 1280, "cpu", "Apache-2.0")]
-    assert [m.version for m in response.models] == [e.version for e in loaded.texts] + [loaded.images[0].version]
+    expected_audio = [] if loaded.whisper is None else [("whisper-base", "audio", 512, "cpu", "MIT")]
+    assert described == [*expected_texts, ("efficientnet-lite0", "image", 1280, "cpu", "Apache-2.0"), *expected_audio]
+    audio_versions = [] if loaded.whisper is None else [loaded.whisper.version]
+    assert [m.version for m in response.models] == [
+        *(e.version for e in loaded.texts),
+        loaded.images[0].version,
+        *audio_versions,
+    ]
     assert isinstance(loaded.texts[-1], MiniLMTextEncoder)
 
 
@@ -295,7 +301,7 @@ def test_metrics_endpoint_exposes_the_embedding_metrics(
         exposition = page.read().decode()
 
     for line in (
-        "# HELP bundlewise_embedding_batch_size Inputs per encoder forward pass, by modality (text, image).",
+        "# HELP bundlewise_embedding_batch_size Inputs per encoder forward pass, by modality (text, image, audio).",
         "# TYPE bundlewise_embedding_encoded_total counter",
         "# TYPE bundlewise_embedding_queue_depth gauge",
         "# TYPE bundlewise_embedding_encode_duration_seconds histogram",
