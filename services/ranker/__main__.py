@@ -18,7 +18,9 @@ def main() -> int:
     service = build_service(settings)
     service.policies.start()
     if service.warm_up is not None:
-        logging.getLogger(__name__).info("catalogs loaded before serving: %s", service.warm_up() or "none yet")
+        catalogs = service.warm_up()
+        service.policies.prefetch(catalogs)
+        logging.getLogger(__name__).info("catalogs and policies loaded before serving: %s", catalogs or "none yet")
     if service.models is not None:
         service.models.start()
     else:

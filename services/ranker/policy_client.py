@@ -27,8 +27,9 @@ def params_from_snapshot(snapshot: policy_pb2.PolicySnapshot) -> PolicyParams:
 class RefreshingPolicySource:
     """Answers from memory; a background thread polls the policy service every ``refresh_s``.
 
-    A catalog is polled from the first time it is asked for. A failed poll keeps the version in hand
-    (serving never waits on the policy service).
+    A catalog is polled from the first time it is asked for, at once (that first answer uses the
+    default policy), and every ``refresh_s`` after; :meth:`prefetch` loads known catalogs before
+    serving. A failed poll keeps the version in hand (serving never waits on the policy service).
     """
 
     def __init__(self, channel: grpc.Channel, timeout_s: float, refresh_s: float) -> None:
@@ -38,6 +39,7 @@ class RefreshingPolicySource:
         self._current: dict[str, PolicyParams] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy-refresh", daemon=True)
 
     def start(self) -> None:
@@ -45,12 +47,21 @@ class RefreshingPolicySource:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def prefetch(self, catalog_ids: list[str]) -> None:
+        """Polls ``catalog_ids`` now, so that their first requests use the published policy."""
+        with self._lock:
+            for catalog_id in catalog_ids:
+                self._current.setdefault(catalog_id, DEFAULT_POLICY)
+        self.refresh()
 
     def current(self, catalog_id: str) -> PolicyParams:
         with self._lock:
             params = self._current.get(catalog_id)
             if params is None:
                 self._current[catalog_id] = DEFAULT_POLICY
+                self._wake.set()  # poll it now rather than at the next period
                 return DEFAULT_POLICY
             return params
 
@@ -74,5 +85,8 @@ class RefreshingPolicySource:
                     log.info("policy for %s: version %d -> %d", catalog_id, old.version, snapshot.version)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._refresh_s):
-            self.refresh()
+        while not self._stop.is_set():
+            self._wake.wait(self._refresh_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.refresh()
