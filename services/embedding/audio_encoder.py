@@ -239,7 +239,8 @@ class WhisperBase:
         What transcription sees, unpooled; for checking the cut clips' vectors against it.
         """
         window = self.window_features(samples)
-        return self._encoder_states([AudioFeatures(window, window.shape[1])])[0]
+        states: npt.NDArray[np.float32] = self._encoder_states([AudioFeatures(window, window.shape[1])])[0]
+        return states
 
     def transcribe(self, window: npt.NDArray[np.float32], language: str | None = None) -> Transcript:
         """What is said in one clip, from :meth:`window_features`.

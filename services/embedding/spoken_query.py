@@ -73,6 +73,12 @@ class Transcriber:
         """The model behind the worker."""
         return self._recognizer
 
+    @property
+    def pending(self) -> int:
+        """Transcriptions accepted and not finished (waiting or running)."""
+        with self._lock:
+            return self._pending
+
     def transcribe(self, samples: Samples, language: str | None, timeout_s: float | None) -> Transcript:
         """The transcript of 16 kHz mono ``samples``.
 

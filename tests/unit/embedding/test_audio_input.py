@@ -9,6 +9,7 @@ from services.embedding.audio_input import SAMPLE_RATE, AudioLimits, decode_audi
 from shared.errors import InvalidArgument
 from tests.unit.embedding.speech import encode, tone
 
+ACCEPTED = "WAV, WAVEX, RF64, FLAC, OGG, MP3"
 LIMITS = AudioLimits(max_bytes=2 * 1024 * 1024, max_seconds=30.0)
 
 
@@ -38,9 +39,7 @@ def test_44_1_khz_stereo_is_averaged_and_resampled_to_16_khz() -> None:
     [("FLAC", "PCM_16", 16_000), ("OGG", "VORBIS", 22_050), ("OGG", "OPUS", 48_000), ("MP3", "MPEG_LAYER_III", 44_100)],
     ids=["flac", "ogg-vorbis", "ogg-opus", "mp3"],
 )
-def test_compressed_formats_decode_to_about_their_duration_at_16_khz(
-    file_format: str, subtype: str, rate: int
-) -> None:
+def test_compressed_formats_decode_to_about_their_duration_at_16_khz(file_format: str, subtype: str, rate: int) -> None:
     decoded = decode_audio(encode(tone(1.0, rate=rate), rate, file_format, subtype), LIMITS, "clip")
 
     # Lossy codecs pad a few milliseconds at the edges.
@@ -58,11 +57,14 @@ def test_a_clip_of_exactly_the_limit_is_accepted() -> None:
     ("data", "details"),
     [
         (b"", "clips[3] is empty"),
-        (b"this is not audio at all" * 10, "clips[3] is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3)"),
+        (
+            b"this is not audio at all" * 10,
+            "clips[3] is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3)",
+        ),
         (encode(tone(31.0, rate=8_000), 8_000, "WAV"), "clips[3] lasts 31.0 s; the limit is 30 s"),
         (encode(tone(0.05), SAMPLE_RATE, "WAV"), "clips[3] lasts 0.050 s; at least 0.1 s of sound is needed"),
         (encode(tone(1.0, rate=4_000), 4_000, "WAV"), "clips[3] is sampled at 4000 Hz; accepted: 8000 to 192000"),
-        (encode(tone(1.0), SAMPLE_RATE, "AIFF"), "clips[3] is AIFF audio; accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3"),
+        (encode(tone(1.0), SAMPLE_RATE, "AIFF"), f"clips[3] is AIFF audio; accepted: {ACCEPTED}"),
     ],
     ids=["empty", "not-audio", "too-long", "too-short", "sample-rate-too-low", "other-format"],
 )

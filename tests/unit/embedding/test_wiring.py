@@ -18,10 +18,14 @@ def test_with_a_prepared_cache_e5_is_the_default_and_minilm_stays_available(
     assert [encoder.name for encoder in loaded.images] == ["efficientnet-lite0"]
 
 
-def test_without_a_prepared_cache_minilm_is_the_default(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_without_a_prepared_cache_minilm_is_the_default_and_audio_is_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = EmbeddingSettings(embedding_device="cpu", model_cache=tmp_path, embedding_max_tokens=16)
 
     encoders = load_encoders(settings)
 
     assert [encoder.name for encoder in encoders.texts] == ["all-MiniLM-L6-v2"]
     assert f"no multilingual-e5-small in {tmp_path} (run `make models`)" in caplog.text
+    assert encoders.whisper is None
+    assert f"no whisper-base in {tmp_path} (run `make models`); audio and spoken queries are off" in caplog.text
