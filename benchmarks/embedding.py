@@ -14,10 +14,14 @@ each device it has (``cpu`` always, ``gpu`` when torch sees CUDA) and each modal
   after another while the throughput clients keep the service loaded.
 
 Modalities: ``text_en`` (all-MiniLM-L6-v2), ``text_multi`` (multilingual-e5-small, when ``make
-models`` has prepared it), ``image`` (EfficientNet-Lite0, JPEG bytes); ``audio`` is reported as not
-served yet. Texts are the real BundleRec_Amazon item titles when the data folder has them (else a
-generated stand-in, said so in the results); images are JPEG re-encodings of scikit-learn's two
-sample photos, resized and cropped into distinct images.
+models`` has prepared it), ``image`` (EfficientNet-Lite0, JPEG bytes), ``audio`` (Whisper-base's
+pooled encoder with CTranslate2, WAV bytes, when ``make models`` has joined it). Texts are the real
+BundleRec_Amazon item titles when the data folder has them (else a generated stand-in, said so in
+the results); images are JPEG re-encodings of scikit-learn's two sample photos, resized and cropped
+into distinct images; clips are spoken product titles synthesised by espeak-ng (tones when it is
+not installed, said so), 1.8 s each. For audio, ``details`` adds ``raw_window_per_s`` (the same
+clips padded to Whisper's 30 s window, what the cut saves) and ``spoken_query_p50_ms`` /
+``spoken_query_p99_ms`` (EmbedSpokenQuery, one after another, once the throughput clients are done).
 
 ``run(...) -> dict`` does the measuring and returns the results; :func:`main` writes them to
 ``benchmarks/results/embedding.json``; :func:`markdown` renders them for ``docs/benchmarks.md``.
@@ -49,10 +53,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from benchmarks.provenance import run_metadata
-from services.embedding.device import DevicePlacement, choose_device
+from services.embedding.audio_encoder import WhisperBase
+from services.embedding.audio_input import SAMPLE_RATE, AudioLimits, decode_audio
+from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder
 from services.embedding.image_input import ImageLimits, decode_image
-from services.embedding.model_cache import E5_NAME, e5_dir, is_prepared
+from services.embedding.model_cache import E5_NAME, WHISPER_NAME, e5_dir, is_prepared, whisper_dir
 from services.embedding.settings import ModelCacheSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
 from shared.settings import load_settings
@@ -62,9 +68,20 @@ RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "embedding.json"
 GOALS = {"cpu_ratio": 0.9, "gpu_text_multi_service_per_s": 50_000}
 TEXT_BATCHES = (32, 128, 256)
 IMAGE_BATCHES = (8, 16, 32)
+AUDIO_BATCHES = (4, 8, 16)
+CLIP_SECONDS = 1.8
 MAX_TOKENS = 128
 DEADLINE_S = 60.0
 _LIMITS = ImageLimits(max_bytes=10 * 1024 * 1024, max_pixels=40_000_000)
+_AUDIO_LIMITS = AudioLimits(max_bytes=10 * 1024 * 1024, max_seconds=30.0)
+_SPOKEN_TITLES = (
+    "running shoes for women",
+    "wireless noise cancelling headphones",
+    "usb c charging cable",
+    "a red summer dress",
+    "rechargeable double a batteries",
+    "leather laptop bag",
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.embedding", description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=20_000, help="titles per text measurement")
     parser.add_argument("--images", type=int, default=512, help="images per image measurement")
+    parser.add_argument("--clips", type=int, default=256, help="audio clips per audio measurement")
     parser.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
     parser.add_argument("--per-call", type=int, default=64, help="texts per throughput call (images: a quarter)")
     parser.add_argument("--latency-calls", type=int, default=200, help="one-input calls for the latency figures")
@@ -94,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(
         texts=args.texts,
         images=args.images,
+        clips=args.clips,
         clients=args.clients,
         per_call=args.per_call,
         latency_calls=args.latency_calls,
@@ -110,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(
     texts: int = 20_000,
     images: int = 512,
+    clips: int = 256,
     clients: int = 16,
     per_call: int = 64,
     latency_calls: int = 200,
@@ -127,6 +147,7 @@ def run(
         torch.set_num_threads(torch_threads)
     titles, titles_source = load_titles(texts)
     photos = make_images(images)
+    speech, speech_source = make_clips(clips)
     model_cache = load_settings(ModelCacheSettings).model_cache
     wanted = ["cpu", "gpu"] if devices == "auto" else [devices]
     results: dict[str, Any] = {}
@@ -139,6 +160,8 @@ def run(
         if is_prepared(e5_dir(model_cache)):
             workloads.append(Workload("text_multi", E5_NAME, titles))
         workloads.append(Workload("image", "efficientnet-lite0", photos))
+        if is_prepared(whisper_dir(model_cache)):
+            workloads.append(Workload("audio", WHISPER_NAME, speech))
         section: dict[str, Any] = {}
         for workload in workloads:
             raw_per_s, best_batch = measure_raw(workload, placement, model_cache)
@@ -153,15 +176,23 @@ def run(
                 "single_p99_ms": round(service["p99_ms"], 2),
                 "details": {"model": workload.model, "best_batch": best_batch, "inputs": len(workload.inputs)},
             }
+            if workload.modality == "audio":
+                section["audio"]["details"] |= {
+                    "raw_window_per_s": round(measure_raw_window(workload, placement, best_batch, model_cache), 2),
+                    "spoken_query_p50_ms": round(service["spoken_p50_ms"], 1),
+                    "spoken_query_p99_ms": round(service["spoken_p99_ms"], 1),
+                }
         if "text_multi" not in section:
             section["text_multi"] = {"status": f"{E5_NAME} not prepared in {model_cache}: run make models"}
-        section["audio"] = {"status": "not served yet (Whisper-base: see docs/embedding.md)"}
+        if "audio" not in section:
+            section["audio"] = {"status": f"{WHISPER_NAME} not prepared in {model_cache}: run make models"}
         results[device] = section
     results["details"] = {
         "titles": titles_source,
         "images": "scikit-learn sample photos (china.jpg, flower.jpg), distinct crops, JPEG quality 90",
         "clients": clients,
-        "per_call": {"text": per_call, "image": max(1, per_call // 4)},
+        "clips": speech_source,
+        "per_call": {"text": per_call, "image": max(1, per_call // 4), "audio": max(1, per_call // 16)},
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -210,8 +241,41 @@ def make_images(count: int) -> list[bytes]:
     return out
 
 
+def make_clips(count: int) -> tuple[list[bytes], str]:
+    """``count`` distinct 1.8 s 16 kHz WAV clips: spoken titles by espeak-ng, or tones without it."""
+    import numpy as np  # noqa: PLC0415
+    import soundfile  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    length = round(CLIP_SECONDS * SAMPLE_RATE)
+    try:
+        voices = [
+            decode_audio(
+                subprocess.run(["espeak-ng", "--stdout", title], capture_output=True, check=True).stdout,
+                _AUDIO_LIMITS,
+                title,
+            )
+            for title in _SPOKEN_TITLES
+        ]
+        source = f"{len(_SPOKEN_TITLES)} product titles spoken by espeak-ng, gain varied, {CLIP_SECONDS} s each"
+    except (OSError, subprocess.CalledProcessError) as exc:
+        times = np.arange(length) / SAMPLE_RATE
+        voices = [(0.3 * np.sin(2 * np.pi * (200 + 50 * i) * times)).astype(np.float32) for i in range(6)]
+        source = f"tones (espeak-ng unavailable: {type(exc).__name__}), {CLIP_SECONDS} s each"
+    out = []
+    for index in range(count):
+        clip = np.zeros(length, dtype=np.float32)
+        voice = voices[index % len(voices)][:length]
+        clip[: len(voice)] = voice * (0.5 + 0.5 * (index % 101) / 100)
+        buffer = io.BytesIO()
+        soundfile.write(buffer, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        out.append(buffer.getvalue())
+    return out, source
+
+
 # --- raw --------------------------------------------------------------------------------------------
 def load_encoder(workload: Workload, placement: DevicePlacement, model_cache: Path) -> Any:
+    if workload.modality == "audio":
+        return WhisperBase.from_cache(model_cache, ctranslate2_placement(placement), threads=torch.get_num_threads())
     if workload.modality == "text_en":
         return MiniLMTextEncoder.from_package(placement, MAX_TOKENS)
     if workload.modality == "text_multi":
@@ -222,7 +286,7 @@ def load_encoder(workload: Workload, placement: DevicePlacement, model_cache: Pa
 def measure_raw(workload: Workload, placement: DevicePlacement, model_cache: Path) -> tuple[float, int]:
     """Best inputs/s over a few batch sizes, and that batch size (one warm-up batch each first)."""
     encoder = load_encoder(workload, placement, model_cache)
-    batches = IMAGE_BATCHES if workload.modality == "image" else TEXT_BATCHES
+    batches = {"image": IMAGE_BATCHES, "audio": AUDIO_BATCHES}.get(workload.modality, TEXT_BATCHES)
     step = raw_step(workload, encoder)
     best = (0.0, batches[0])
     for batch in batches:
@@ -242,7 +306,28 @@ def measure_raw(workload: Workload, placement: DevicePlacement, model_cache: Pat
     return best
 
 
+def measure_raw_window(workload: Workload, placement: DevicePlacement, batch: int, model_cache: Path) -> float:
+    """Clips/s of the raw audio loop with every clip padded to Whisper's 30 s window (two batches)."""
+    from services.embedding.audio_encoder import AudioFeatures  # noqa: PLC0415
+
+    whisper: WhisperBase = load_encoder(workload, placement, model_cache)
+    clips = [decode_audio(clip, _AUDIO_LIMITS, "clip") for clip in workload.inputs[: 2 * batch]]
+    started = time.perf_counter()
+    for start in range(0, len(clips), batch):
+        whisper.encode(
+            [AudioFeatures(whisper.window_features(clip), len(clip) // 160) for clip in clips[start : start + batch]]
+        )
+    return len(clips) / (time.perf_counter() - started)
+
+
 def raw_step(workload: Workload, encoder: Any) -> Callable[[Sequence[Any]], object]:
+    if workload.modality == "audio":
+        whisper: WhisperBase = encoder
+
+        def clips(batch: Sequence[Any]) -> object:
+            return whisper.encode([whisper.features(decode_audio(b, _AUDIO_LIMITS, "clip")) for b in batch])
+
+        return clips
     if workload.modality == "image":
         image_encoder: EfficientNetLiteImageEncoder = encoder
 
@@ -282,12 +367,13 @@ def embedding_service(
         "BUNDLEWISE_LOG_LEVEL": "WARNING",
         "BUNDLEWISE_EMBEDDING_MAX_QUEUE": "65536",
         "BUNDLEWISE_EMBEDDING_MAX_IMAGE_QUEUE": "4096",
+        "BUNDLEWISE_EMBEDDING_MAX_AUDIO_QUEUE": "4096",
     }
-    env["BUNDLEWISE_EMBEDDING_MAX_IMAGE_BATCH" if modality == "image" else "BUNDLEWISE_EMBEDDING_MAX_BATCH"] = str(
-        max_batch
-    )
+    batch_setting = {"image": "MAX_IMAGE_BATCH", "audio": "MAX_AUDIO_BATCH"}.get(modality, "MAX_BATCH")
+    env[f"BUNDLEWISE_EMBEDDING_{batch_setting}"] = str(max_batch)
     if torch_threads:
         env["OMP_NUM_THREADS"] = str(torch_threads)
+        env["BUNDLEWISE_EMBEDDING_AUDIO_THREADS"] = str(torch_threads)
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.embedding"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
@@ -324,6 +410,10 @@ def wait_until_serving(address: str, process: subprocess.Popen[bytes], log: Any,
 
 
 def call_for(workload: Workload, stub: embedding_pb2_grpc.EmbeddingStub) -> Callable[[Sequence[Any]], object]:
+    if workload.modality == "audio":
+        return lambda batch: stub.EmbedAudio(
+            embedding_pb2.EmbedAudioRequest(clips=list(batch), model=workload.model), timeout=DEADLINE_S
+        )
     if workload.modality == "image":
         return lambda batch: stub.EmbedImages(
             embedding_pb2.EmbedImagesRequest(
@@ -348,7 +438,7 @@ def measure_service(
     model_cache: Path,
 ) -> dict[str, float]:
     """Throughput of ``clients`` concurrent callers, and one-input latency while they run."""
-    size = max(1, per_call // 4) if workload.modality == "image" else per_call
+    size = {"image": max(1, per_call // 4), "audio": max(1, per_call // 16)}.get(workload.modality, per_call)
     calls = [workload.inputs[start : start + size] for start in range(0, len(workload.inputs), size)]
     with (
         embedding_service(placement, max_batch, workload.modality, torch_threads, model_cache) as address,
@@ -387,11 +477,21 @@ def measure_service(
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        spoken = []
+        if workload.modality == "audio":
+            # A shopper's spoken search: transcription dominates (a 30 s window), so a few suffice.
+            for clip in workload.inputs[: min(20, latency_calls)]:
+                probe_start = time.perf_counter()
+                stub.EmbedSpokenQuery(embedding_pb2.EmbedSpokenQueryRequest(audio=clip), timeout=DEADLINE_S)
+                spoken.append((time.perf_counter() - probe_start) * 1000.0)
     latencies = latencies or [float("nan")]
+    spoken = spoken or [float("nan")]
     return {
         "per_s": done / elapsed,
         "p50_ms": statistics.median(latencies),
         "p99_ms": percentile(latencies, 0.99),
+        "spoken_p50_ms": statistics.median(spoken),
+        "spoken_p99_ms": percentile(spoken, 0.99),
     }
 
 
@@ -423,13 +523,24 @@ def markdown(results: Mapping[str, Any]) -> str:
     details, run_info = results["details"], results["run"]
     machine = run_info["machine"]
     gpu = f" GPU: {details['cuda_device']}." if details.get("cuda_device") else ""
+    audio_notes = ""
+    for device in ("cpu", "gpu"):
+        audio = results.get(device, {}).get("audio", {})
+        if "details" in audio:
+            extra = audio["details"]
+            audio_notes += (
+                f"\nAudio on {device}: clips padded to Whisper's 30 s window instead of cut, "
+                f"{extra['raw_window_per_s']:,.1f} clips/s raw; spoken query (transcript and e5 query vector) "
+                f"p50 {extra['spoken_query_p50_ms']:.0f} ms, p99 {extra['spoken_query_p99_ms']:.0f} ms."
+            )
     table = "\n".join(rows)
     return f"""## Embedding (`benchmarks/embedding.py`)
 
 Bare encoder loop (`raw_per_s`, best batch size) against the embedding service over gRPC
-(`service_per_s`, {details["clients"]} concurrent clients, {details["per_call"]["text"]} texts or \
-{details["per_call"]["image"]} images per call, vector cache off), and one-input latency under that load.
-Goal: ratio ≥ {results["goals"]["cpu_ratio"]} on CPU. Texts: {details["titles"]}. Images: {details["images"]}.
+(`service_per_s`, {details["clients"]} concurrent clients, {details["per_call"]["text"]} texts, \
+{details["per_call"]["image"]} images or {details["per_call"].get("audio", "-")} clips per call, vector cache \
+off), and one-input latency under that load. Goal: ratio ≥ {results["goals"]["cpu_ratio"]} on CPU. \
+Texts: {details["titles"]}. Images: {details["images"]}. Clips: {details.get("clips", "-")}.{audio_notes}
 
 | device | modality | raw_per_s | service_per_s | ratio | single p50 ms | single p99 ms |
 |---|---|---|---|---|---|---|
