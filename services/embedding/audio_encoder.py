@@ -243,43 +243,64 @@ class WhisperBase:
         return states
 
     def transcribe(self, window: npt.NDArray[np.float32], language: str | None = None) -> Transcript:
-        """What is said in one clip, from :meth:`window_features`.
+        """What is said in one clip, from :meth:`window_features`; see :meth:`transcribe_batch`."""
+        [transcript] = self.transcribe_batch([window], [language])
+        return transcript
 
-        ``language`` None: the most likely of :attr:`languages` by Whisper's language detection.
+    def transcribe_batch(
+        self, windows: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
+    ) -> list[Transcript]:
+        """What is said in each clip (from :meth:`window_features`), in one encoder pass and one decode.
+
+        ``languages[i]`` None: the most likely of :attr:`languages` by Whisper's language detection.
         Decoding is beam search (no timestamps), at most ``max_transcript_tokens`` tokens. Blocks
-        for the encoder and the decoder (about 1 to 2 s on one CPU core, int8).
+        for the encoder and the decoder (about 0.6 to 1.6 s per clip on the CPU, int8).
 
         Raises:
-            ValueError: ``language`` is not one of :attr:`languages`.
+            ValueError: a language is not one of :attr:`languages`, or the two lengths differ.
         """
-        if language is not None and language not in self._languages:
-            raise ValueError(f"language {language!r} is not one of {', '.join(self._languages)}")
-        batch = self._ctranslate2.StorageView.from_array(np.ascontiguousarray(window[np.newaxis]))
+        if len(windows) != len(languages):
+            raise ValueError(f"{len(windows)} windows but {len(languages)} languages")
+        for language in languages:
+            if language is not None and language not in self._languages:
+                raise ValueError(f"language {language!r} is not one of {', '.join(self._languages)}")
+        if not windows:
+            return []
+        batch = self._ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(list(windows))))
         # Encode once; detection and decoding both take the encoder's output.
         encoded = self._model.encode(batch, to_cpu=False)
-        probabilities = dict.fromkeys(self._languages, 1.0)
-        if language is None:
-            detected = dict(self._model.detect_language(encoded)[0])
-            probabilities = {code: float(detected.get(f"<|{code}|>", 0.0)) for code in self._languages}
-            language = max(probabilities, key=lambda code: probabilities[code])
-        prompt = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
-        [result] = self._model.generate(
+        chosen: list[tuple[str, float]] = []
+        detected = self._model.detect_language(encoded) if None in languages else [None] * len(windows)
+        for language, candidates in zip(languages, detected, strict=True):
+            if language is not None:
+                chosen.append((language, 1.0))
+                continue
+            scores = dict(candidates)
+            probabilities = {code: float(scores.get(f"<|{code}|>", 0.0)) for code in self._languages}
+            best = max(probabilities, key=lambda code: probabilities[code])
+            chosen.append((best, probabilities[best]))
+        prompts = [
+            ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"] for language, _ in chosen
+        ]
+        results = self._model.generate(
             encoded,
-            [prompt],
+            prompts,
             beam_size=self._beam_size,
             max_length=self._max_transcript_tokens,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
         )
-        text = self._tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
-        return Transcript(
-            text=text,
-            language=language,
-            language_probability=probabilities[language],
-            no_speech_probability=float(result.no_speech_prob),
-            average_logprob=float(result.scores[0]),
-        )
+        return [
+            Transcript(
+                text=self._tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip(),
+                language=language,
+                language_probability=probability,
+                no_speech_probability=float(result.no_speech_prob),
+                average_logprob=float(result.scores[0]),
+            )
+            for result, (language, probability) in zip(results, chosen, strict=True)
+        ]
 
     def _log_mel(self, samples: Samples, length: int) -> npt.NDArray[np.float32]:
         clip = np.zeros(length, dtype=np.float32)

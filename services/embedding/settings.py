@@ -128,6 +128,9 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         le=120.0,
         description="Most a spoken query (transcription and query vector) may take, whatever the caller's deadline.",
     )
+    embedding_max_spoken_batch: int = Field(
+        default=8, ge=1, le=128, description="Spoken queries transcribed together in one encoder pass and decode."
+    )
     embedding_max_spoken_queue: int = Field(
         default=8, ge=1, le=1024, description="Spoken queries waiting or transcribing before RESOURCE_EXHAUSTED."
     )

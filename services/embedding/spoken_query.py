@@ -7,10 +7,13 @@ the text it says: transcribed, then embedded as a QUERY by the default text enco
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +25,8 @@ from services.embedding.audio_input import Samples
 from services.embedding.embedder import TextEmbedder
 from services.embedding.text_encoder import TextEncoder, TextRole
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 class SpeechRecognizer(Protocol):
@@ -46,27 +51,40 @@ class SpeechRecognizer(Protocol):
         """The model input of 16 kHz mono ``samples`` (computed on the caller's thread)."""
         ...
 
-    def transcribe(self, window: npt.NDArray[np.float32], language: str | None = None) -> Transcript:
-        """What is said; ``language`` None: detected. Blocks for the forward passes."""
+    def transcribe_batch(
+        self, windows: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
+    ) -> list[Transcript]:
+        """What is said in each window, in order; a language None is detected. Blocks for the forward passes."""
         ...
 
 
-class Transcriber:
-    """Runs transcriptions one at a time on its own worker thread, within each call's time budget.
+@dataclass
+class _Job:
+    window: npt.NDArray[np.float32]
+    language: str | None
+    future: Future[Transcript] = field(default_factory=Future)
 
-    A transcription is one 30 s encoder pass and a token-by-token decode; running two at once on
-    the same cores would only slow both, so calls queue, at most ``max_queue`` of them.
+
+class Transcriber:
+    """Runs transcriptions on its own worker thread, batched, within each call's time budget.
+
+    The worker takes every waiting clip (up to ``max_batch``) into one encoder pass and one decode,
+    without waiting for more: one clip alone starts at once, and under load clips share passes. At
+    most ``max_queue`` clips wait or run.
     """
 
-    def __init__(self, recognizer: SpeechRecognizer, max_queue: int) -> None:
-        """Starts the worker; :meth:`close` stops it."""
+    def __init__(self, recognizer: SpeechRecognizer, max_queue: int, max_batch: int = 8) -> None:
+        """Starts the worker thread; :meth:`close` stops it."""
         self._recognizer = recognizer
         self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._waiting: deque[_Job] = deque()
         self._pending = 0
-        self._lock = threading.Lock()
         self._closing = False
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-transcriber")
+        self._changed = threading.Condition()
         self._queue_depth = metrics.QUEUE_DEPTH.labels("speech")
+        self._worker = threading.Thread(target=self._run, name="embedding-transcriber", daemon=True)
+        self._worker.start()
 
     @property
     def recognizer(self) -> SpeechRecognizer:
@@ -76,11 +94,11 @@ class Transcriber:
     @property
     def pending(self) -> int:
         """Transcriptions accepted and not finished (waiting or running)."""
-        with self._lock:
+        with self._changed:
             return self._pending
 
     def transcribe(self, samples: Samples, language: str | None, timeout_s: float | None) -> Transcript:
-        """The transcript of 16 kHz mono ``samples``.
+        """The transcript of 16 kHz mono ``samples``; the model input is computed on this thread.
 
         Raises:
             InvalidArgument: ``language`` is not one the recognizer accepts.
@@ -90,8 +108,8 @@ class Transcriber:
         if language is not None and language not in self._recognizer.languages:
             accepted = ", ".join(self._recognizer.languages)
             raise InvalidArgument(f"language {language!r} is not one of {accepted} (or empty: detect it)")
-        window = self._recognizer.window_features(samples)
-        with self._lock:
+        job = _Job(self._recognizer.window_features(samples), language)
+        with self._changed:
             if self._closing:
                 raise Unavailable("embedding service is shutting down; retry")
             if self._pending >= self._max_queue:
@@ -100,32 +118,61 @@ class Transcriber:
                 )
             self._pending += 1
             self._queue_depth.set(self._pending)
-        future: Future[Transcript] = self._worker.submit(self._run, window, language)
-        future.add_done_callback(self._finished)
+            self._waiting.append(job)
+            self._changed.notify()
         try:
-            return future.result(timeout=timeout_s)
+            return job.future.result(timeout=timeout_s)
         except TimeoutError:
             # Frees its place if it has not started; a running decode cannot be interrupted.
-            future.cancel()
+            job.future.cancel()
             raise Unavailable("transcription did not finish within the spoken query's time budget") from None
 
     def close(self) -> None:
-        """Refuses new calls, finishes those queued, then stops the worker."""
-        with self._lock:
+        """Refuses new calls, transcribes those queued, then stops the worker; safe to call twice."""
+        with self._changed:
             self._closing = True
-        self._worker.shutdown(wait=True)
+            self._changed.notify()
+        self._worker.join()
 
-    def _run(self, window: npt.NDArray[np.float32], language: str | None) -> Transcript:
-        started = time.perf_counter()
-        transcript = self._recognizer.transcribe(window, language)
-        metrics.ENCODE_DURATION.labels("speech").observe(time.perf_counter() - started)
-        metrics.ENCODED.labels("speech").inc()
-        return transcript
+    def _run(self) -> None:
+        while jobs := self._next_jobs():
+            started = time.perf_counter()
+            try:
+                transcripts = self._recognizer.transcribe_batch(
+                    [job.window for job in jobs], [job.language for job in jobs]
+                )
+            except Exception as exc:
+                log.exception("transcribing a batch of %d clips failed", len(jobs))
+                for job in jobs:
+                    job.future.set_exception(exc)
+            else:
+                metrics.ENCODE_DURATION.labels("speech").observe(time.perf_counter() - started)
+                metrics.BATCH_SIZE.labels("speech").observe(len(jobs))
+                metrics.ENCODED.labels("speech").inc(len(jobs))
+                for job, transcript in zip(jobs, transcripts, strict=True):
+                    job.future.set_result(transcript)
+            with self._changed:
+                self._pending -= len(jobs)
+                self._queue_depth.set(self._pending)
 
-    def _finished(self, _future: Future[Transcript]) -> None:
-        with self._lock:
-            self._pending -= 1
-            self._queue_depth.set(self._pending)
+    def _next_jobs(self) -> list[_Job]:
+        """Blocks until clips wait; every waiting one up to ``max_batch``; empty once closing and idle."""
+        with self._changed:
+            while True:
+                while not self._waiting:
+                    if self._closing:
+                        return []
+                    self._changed.wait()
+                jobs: list[_Job] = []
+                while self._waiting and len(jobs) < self._max_batch:
+                    job = self._waiting.popleft()
+                    if job.future.set_running_or_notify_cancel():
+                        jobs.append(job)
+                    else:
+                        self._pending -= 1
+                self._queue_depth.set(self._pending)
+                if jobs:
+                    return jobs
 
 
 @dataclass(frozen=True)

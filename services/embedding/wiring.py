@@ -135,7 +135,9 @@ def build_service(
                 encoders.whisper, settings.embedding_max_audio_batch, max_wait_s, settings.embedding_max_audio_queue
             )
         )
-        transcribers.append(Transcriber(encoders.whisper, settings.embedding_max_spoken_queue))
+        transcribers.append(
+            Transcriber(encoders.whisper, settings.embedding_max_spoken_queue, settings.embedding_max_spoken_batch)
+        )
         spoken_queries = SpokenQueryEmbedder(
             transcribers[0], text_embedders[0], settings.embedding_spoken_query_timeout_s
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class ScriptedRecognizer:
         self.release.set()
         self.started = threading.Semaphore(0)
         self.languages_asked: list[str | None] = []
+        self.batch_sizes: list[int] = []
 
     @property
     def name(self) -> str:
@@ -46,11 +47,14 @@ class ScriptedRecognizer:
     def window_features(self, samples: Samples) -> npt.NDArray[np.float32]:
         return np.zeros((80, 3000), dtype=np.float32)
 
-    def transcribe(self, window: npt.NDArray[np.float32], language: str | None = None) -> Transcript:
-        self.languages_asked.append(language)
+    def transcribe_batch(
+        self, windows: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
+    ) -> list[Transcript]:
+        self.languages_asked.extend(languages)
+        self.batch_sizes.append(len(windows))
         self.started.release()
         self.release.wait(timeout=30)
-        return Transcript(self.text, language or "en", 0.9, self.no_speech, -0.2)
+        return [Transcript(self.text, language or "en", 0.9, self.no_speech, -0.2) for language in languages]
 
 
 CLIP = np.zeros(16_000, dtype=np.float32)
@@ -70,7 +74,7 @@ def recognizer() -> ScriptedRecognizer:
 
 @pytest.fixture
 def transcriber(recognizer: ScriptedRecognizer) -> Iterator[Transcriber]:
-    running = Transcriber(recognizer, max_queue=2)
+    running = Transcriber(recognizer, max_queue=2, max_batch=8)
     yield running
     recognizer.release.set()
     running.close()
@@ -151,3 +155,34 @@ def test_a_closed_transcriber_is_unavailable(recognizer: ScriptedRecognizer) -> 
 
     with pytest.raises(Unavailable):
         closed.transcribe(CLIP, None, timeout_s=None)
+
+
+def test_spoken_queries_that_wait_together_are_transcribed_in_one_batch(recognizer: ScriptedRecognizer) -> None:
+    transcriber = Transcriber(recognizer, max_queue=8, max_batch=3)
+    recognizer.release.clear()
+    results: list[str] = []
+    languages = [None, "zh", "en", None]
+    callers = [
+        threading.Thread(
+            target=lambda language=language: results.append(
+                transcriber.transcribe(CLIP, language, timeout_s=30.0).language
+            )
+        )
+        for language in languages
+    ]
+    callers[0].start()
+    assert recognizer.started.acquire(timeout=10)
+    for caller in callers[1:]:
+        caller.start()
+    for _ in range(1000):
+        if transcriber.pending == 4:
+            break
+        time.sleep(0.01)
+
+    recognizer.release.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    transcriber.close()
+
+    assert recognizer.batch_sizes == [1, 3]
+    assert sorted(results) == ["en", "en", "en", "zh"]
