@@ -147,3 +147,18 @@ def test_a_clips_vector_does_not_depend_on_the_clips_batched_with_it(whisper: Wh
 def test_clips_of_different_padded_lengths_cannot_share_a_batch(whisper: WhisperBase) -> None:
     with pytest.raises(ValueError, match="same padded length"):
         whisper.encode([whisper.features(tone(0.5)[:, 0]), whisper.features(tone(1.5)[:, 0])])
+
+
+def test_clips_transcribed_in_one_batch_read_as_they_do_alone(whisper: WhisperBase, espeak_ng: str) -> None:
+    english = whisper.window_features(decode_audio(speak(espeak_ng, "leather laptop bag"), LIMITS, "audio"))
+    chinese_audio = speak(espeak_ng, "pao3 bu4 xie2", MANDARIN_PINYIN, words_per_minute=120)
+    chinese = whisper.window_features(decode_audio(chinese_audio, LIMITS, "audio"))
+
+    together = whisper.transcribe_batch([english, chinese], [None, "zh"])
+
+    assert [transcript.text for transcript in together] == [
+        whisper.transcribe(english).text,
+        whisper.transcribe(chinese, "zh").text,
+    ]
+    assert [transcript.language for transcript in together] == ["en", "zh"]
+    assert together[1].text == "跑步鞋"
