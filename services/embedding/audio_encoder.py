@@ -19,7 +19,7 @@ import numpy.typing as npt
 from services.embedding.audio_input import SAMPLE_RATE, Samples
 from services.embedding.device import CTranslate2Placement
 from services.embedding.model_cache import WHISPER_LICENSE, WHISPER_NAME, file_sha256, is_prepared, whisper_dir
-from services.embedding.text_encoder import _import_transformers_offline
+from services.embedding.text_encoder import import_transformers_offline
 
 HOP_SAMPLES = 160
 """Samples per log-mel frame (10 ms at 16 kHz); the encoder halves the frames (one position per 20 ms)."""
@@ -166,7 +166,7 @@ class WhisperBase:
         self._beam_size = beam_size
         self._max_transcript_tokens = max_transcript_tokens
         n_mels = int(getattr(self._model, "n_mels", 80))
-        self._mel = _import_transformers_offline().WhisperFeatureExtractor(feature_size=n_mels)
+        self._mel = import_transformers_offline().WhisperFeatureExtractor(feature_size=n_mels)
         self._placement = placement
         precision = "+int8" if placement.compute_type == "int8" else ""
         self._version = f"{WHISPER_NAME}@{file_sha256(model_dir / 'model.bin')[:12]}{precision}"

@@ -70,7 +70,8 @@ class TextEncoder(Protocol):
         ...
 
 
-def _import_transformers_offline() -> Any:
+def import_transformers_offline() -> Any:
+    """The ``transformers`` module, imported so that it can never reach the Hugging Face Hub."""
     # huggingface_hub reads these when first imported; the service must never reach the Hub
     # (local_files_only on every load is the second lock on that door).
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -158,7 +159,7 @@ class MeanPooledTextEncoder:
             raise FileNotFoundError(f"{weights} is missing; {missing_hint or 'check the model folder'}")
         if int8 and placement.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only; use float16 on CUDA")
-        transformers = _import_transformers_offline()
+        transformers = import_transformers_offline()
         self._name = name
         self._license = license
         self._version = f"{name}@{weights_fingerprint(weights)}" + ("+int8" if int8 else "")
@@ -290,7 +291,7 @@ def tiny_random_bert_encoder(directory: Path, seed: int = 0, max_tokens: int = 3
     pooling code in milliseconds. Its vectors carry no meaning. One ``seed`` gives the same weights,
     hence the same vectors and version, every time.
     """
-    transformers = _import_transformers_offline()
+    transformers = import_transformers_offline()
     tokenizer = transformers.AutoTokenizer.from_pretrained(packaged_minilm_dir(), local_files_only=True)
     tokenizer.save_pretrained(directory)
     config = transformers.BertConfig(

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-from services.embedding.audio_encoder import AudioEncoder, WhisperBase
+from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import SAMPLE_RATE, AudioLimits
 from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher
 from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
@@ -181,8 +181,7 @@ def _warm_up_image(encoder: ImageEncoder) -> None:
     encoder.encode([encoder.preprocess(Image.new("RGB", (320, 240), (200, 120, 40)))] * 2)
 
 
-def _warm_up_audio(encoder: AudioEncoder | WhisperBase) -> None:
+def _warm_up_audio(whisper: WhisperBase) -> None:
     tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
-    encoder.encode([encoder.features(tone)] * 2)
-    if isinstance(encoder, WhisperBase):
-        encoder.transcribe(encoder.window_features(tone), "en")
+    whisper.encode([whisper.features(tone)] * 2)
+    whisper.transcribe(whisper.window_features(tone), "en")

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import SAMPLE_RATE, AudioLimits, decode_audio
+from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
 from services.embedding.model_cache import (
     MANIFEST_FILE,
     WHISPER_MODEL_SHA256,
@@ -162,3 +164,27 @@ def test_clips_transcribed_in_one_batch_read_as_they_do_alone(whisper: WhisperBa
     ]
     assert [transcript.language for transcript in together] == ["en", "zh"]
     assert together[1].text == "跑步鞋"
+
+
+def test_ctranslate2_runs_int8_on_the_cpu_and_float16_on_cuda() -> None:
+    cpu = ctranslate2_placement(DevicePlacement(torch.device("cpu"), torch.float32))
+    gpu = ctranslate2_placement(DevicePlacement(torch.device("cuda", 1), torch.float16))
+
+    assert (cpu.device, cpu.device_index, cpu.compute_type) == ("cpu", 0, "int8")
+    assert (gpu.device, gpu.device_index, gpu.compute_type) == ("cuda", 1, "float16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_on_a_gpu_runs_whisper_in_float16_close_to_the_cpu_int8_vectors(
+    whisper: WhisperBase, model_cache: Path
+) -> None:
+    on_gpu = WhisperBase.from_cache(model_cache, ctranslate2_placement(choose_device("auto")))
+    clips = [whisper.features(tone(1.2, hz=hz)[:, 0]) for hz in (220.0, 440.0)]
+
+    gpu_vectors = on_gpu.encode(clips)
+
+    assert on_gpu.device == "cuda:0"
+    assert on_gpu.version == f"whisper-base@{WHISPER_MODEL_SHA256[:12]}"
+    assert gpu_vectors.dtype == np.float32
+    assert np.all(np.sum(gpu_vectors * whisper.encode(clips), axis=1) > 0.98)
