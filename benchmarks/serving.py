@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_to_head(settings.postgres_url, namespace)
         started = time.perf_counter()
         load_catalog_and_history(engine, client, namespace, catalog)
-        print(f"[bench] {catalog.catalog_id}: catalog and {len(catalog.events)} events in "
-              f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+        print(
+            f"[bench] {catalog.catalog_id}: catalog and {len(catalog.events)} events in "
+            f"{time.perf_counter() - started:.1f}s",
+            file=sys.stderr,
+        )
         env = {
             "BUNDLEWISE_POSTGRES_URL": settings.postgres_url,
             "BUNDLEWISE_REDIS_URL": settings.redis_url,
@@ -163,8 +166,11 @@ async def measure_levels(
         level = Level(concurrency)
         await run_level(host, port, paths, headers, concurrency, args.seconds, level)
         levels.append(level)
-        print(f"[bench] :{port} c={concurrency}: {len(level.latencies_s) / level.seconds:.0f} req/s, "
-              f"p50 {np.percentile(level.latencies_s, 50) * 1000:.2f} ms, errors {level.errors}", file=sys.stderr)
+        print(
+            f"[bench] :{port} c={concurrency}: {len(level.latencies_s) / level.seconds:.0f} req/s, "
+            f"p50 {np.percentile(level.latencies_s, 50) * 1000:.2f} ms, errors {level.errors}",
+            file=sys.stderr,
+        )
     return levels
 
 
@@ -244,8 +250,17 @@ def bare_endpoint() -> Iterator[int]:
     folder = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     (folder / "bare_app.py").write_text(BARE_APP)
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "warning",
-         "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         cwd=folder,
         env={**os.environ, "PYTHONPATH": str(folder)},
     )
@@ -328,11 +343,11 @@ def markdown(results: Mapping[str, Any]) -> str:
 |---|---|---|---|---|---|---|---|
 {rows}
 
-ratio (req/s at 32 clients over the bare endpoint's): **{results['ratio']}**; distinct answers:
-**{results['distinct_answers']}** of {results['users_answered']} shoppers. Goal: p50 under 5 ms and p99 under
+ratio (req/s at 32 clients over the bare endpoint's): **{results["ratio"]}**; distinct answers:
+**{results["distinct_answers"]}** of {results["users_answered"]} shoppers. Goal: p50 under 5 ms and p99 under
 15 ms for one client, ratio at least 0.3, no errors or fallbacks, distinct answers at least 0.5.
-Commit `{results['commit'][:10]}`, {results['date']}, {results['machine']['cpu_model']} ×
-{results['machine']['cores']}; `{results['command']}`.
+Commit `{results["commit"][:10]}`, {results["date"]}, {results["machine"]["cpu_model"]} ×
+{results["machine"]["cores"]}; `{results["command"]}`.
 """
 
 

@@ -57,6 +57,11 @@ class ScriptedRanker(ranker_pb2_grpc.RankerServicer):
             await context.abort(*self.abort)
         return REPLY
 
+    async def RelatedItems(
+        self, request: ranker_pb2.RelatedItemsRequest, context: Any
+    ) -> ranker_pb2.RelatedItemsResponse:
+        return ranker_pb2.RelatedItemsResponse()
+
 
 def run_against(
     ranker: ScriptedRanker,
