@@ -81,7 +81,7 @@ def show(stack: LocalStack, catalog_id: str, user_id: str, params: dict[str, str
     print(f"   model {answer['model_version']}, policy v{answer['policy_version']}, cold start: {answer['cold_start']}")
     for rank, bundle in enumerate(answer["bundles"], 1):
         price = f"  ${bundle['total_price']:.2f}" if bundle.get("total_price") is not None else ""
-        print(f"   {rank}. {bundle['name'][:60]!r}{price}  score {bundle['score']:.2f}  — {bundle['explanation']}")
+        print(f"   {rank}. {bundle['name'][:60]!r}{price}  score {bundle['score']:.3g}  — {bundle['explanation']}")
         for item in bundle["items"][:4]:
             print(f"        - {item['title'][:90] or item['item_id']}")
         if len(bundle["items"]) > 4:
