@@ -12,15 +12,19 @@ from services.ranker.wiring import build_service
 from shared.entrypoint import settings_and_logging
 from shared.grpc_server import ServiceRegistration, start_grpc_server
 
+# How often the ranker looks for catalogs synced after it started, to copy them before they are asked for.
+CATALOG_WATCH_S = 5.0
+
 
 def main() -> int:
     settings = settings_and_logging("ranker", RankerSettings)
     service = build_service(settings)
     service.policies.start()
-    if service.warm_up is not None:
-        catalogs = service.warm_up()
+    if service.features_in_process is not None:
+        catalogs = service.features_in_process.warm_up()
         service.policies.prefetch(catalogs)
         logging.getLogger(__name__).info("catalogs and policies loaded before serving: %s", catalogs or "none yet")
+        service.features_in_process.watch_for_new_catalogs(CATALOG_WATCH_S, service.policies.prefetch)
     if service.models is not None:
         service.models.start()
     else:

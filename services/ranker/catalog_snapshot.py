@@ -164,6 +164,9 @@ class CatalogSnapshots:
             self._refresh_in_background(catalog_id, version)
         return snapshot, True
 
+    def holds(self, catalog_id: str) -> bool:
+        return catalog_id in self._snapshots
+
     def load(self, catalog_id: str, version: str | None) -> CatalogSnapshot:
         """Loads ``catalog_id`` now (at start-up, before serving)."""
         with self._lock:

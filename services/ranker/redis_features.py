@@ -12,8 +12,10 @@ gRPC to everyone else.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -22,6 +24,8 @@ from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, 
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import NotFound, Unavailable
 from shared.store.redis_keys import NamespaceKeys
+
+log = logging.getLogger(__name__)
 
 RECENT_ITEMS = 20
 NEIGHBOURS = 20
@@ -41,13 +45,31 @@ class RedisFeatureSource:
         self._request = threading.local()
 
     def warm_up(self) -> list[str]:
-        """Loads every catalog of the namespace (call before serving); returns their ids."""
+        """Loads every catalog of the namespace not loaded yet (call before serving, then now and
+        then: a catalog synced later is copied before its first request); returns the new ids."""
         catalogs = []
         for key in self._client.scan_iter(match=self._keys.catalog_versions_pattern(), count=1000):
             catalog_id = self._keys.catalog_of_version_key(key)
-            self._snapshots.load(catalog_id, self._client.get(key))  # type: ignore[arg-type]
-            catalogs.append(catalog_id)
+            if not self._snapshots.holds(catalog_id):
+                self._snapshots.load(catalog_id, self._client.get(key))  # type: ignore[arg-type]
+                catalogs.append(catalog_id)
         return sorted(catalogs)
+
+    def watch_for_new_catalogs(self, every_s: float, on_new: Callable[[list[str]], None]) -> None:
+        """Runs :meth:`warm_up` every ``every_s`` in a daemon thread; ``on_new`` hears of new catalogs."""
+
+        def watch() -> None:
+            while True:
+                time.sleep(every_s)
+                try:
+                    new = self.warm_up()
+                except redis.RedisError as exc:
+                    log.warning("looking for new catalogs failed (%s); trying again in %.0fs", exc, every_s)
+                    continue
+                if new:
+                    on_new(new)
+
+        threading.Thread(target=watch, name="catalog-watch", daemon=True).start()
 
     def settle_catalog(self, catalog_id: str) -> None:
         pipe = self._client.pipeline(transaction=False)

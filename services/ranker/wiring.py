@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -24,17 +23,17 @@ class RankerService:
     servicer: RankerServicer
     policies: RefreshingPolicySource
     models: ModelStore | None
-    warm_up: Callable[[], list[str]] | None
+    features_in_process: RedisFeatureSource | None
 
 
 def build_service(settings: RankerSettings) -> RankerService:
     features: FeatureSource
-    warm_up = None
+    in_process = None
     if settings.feature_reads == "redis":
         assert settings.redis_url is not None  # the settings check it
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
         features = RedisFeatureSource(client, settings.namespace, settings.catalog_max_age_s)
-        warm_up = features.warm_up
+        in_process = features
     else:
         assert settings.featurestore_addr is not None  # the settings check it
         features = GrpcFeatureSource(open_channel(settings.featurestore_addr), settings.featurestore_timeout_s)
@@ -46,4 +45,4 @@ def build_service(settings: RankerSettings) -> RankerService:
         if settings.postgres_url
         else None
     )
-    return RankerService(RankerServicer(Recommender(features, policies, models)), policies, models, warm_up)
+    return RankerService(RankerServicer(Recommender(features, policies, models)), policies, models, in_process)
