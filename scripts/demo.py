@@ -31,6 +31,7 @@ from shared.datasets import default_data_dir
 from shared.store import tables
 from shared.store.api_keys import PEPPER_VARIABLE
 from shared.store.migrate import make_engine, upgrade_to_head
+from shared.store.model_registry import latest_versions
 
 STATE_DIR = Path(os.environ.get("BUNDLEWISE_STATE_DIR", "/var/tmp/bundlewise"))
 PID_DIR = STATE_DIR / "run" / "services"
@@ -99,10 +100,15 @@ def publish_youshu_model(stack: LocalStack) -> None:
         cwd=REPO_ROOT,
         env={**os.environ, "BUNDLEWISE_MODEL_DIR": str(STATE_DIR / "models")},
     )  # fmt: skip
+    engine = make_engine(os.environ["BUNDLEWISE_POSTGRES_URL"], os.environ.get("BUNDLEWISE_NAMESPACE", "live"))
+    try:
+        published = latest_versions(engine)["youshu"].label
+    finally:
+        engine.dispose()
     deadline = time.monotonic() + 60
     url = f"{stack.gateway_url}/v1/users/u11/bundles?catalog_id=youshu&k=1"
     while time.monotonic() < deadline:
-        if str(get_json(url, stack.auth_headers())["model_version"]).startswith("mf_bpr-v"):
+        if get_json(url, stack.auth_headers())["model_version"] == published:
             return
         time.sleep(1)
     print("the ranker did not pick the model up within 60 s; see its log", flush=True)
