@@ -20,12 +20,13 @@ from services.gateway import (
     routes_items,
     routes_ops,
     routes_privacy,
+    routes_search,
 )
 from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.dependencies import GatewayContext
 from services.gateway.limits import BodySizeLimitMiddleware
 from services.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
-from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
+from services.gateway.ports import BundleSearchSource, BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
 from services.gateway.problems import REQUEST_ID_HEADER, install_problem_handlers
 from services.gateway.schemas import EventsBatch
 from services.gateway.settings import GatewaySettings
@@ -35,8 +36,9 @@ API_VERSION = "1.0.0"
 TITLE = "Bundlewise gateway"
 DESCRIPTION = """\
 The storefront's API to Bundlewise: ask which product bundles to show a shopper
-(`GET /v1/users/{user_id}/bundles`), report what shoppers do (`POST /v1/events`, `POST /v1/feedback`),
-and keep the catalog in sync (`/v1/catalogs/...`).
+(`GET /v1/users/{user_id}/bundles`) or which match what they typed (`GET /v1/bundles/search`),
+report what shoppers do (`POST /v1/events`, `POST /v1/feedback`), and keep the catalog in sync
+(`/v1/catalogs/...`).
 
 Every `/v1` route needs an API key with the route's scope, sent as `Authorization: Bearer <key>` or
 `X-API-Key: <key>`: `recommendations:read` (bundles), `events:write` (events, feedback),
@@ -59,6 +61,7 @@ def create_app(
     metrics: GatewayMetrics,
     catalog: CatalogEditor | None = None,
     related: RelatedItemsSource | None = None,
+    search: BundleSearchSource | None = None,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """The API over ``publisher``, ``bundles`` and ``catalog``, guarded by ``access``; connects to
@@ -66,7 +69,8 @@ def create_app(
 
     ``metrics`` must be the registry ``access`` counts into; ``lifespan`` opens and closes what the
     caller built (see :func:`services.gateway.wiring.build_app`). Without ``catalog`` the catalog
-    routes answer 501, and without ``related`` the related-items route does.
+    routes answer 501, without ``related`` the related-items route does, and without ``search`` the
+    bundle search does.
     """
     if settings.auth_enabled and not access.enabled:
         raise ValueError(
@@ -81,6 +85,7 @@ def create_app(
         access=access,
         catalog=catalog,
         related=related,
+        search=search,
     )
     install_problem_handlers(app)
     # The last added middleware runs first: metrics see every answer, the body limit comes before
@@ -99,6 +104,7 @@ def create_app(
     app.include_router(routes_events.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_bundles.router)
+    app.include_router(routes_search.router)
     app.include_router(routes_items.router)
     app.include_router(routes_catalog.router)
     app.include_router(routes_ops.router)

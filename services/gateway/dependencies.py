@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.metrics import GatewayMetrics, route_template
-from services.gateway.ports import BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
+from services.gateway.ports import BundleSearchSource, BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
 from services.gateway.settings import GatewaySettings
 
 
@@ -30,6 +30,7 @@ class GatewayContext:
     access: AccessControl
     catalog: CatalogEditor | None = None
     related: RelatedItemsSource | None = None
+    search: BundleSearchSource | None = None
 
 
 def gateway_context(request: Request) -> GatewayContext:

@@ -66,3 +66,11 @@ class RelatedItem:
     item: BundleItem
     bought_together: float
     explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSearchResult:
+    """Bundles matching a shopper's query, best first; ``model_version`` is the text encoder's."""
+
+    bundles: tuple[RankedBundle, ...]
+    model_version: str

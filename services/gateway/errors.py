@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import grpc
 
-from shared.errors import BundlewiseError, InvalidArgument, ResourceExhausted
+from shared.errors import BundlewiseError, InvalidArgument, ResourceExhausted, Unavailable
 
 
 class MalformedJson(InvalidArgument):
@@ -55,3 +55,14 @@ class RateLimited(ResourceExhausted):
     @property
     def headers(self) -> Mapping[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class SearchNotReady(Unavailable):
+    """The catalog's bundles are not embedded for search, not yet or not by the encoder running now (503)."""
+
+
+class SearchNotConfigured(BundlewiseError):
+    """Bundle search is not available behind this gateway (no ranker, or a ranker that cannot search) (501)."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501

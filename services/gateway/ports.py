@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.gateway.domain import NO_CONSTRAINTS, BundleConstraints, Recommendation, RelatedItem
+from services.gateway.domain import (
+    NO_CONSTRAINTS,
+    BundleConstraints,
+    BundleSearchResult,
+    Recommendation,
+    RelatedItem,
+)
 from shared.events import Event
 from shared.store.api_keys import StoredKey
 from shared.store.catalog import CatalogBundle, CatalogItem
@@ -212,6 +218,22 @@ class RelatedItemsSource(Protocol):
 
         Raises:
             shared.errors.NotFound: the catalog does not know the item.
+            shared.errors.Unavailable: the source is down or did not answer within its deadline.
+        """
+        ...
+
+
+class BundleSearchSource(Protocol):
+    """Finds a catalog's bundles by a shopper's typed query."""
+
+    async def search_bundles(self, *, catalog_id: str, query: str, k: int) -> BundleSearchResult:
+        """At most ``k`` live bundles matching ``query`` (Chinese, English, ...), best first.
+
+        Raises:
+            shared.errors.NotFound: the catalog has no live bundles.
+            shared.errors.InvalidArgument: the source refused the query.
+            services.gateway.errors.SearchNotReady: the catalog's bundles are not embedded for search.
+            services.gateway.errors.SearchNotConfigured: the source cannot search at all.
             shared.errors.Unavailable: the source is down or did not answer within its deadline.
         """
         ...

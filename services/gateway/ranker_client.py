@@ -14,10 +14,12 @@ from services.gateway.domain import (
     NO_CONSTRAINTS,
     BundleConstraints,
     BundleItem,
+    BundleSearchResult,
     RankedBundle,
     Recommendation,
     RelatedItem,
 )
+from services.gateway.errors import SearchNotConfigured, SearchNotReady
 from shared.errors import (
     Unavailable,
     from_rpc_error,
@@ -108,6 +110,32 @@ class RankerBundleSource:
             for related in response.items
         ]
 
+    async def search_bundles(self, *, catalog_id: str, query: str, k: int) -> BundleSearchResult:
+        """``Ranker.SearchBundles`` within ``timeout_s``; see the port for the contract.
+
+        Raises:
+            SearchNotReady: FAILED_PRECONDITION (no bundle vectors for the encoder running now).
+            SearchNotConfigured: UNIMPLEMENTED (the ranker cannot search).
+            NotFound, InvalidArgument, Unavailable: as for :meth:`recommend`.
+        """
+        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        request = ranker_pb2.SearchBundlesRequest(catalog_id=catalog_id, query=query, k=k)
+        try:
+            response = await stub.SearchBundles(request, timeout=self._timeout_s)
+        except grpc.RpcError as err:
+            code = _code_name(err)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED.name:
+                raise RankerTimedOut("ranker did not answer in time") from err
+            if code == grpc.StatusCode.FAILED_PRECONDITION.name:
+                raise SearchNotReady(f"ranker: {_details(err)}") from err
+            if code == grpc.StatusCode.UNIMPLEMENTED.name:
+                raise SearchNotConfigured(f"ranker: {_details(err)}") from err
+            raise from_rpc_error(err, "ranker") from err
+        return BundleSearchResult(
+            bundles=tuple(ranked_bundle_from_proto(bundle) for bundle in response.bundles),
+            model_version=response.model_version,
+        )
+
     async def check_ready(self) -> None:
         """Asks the ranker's ``grpc.health.v1`` service whether the Ranker is SERVING.
 
@@ -140,32 +168,38 @@ class RankerBundleSource:
 def recommendation_from_proto(response: ranker_pb2.RecommendBundlesResponse) -> Recommendation:
     """The domain view of a ranker answer: unset optional prices and empty image URLs become None."""
     return Recommendation(
-        bundles=tuple(
-            RankedBundle(
-                bundle_id=bundle.bundle_id,
-                name=bundle.name,
-                items=tuple(
-                    BundleItem(
-                        item_id=item.item_id,
-                        title=item.title,
-                        price=item.price if item.HasField("price") else None,
-                        image_url=item.image_url or None,
-                    )
-                    for item in bundle.items
-                ),
-                score=bundle.score,
-                total_price=bundle.total_price if bundle.HasField("total_price") else None,
-                discounted_price=bundle.discounted_price if bundle.HasField("discounted_price") else None,
-                explanation=bundle.explanation,
-                source=bundle.source,
-                propensity=bundle.propensity,
-            )
-            for bundle in response.bundles
-        ),
+        bundles=tuple(ranked_bundle_from_proto(bundle) for bundle in response.bundles),
         model_version=response.model_version,
         policy_version=response.policy_version,
         cold_start=response.cold_start,
     )
+
+
+def ranked_bundle_from_proto(bundle: ranker_pb2.RankedBundle) -> RankedBundle:
+    """One ranked bundle of a ranker answer; unset optional prices and empty image URLs become None."""
+    return RankedBundle(
+        bundle_id=bundle.bundle_id,
+        name=bundle.name,
+        items=tuple(
+            BundleItem(
+                item_id=item.item_id,
+                title=item.title,
+                price=item.price if item.HasField("price") else None,
+                image_url=item.image_url or None,
+            )
+            for item in bundle.items
+        ),
+        score=bundle.score,
+        total_price=bundle.total_price if bundle.HasField("total_price") else None,
+        discounted_price=bundle.discounted_price if bundle.HasField("discounted_price") else None,
+        explanation=bundle.explanation,
+        source=bundle.source,
+        propensity=bundle.propensity,
+    )
+
+
+def _details(err: grpc.RpcError) -> str:
+    return (err.details() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else None) or type(err).__name__
 
 
 def _code_name(err: grpc.RpcError) -> str:

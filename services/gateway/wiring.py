@@ -104,6 +104,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         metrics=metrics,
         catalog=catalog,
         related=ranker,
+        search=ranker,
         lifespan=lifespan,
     )
     app.state.privacy = eraser  # read by routes_privacy; None makes DELETE /v1/users/{id} answer 501

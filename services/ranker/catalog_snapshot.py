@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from services.ranker.bundle_index import BundleVectors, load_bundle_vectors
 from services.ranker.domain import BundleInfo, ItemInfo
 from shared.store.redis_keys import CatalogKeys
 
@@ -43,6 +44,8 @@ class CatalogSnapshot:
     bundles_by_category: Mapping[str, tuple[str, ...]]
     popular: tuple[str, ...]
     loaded_at: float = field(default_factory=time.monotonic)
+    vectors: BundleVectors | None = None
+    """The live bundles' vectors and their search index; None before any backfill (see bundle_index)."""
 
 
 def item_from_hash(item_id: str, fields: Mapping[str, str]) -> ItemInfo:
@@ -128,6 +131,7 @@ def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -
         bundles_by_item={item_id: tuple(sorted(ids)) for item_id, ids in by_item.items()},
         bundles_by_category={category: most_bought(ids) for category, ids in by_category.items()},
         popular=(*bought, *never_bought),
+        vectors=load_bundle_vectors(client, keys, list(bundles)),
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from services.ranker.bundle_index import BundleVectors, Vector
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
 from services.ranker.models import ServedModel
 
@@ -52,4 +54,30 @@ class PolicySource(Protocol):
 class ModelSource(Protocol):
     def get(self, catalog_id: str) -> ServedModel | None:
         """The trained model serving ``catalog_id`` now, if one was published."""
+        ...
+
+
+class BundleVectorSource(Protocol):
+    def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
+        """The catalog's bundle vectors as of the request's settled copy (after ``settle_catalog``);
+        None when the catalog has none."""
+        ...
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    values: Vector
+    """L2-normalised, float32, shape ``(dim,)``."""
+    model_version: str
+
+
+class QueryEncoder(Protocol):
+    def embed_query(self, text: str, model: str) -> QueryVector:
+        """Embeds a shopper's query with the text encoder ``model`` (empty: the default one).
+
+        Raises:
+            shared.errors.InvalidArgument: the encoder refused the text.
+            shared.errors.NotFound: no such encoder.
+            shared.errors.Unavailable: the encoder did not answer within its deadline.
+        """
         ...

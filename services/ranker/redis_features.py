@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from services.ranker.bundle_index import BundleVectors
 from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_from_hash, item_from_hash
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import NotFound, Unavailable
@@ -159,6 +160,14 @@ class RedisFeatureSource:
         if not popular:
             raise NotFound(f"catalog {catalog_id!r} has no live bundles; sync its catalog first")
         return list(popular[:k])
+
+    def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
+        """The search index of the copy this request settled on; None before the catalog's first backfill.
+
+        A copy being reloaded may still hold a bundle retired since: callers read the bundles they
+        answer with through :meth:`bundles`, which reads Redis itself while the copy is stale.
+        """
+        return self._catalog(catalog_id)[0].vectors
 
     def _catalog(self, catalog_id: str) -> tuple[CatalogSnapshot, bool]:
         """The copy this request settled on, and whether it is current."""

@@ -9,6 +9,7 @@ from bundlewise.ranker.v1 import ranker_pb2_grpc
 from services.ranker import metrics
 from services.ranker.domain import Constraints
 from services.ranker.recommender import Recommender
+from services.ranker.search import MAX_QUERY_CHARS, BundleSearch, SearchNotConfigured
 from shared.errors import InvalidArgument
 
 MAX_K = 100
@@ -16,8 +17,13 @@ MAX_ANCHORS = 50
 
 
 class RankerServicer(ranker_pb2_grpc.RankerServicer):
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(
+        self, recommender: Recommender, search: BundleSearch | None = None, search_off_reason: str = ""
+    ) -> None:
+        """Without ``search``, SearchBundles answers UNIMPLEMENTED with ``search_off_reason``."""
         self._recommender = recommender
+        self._search = search
+        self._search_off_reason = search_off_reason or "bundle search is not configured on this ranker"
 
     def RecommendBundles(
         self, request: pb.RecommendBundlesRequest, context: grpc.ServicerContext
@@ -81,4 +87,37 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
             entry.item.image_url = related.item.image_url
             if related.item.price is not None:
                 entry.item.price = related.item.price
+        return reply
+
+    def SearchBundles(
+        self, request: pb.SearchBundlesRequest, context: grpc.ServicerContext
+    ) -> pb.SearchBundlesResponse:
+        if self._search is None:
+            raise SearchNotConfigured(self._search_off_reason)
+        query = request.query.strip()
+        if not request.catalog_id or not query:
+            raise InvalidArgument("catalog_id and a query that is not blank are required")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"query is {len(query)} characters; at most {MAX_QUERY_CHARS}")
+        if not 1 <= request.k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}")
+        result = self._search.search(request.catalog_id, query, request.k)
+        reply = pb.SearchBundlesResponse(model_version=result.model_version)
+        for hit in result.hits:
+            found = reply.bundles.add(
+                bundle_id=hit.bundle.bundle_id,
+                name=hit.bundle.name,
+                score=hit.score,
+                explanation=hit.explanation,
+                propensity=1.0,
+                source=hit.bundle.source,
+            )
+            for item in hit.items:
+                entry = found.items.add(item_id=item.item_id, title=item.title, image_url=item.image_url)
+                if item.price is not None:
+                    entry.price = item.price
+            if hit.total_price is not None:
+                found.total_price = hit.total_price
+            if hit.bundle.discounted_price is not None:
+                found.discounted_price = hit.bundle.discounted_price
         return reply

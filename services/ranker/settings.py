@@ -32,6 +32,13 @@ class RankerSettings(BaseServiceSettings):
         description="Where published model versions are recorded; unset: no trained models are served.",
     )
     model_refresh_s: float = Field(default=10.0, gt=0, description="How often to look for a newer model version.")
+    embedding_addr: str | None = Field(
+        default=None,
+        min_length=1,
+        description="host:port of the embedding service, which embeds search queries; unset: SearchBundles "
+        "answers UNIMPLEMENTED.",
+    )
+    embedding_timeout_s: float = Field(default=0.5, gt=0, description="Deadline of each query embedding.")
     catalog_max_age_s: float = Field(
         default=60.0, gt=0, description="A catalog copy older than this is reloaded in the background."
     )

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import redis
 
+from services.ranker.embedding_client import GrpcQueryEncoder
 from services.ranker.featurestore_client import GrpcFeatureSource
 from services.ranker.models import ModelStore
 from services.ranker.policy_client import RefreshingPolicySource
 from services.ranker.ports import FeatureSource
 from services.ranker.recommender import Recommender
 from services.ranker.redis_features import RedisFeatureSource
+from services.ranker.search import BundleSearch
 from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
 from shared.grpc_client import open_channel
@@ -45,4 +47,18 @@ def build_service(settings: RankerSettings) -> RankerService:
         if settings.postgres_url
         else None
     )
-    return RankerService(RankerServicer(Recommender(features, policies, models)), policies, models, in_process)
+    search, search_off_reason = bundle_search(settings, features, in_process)
+    servicer = RankerServicer(Recommender(features, policies, models), search, search_off_reason)
+    return RankerService(servicer, policies, models, in_process)
+
+
+def bundle_search(
+    settings: RankerSettings, features: FeatureSource, in_process: RedisFeatureSource | None
+) -> tuple[BundleSearch | None, str]:
+    """Typed search over the catalog copies' bundle vectors, or None and why not."""
+    if settings.embedding_addr is None:
+        return None, "bundle search needs an embedding service: set BUNDLEWISE_EMBEDDING_ADDR on the ranker"
+    if in_process is None:
+        return None, "bundle search reads the catalog copy: it needs BUNDLEWISE_FEATURE_READS=redis on the ranker"
+    encoder = GrpcQueryEncoder(open_channel(settings.embedding_addr), settings.embedding_timeout_s)
+    return BundleSearch(features, in_process, encoder), ""

@@ -75,6 +75,19 @@ class CatalogKeys:
         copy of the catalog knows, with one GET, whether its copy is current (see services.ranker)."""
         return f"{self.prefix}:catalog_version"
 
+    # --- bundle vectors (written only by services.featurestore.backfill_vectors) ---------------------
+    def bundle_vectors(self) -> str:
+        """Hash bundle id -> its document's passage vector: base64 of little-endian float32, L2-normalised."""
+        return f"{self.prefix}:bundle_vectors"
+
+    def bundle_vector_digests(self) -> str:
+        """Hash bundle id -> digest of the encoder version and document text its vector was made from."""
+        return f"{self.prefix}:bundle_vector_digests"
+
+    def bundle_vectors_meta(self) -> str:
+        """Hash: model (encoder name), model_version, dim; every vector of the catalog is of this version."""
+        return f"{self.prefix}:bundle_vectors_meta"
+
     def privacy_erasures(self) -> str:
         """Hash user digest -> id of the erasure whose Redis step is done (see shared.store.privacy)."""
         return f"{self.prefix}:privacy_erasures"

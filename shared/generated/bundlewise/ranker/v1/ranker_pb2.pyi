@@ -274,3 +274,58 @@ class RelatedItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RelatedItemsResponse: _TypeAlias = RelatedItemsResponse  # noqa: Y015
+
+@_typing.final
+class SearchBundlesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    catalog_id: _builtins.str
+    query: _builtins.str
+    """What the shopper typed, at most 500 characters; embedded as a query ("query: <text>" for e5)."""
+    k: _builtins.int
+    """Number of bundles wanted, 1..100."""
+    def __init__(
+        self,
+        *,
+        catalog_id: _builtins.str = ...,
+        query: _builtins.str = ...,
+        k: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "k", b"k", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchBundlesRequest: _TypeAlias = SearchBundlesRequest  # noqa: Y015
+
+@_typing.final
+class SearchBundlesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLES_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The text encoder version that embedded both the query and the bundles."""
+    @_builtins.property
+    def bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedBundle]:
+        """Best match first. score is the cosine similarity of the query and the bundle's vector;
+        propensity is 1 (the order is deterministic); explanation quotes the query.
+        """
+
+    def __init__(
+        self,
+        *,
+        bundles: _abc.Iterable[Global___RankedBundle] | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundles", b"bundles", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchBundlesResponse: _TypeAlias = SearchBundlesResponse  # noqa: Y015

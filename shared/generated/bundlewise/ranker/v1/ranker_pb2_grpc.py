@@ -44,6 +44,11 @@ class RankerStub:
                 request_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.FromString,
                 _registered_method=True)
+        self.SearchBundles = channel.unary_unary(
+                '/bundlewise.ranker.v1.Ranker/SearchBundles',
+                request_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesResponse.FromString,
+                _registered_method=True)
 
 
 class RankerServicer:
@@ -66,6 +71,21 @@ class RankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBundles(self, request, context):
+        """The catalog's live bundles whose items best match a shopper's typed query (any language the
+        text encoder knows; multilingual-e5-small: Chinese and English among them), best first: the
+        query is embedded by the embedding service and searched among the bundle vectors that
+        `bundlewise backfill-vectors` stored. Bundles synced after the last backfill are not found.
+        INVALID_ARGUMENT: empty or too long query, k outside 1..100. NOT_FOUND: the catalog has no live
+        bundles. FAILED_PRECONDITION: the catalog has no bundle vectors, or they were made by another
+        encoder version than the embedding service runs now (rerun the backfill). UNIMPLEMENTED: this
+        ranker has no embedding service (BUNDLEWISE_EMBEDDING_ADDR) or does not read Redis itself.
+        UNAVAILABLE: the embedding service did not answer in time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +98,11 @@ def add_RankerServicer_to_server(servicer, server):
                     servicer.RelatedItems,
                     request_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.FromString,
                     response_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.SerializeToString,
+            ),
+            'SearchBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBundles,
+                    request_deserializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesRequest.FromString,
+                    response_serializer=bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +159,33 @@ class Ranker:
             '/bundlewise.ranker.v1.Ranker/RelatedItems',
             bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsRequest.SerializeToString,
             bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.RelatedItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.ranker.v1.Ranker/SearchBundles',
+            bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesRequest.SerializeToString,
+            bundlewise_dot_ranker_dot_v1_dot_ranker__pb2.SearchBundlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,17 @@ class RankerStub:
     first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
     item the catalog does not know.
     """
+    SearchBundles: _grpc.UnaryUnaryMultiCallable[_ranker_pb2.SearchBundlesRequest, _ranker_pb2.SearchBundlesResponse]
+    """The catalog's live bundles whose items best match a shopper's typed query (any language the
+    text encoder knows; multilingual-e5-small: Chinese and English among them), best first: the
+    query is embedded by the embedding service and searched among the bundle vectors that
+    `bundlewise backfill-vectors` stored. Bundles synced after the last backfill are not found.
+    INVALID_ARGUMENT: empty or too long query, k outside 1..100. NOT_FOUND: the catalog has no live
+    bundles. FAILED_PRECONDITION: the catalog has no bundle vectors, or they were made by another
+    encoder version than the embedding service runs now (rerun the backfill). UNIMPLEMENTED: this
+    ranker has no embedding service (BUNDLEWISE_EMBEDDING_ADDR) or does not read Redis itself.
+    UNAVAILABLE: the embedding service did not answer in time.
+    """
 
 @_typing.type_check_only
 class RankerAsyncStub(RankerStub):
@@ -52,6 +63,17 @@ class RankerAsyncStub(RankerStub):
     """Items that complete an item (for an item page): bought with it in the same baskets, most often
     first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
     item the catalog does not know.
+    """
+    SearchBundles: _aio.UnaryUnaryMultiCallable[_ranker_pb2.SearchBundlesRequest, _ranker_pb2.SearchBundlesResponse]  # type: ignore[assignment]
+    """The catalog's live bundles whose items best match a shopper's typed query (any language the
+    text encoder knows; multilingual-e5-small: Chinese and English among them), best first: the
+    query is embedded by the embedding service and searched among the bundle vectors that
+    `bundlewise backfill-vectors` stored. Bundles synced after the last backfill are not found.
+    INVALID_ARGUMENT: empty or too long query, k outside 1..100. NOT_FOUND: the catalog has no live
+    bundles. FAILED_PRECONDITION: the catalog has no bundle vectors, or they were made by another
+    encoder version than the embedding service runs now (rerun the backfill). UNIMPLEMENTED: this
+    ranker has no embedding service (BUNDLEWISE_EMBEDDING_ADDR) or does not read Redis itself.
+    UNAVAILABLE: the embedding service did not answer in time.
     """
 
 class RankerServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +96,23 @@ class RankerServicer(metaclass=_abc_1.ABCMeta):
         """Items that complete an item (for an item page): bought with it in the same baskets, most often
         first, then the other members of curated bundles holding it. Live items only. NOT_FOUND for an
         item the catalog does not know.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchBundles(
+        self,
+        request: _ranker_pb2.SearchBundlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ranker_pb2.SearchBundlesResponse, _abc.Awaitable[_ranker_pb2.SearchBundlesResponse]]:
+        """The catalog's live bundles whose items best match a shopper's typed query (any language the
+        text encoder knows; multilingual-e5-small: Chinese and English among them), best first: the
+        query is embedded by the embedding service and searched among the bundle vectors that
+        `bundlewise backfill-vectors` stored. Bundles synced after the last backfill are not found.
+        INVALID_ARGUMENT: empty or too long query, k outside 1..100. NOT_FOUND: the catalog has no live
+        bundles. FAILED_PRECONDITION: the catalog has no bundle vectors, or they were made by another
+        encoder version than the embedding service runs now (rerun the backfill). UNIMPLEMENTED: this
+        ranker has no embedding service (BUNDLEWISE_EMBEDDING_ADDR) or does not read Redis itself.
+        UNAVAILABLE: the embedding service did not answer in time.
         """
 
 def add_RankerServicer_to_server(servicer: RankerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
