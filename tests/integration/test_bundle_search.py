@@ -99,7 +99,7 @@ def test_the_backfill_embeds_every_live_bundle_then_nothing_when_rerun(
     keys = NamespaceKeys(namespace).catalog(CATALOG)
     assert f"{CATALOG}: 5 live bundles: 5 embedded, 0 unchanged" in embedded
     assert sorted(redis_client.hkeys(keys.bundle_vectors())) == sorted(BUNDLES)
-    assert redis_client.hget(keys.bundle_vectors_meta(), "model_version").startswith("multilingual-e5-small@")
+    assert str(redis_client.hget(keys.bundle_vectors_meta(), "model_version")).startswith("multilingual-e5-small@")
     version = redis_client.get(keys.catalog_version())
 
     again = backfill(stack)

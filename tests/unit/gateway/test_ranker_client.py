@@ -12,7 +12,8 @@ import pytest
 from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.gateway.domain import BundleItem, RankedBundle, Recommendation
+from services.gateway.domain import BundleItem, BundleSearchResult, RankedBundle, Recommendation
+from services.gateway.errors import SearchNotConfigured, SearchNotReady
 from services.gateway.ranker_client import RANKER_SERVICE, RankerBundleSource, RankerTimedOut
 from shared.errors import InvalidArgument, NotFound, Unavailable
 
@@ -44,7 +45,7 @@ class ScriptedRanker(ranker_pb2_grpc.RankerServicer):
     """Keeps each request; answers REPLY after ``delay_s``, or aborts with ``abort``."""
 
     def __init__(self, delay_s: float = 0.0, abort: tuple[grpc.StatusCode, str] | None = None) -> None:
-        self.requests: list[ranker_pb2.RecommendBundlesRequest] = []
+        self.requests: list[ranker_pb2.RecommendBundlesRequest | ranker_pb2.SearchBundlesRequest] = []
         self.delay_s = delay_s
         self.abort = abort
 
@@ -61,6 +62,14 @@ class ScriptedRanker(ranker_pb2_grpc.RankerServicer):
         self, request: ranker_pb2.RelatedItemsRequest, context: Any
     ) -> ranker_pb2.RelatedItemsResponse:
         return ranker_pb2.RelatedItemsResponse()
+
+    async def SearchBundles(
+        self, request: ranker_pb2.SearchBundlesRequest, context: Any
+    ) -> ranker_pb2.SearchBundlesResponse:
+        self.requests.append(request)
+        if self.abort is not None:
+            await context.abort(*self.abort)
+        return ranker_pb2.SearchBundlesResponse(bundles=REPLY.bundles[:1], model_version="e5@1")
 
 
 def run_against(
@@ -198,3 +207,35 @@ def test_check_ready_raises_unavailable_when_the_ranker_is_not_serving() -> None
         )
 
     assert str(raised.value) == "ranker is NOT_SERVING"
+
+
+def search(source: RankerBundleSource) -> Awaitable[BundleSearchResult]:
+    return source.search_bundles(catalog_id="amazon", query="相机套装", k=4)
+
+
+def test_a_search_carries_its_arguments_and_maps_the_found_bundles() -> None:
+    ranker = ScriptedRanker()
+
+    result = run_against(ranker, search)
+
+    assert ranker.requests == [ranker_pb2.SearchBundlesRequest(catalog_id="amazon", query="相机套装", k=4)]
+    assert result.model_version == "e5@1"
+    assert [(b.bundle_id, b.score, b.total_price) for b in result.bundles] == [("b-1", 0.93, 129.5)]
+    assert result.bundles[0].items[1] == BundleItem(item_id="stove", title="Stove", price=None, image_url=None)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (grpc.StatusCode.FAILED_PRECONDITION, SearchNotReady),
+        (grpc.StatusCode.UNIMPLEMENTED, SearchNotConfigured),
+        (grpc.StatusCode.NOT_FOUND, NotFound),
+    ],
+)
+def test_a_refused_search_keeps_the_rankers_reason(code: grpc.StatusCode, error: type[Exception]) -> None:
+    ranker = ScriptedRanker(abort=(code, "catalog 'amazon' has no bundle vectors yet"))
+
+    with pytest.raises(error) as raised:
+        run_against(ranker, search)
+
+    assert str(raised.value) == "ranker: catalog 'amazon' has no bundle vectors yet"
