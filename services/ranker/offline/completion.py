@@ -9,11 +9,13 @@ by Recall@10, and score the test queries. Methods:
   times in training sessions (the weight chosen on tune), popularity breaking ties;
 - ``text_knn``: mean cosine of frozen title vectors (the baseline encoder) with the given items;
 - ``cooc_text_mix``: scaled co-occurrence + λ · ``text_knn`` (λ chosen on tune);
-- ``main``: mean cosine of the **adapted** vectors of title + category text (the main encoder with a
-  :class:`~.completion_adapter.LowRankAdapter` trained on the training bundles), plus weighted scaled
+- ``main``: mean cosine of the frozen vectors of title + category text (the main encoder) plus,
+  weighted, the same cosine over the **adapted** vectors (a :class:`~.completion_adapter.LowRankAdapter`
+  trained on the training bundles; the weight 0 is in the grid, so tune may switch it off), scaled
   co-occurrence, scaled popularity, cosine with the owner's earlier training bundles and category
   transitions (:class:`~.completion_scoring.CategoryTransitions`), weights chosen on tune;
-- ``main_frozen`` (ablation): the same with the frozen vectors, so frozen and adapted compare.
+- ``main_frozen`` (ablation): the same with the adapter's weight fixed at 0, so frozen and adapted
+  compare.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ SESSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 MIX_TEXT_WEIGHTS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 MAIN_GRID: dict[str, tuple[float, ...]] = {
     "text": (1.0,),
+    "adapted": (0.0, 0.5, 1.0, 2.0),
     "cooccurrence": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
     "popularity": (0.0, 0.02, 0.05, 0.1),
     "history": (0.0, 0.3),
@@ -105,7 +108,6 @@ class _Signals:
         self.frozen_text = mean_cosine(vectors.main_texts, queries)
         self.adapted_text = mean_cosine(adapted, queries)
         self.frozen_history = mean_cosine(vectors.main_texts, queries, items="history")
-        self.adapted_history = mean_cosine(adapted, queries, items="history")
         scaled_popularity = popularity / popularity.max() if popularity.max() > 0 else popularity
         self.scaled_popularity = np.broadcast_to(scaled_popularity, self.title_text.shape)
 
@@ -125,12 +127,12 @@ class _Signals:
             signals = {"cooccurrence": scaled_per_query(cooc), "text": self.title_text}
             mixed = fuse(signals, {"cooccurrence": 1.0, "text": weights["text"]})
             return with_popularity_tie_break(mixed, self.popularity)
-        adapted = method == MAIN
         signals = {
-            "text": self.adapted_text if adapted else self.frozen_text,
+            "text": self.frozen_text,
+            "adapted": self.adapted_text,
             "cooccurrence": scaled_per_query(cooc),
             "popularity": self.scaled_popularity,
-            "history": self.adapted_history if adapted else self.frozen_history,
+            "history": self.frozen_history,
             "category": self.category,
         }
         return fuse(signals, {name: weights[name] for name in MAIN_GRID})
@@ -171,7 +173,7 @@ def evaluate_seed(
         "cooccurrence": {"session_weight": SESSION_WEIGHTS},
         "text_knn": {},
         "cooc_text_mix": {"session_weight": (session_weight,), "text": MIX_TEXT_WEIGHTS},
-        "main_frozen": {"session_weight": (session_weight,), **MAIN_GRID},
+        "main_frozen": {"session_weight": (session_weight,), **MAIN_GRID, "adapted": (0.0,)},
         MAIN: {"session_weight": (session_weight,), **MAIN_GRID},
     }
     result = SeedResult(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +69,13 @@ class CachedTextVectors:
     def __init__(self, encoder: TextEncoder, cache_dir: Path) -> None:
         self.encoder = encoder
         self.path = cache_dir / f"{encoder.version.replace('/', '_')}-{MAX_TOKENS}tokens.npz"
-        self._vectors: dict[str, FloatArray] = {}
-        if self.path.is_file():
-            with np.load(self.path) as stored:
-                for key, vector in zip(stored["keys"], stored["vectors"], strict=True):
-                    self._vectors[str(key)] = vector
+        self._vectors: dict[str, FloatArray] = self._read()
+
+    def _read(self) -> dict[str, FloatArray]:
+        if not self.path.is_file():
+            return {}
+        with np.load(self.path) as stored:
+            return {str(key): vector for key, vector in zip(stored["keys"], stored["vectors"], strict=True)}
 
     def vectors(self, texts: Sequence[str]) -> FloatArray:
         """float32 [len(texts), dim], L2-normalised, row ``i`` for ``texts[i]``; encodes the texts the
@@ -92,9 +95,11 @@ class CachedTextVectors:
         return np.stack([self._vectors[text_key(t)] for t in texts]).astype(np.float32)
 
     def _save(self) -> None:
+        # Another run may have added texts since this one read the file: keep them too.
+        self._vectors = {**self._read(), **self._vectors}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(sorted(self._vectors))
         vectors = np.stack([self._vectors[str(k)] for k in keys])
-        partial = self.path.with_suffix(".partial.npz")
+        partial = self.path.with_suffix(f".{os.getpid()}.partial.npz")
         np.savez(partial, keys=keys, vectors=vectors)
         partial.replace(self.path)
