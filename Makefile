@@ -86,6 +86,7 @@ eval: venv ## reproduce the Youshu figures: every baseline and 3 seeds of the ma
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model crossview --epochs 100 --seed $$seed; done
 	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-standard
+	nice -n 10 $(PY) -m services.ranker.offline.complete_bundles --seeds 0 1 2 3 4
 
 demo: venv models up ## run the whole system on the real data and show what it does
 	$(PY) -m scripts.demo
