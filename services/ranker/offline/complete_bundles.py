@@ -5,7 +5,9 @@
 Per domain: every method's mean test metrics over the seeds (and their standard deviation), the
 strongest baseline (highest mean test Recall@10), the main method's relative Recall@10 gain over it
 with a paired bootstrap 95% interval, the same against the frozen-encoder ablation, beyond-accuracy
-figures of the test top-20, and the weights chosen on tune. Text vectors are cached under
+figures of the test top-20, and the weights chosen on tune. Domains with sessions are evaluated a
+second time with every training bundle that shares a session with a tune or test bundle dropped,
+under ``session_mates_dropped``. Text vectors are cached under
 ``--cache-dir`` (default ``var/completion/text-vectors``); the first run encodes about 11,000 texts
 per encoder (minutes on one CPU thread), later runs read them back.
 
@@ -127,20 +129,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_cache = CachedTextVectors(baseline_encoder.encoder, args.cache_dir)
     adapter_config = AdapterConfig(epochs=args.adapter_epochs, rank=args.adapter_rank)
     document: dict[str, Any] = {}
+    strict: dict[str, Any] = {}
     for name in args.domains:
         domain = load_domain(name, args.data_dir)
         vectors = DomainVectors(baseline_cache.vectors(domain.titles), main_cache.vectors(domain.texts))
-        results = []
-        for seed in args.seeds:
-            result = evaluate_seed(domain, vectors, seed, adapter_config)
-            log.info(
-                "%s seed %d: test recall@10 %s",
-                name,
-                seed,
-                " ".join(f"{m}={v['recall@10']:.4f}" for m, v in result.test.items()),
-            )
-            results.append(result)
-        document[name] = summarize_domain(results, args.resamples)
+        variants = (False, True) if domain.sessions else (False,)
+        for drop_session_mates in variants:
+            results = []
+            for seed in args.seeds:
+                result = evaluate_seed(domain, vectors, seed, adapter_config, drop_session_mates)
+                log.info(
+                    "%s seed %d%s: test recall@10 %s",
+                    name,
+                    seed,
+                    " (session mates dropped)" if drop_session_mates else "",
+                    " ".join(f"{m}={v['recall@10']:.4f}" for m, v in result.test.items()),
+                )
+                results.append(result)
+            (strict if drop_session_mates else document)[name] = summarize_domain(results, args.resamples)
+    document["session_mates_dropped"] = strict
     document.update(
         seeds=list(args.seeds),
         ks=list(COMPLETION_KS),

@@ -143,14 +143,20 @@ def _mean(per_query: Mapping[str, DoubleArray]) -> dict[str, float]:
 
 
 def evaluate_seed(
-    domain: CompletionDomain, vectors: DomainVectors, seed: int, adapter_config: AdapterConfig
+    domain: CompletionDomain,
+    vectors: DomainVectors,
+    seed: int,
+    adapter_config: AdapterConfig,
+    drop_session_mates: bool = False,
 ) -> SeedResult:
     """Every method on the split of ``seed``: weights chosen on tune Recall@10, test figures reported.
+
+    ``drop_session_mates``: see :func:`~.completion_data.split_bundles`.
 
     Raises:
         ValueError: the split has no tune or no test query.
     """
-    split = split_bundles(domain, seed)
+    split = split_bundles(domain, seed, drop_session_mates)
     if not split.tune or not split.test:
         raise ValueError(f"{domain.name}: seed {seed} gives no tune or no test query")
     popularity = popularity_counts(split.train_bundles, domain.n_items)

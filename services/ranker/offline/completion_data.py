@@ -166,11 +166,15 @@ def steam_completion_domain(catalog: SteamCatalog, max_tags: int = 8) -> Complet
     )
 
 
-def split_bundles(domain: CompletionDomain, seed: int) -> CompletionSplit:
+def split_bundles(domain: CompletionDomain, seed: int, drop_session_mates: bool = False) -> CompletionSplit:
     """The seeded 8:1:1 split over the bundles with at least 2 candidate items (see the module).
 
     With ``n`` such bundles, train holds ``round(0.8 n)``, tune ``round(0.1 n)``, test the rest.
     The same ``seed`` always gives the same split and the same hidden items.
+
+    ``drop_session_mates`` also removes from training every bundle that shares a session with a
+    tune or test bundle (annotators often marked overlapping bundles in one session, so such a
+    training bundle can hold the very pair a test query asks for); tune and test stay the same.
     """
     eligible = [bundle for bundle in domain.bundles if len(bundle.items) >= 2]
     order = list(range(len(eligible)))
@@ -182,6 +186,8 @@ def split_bundles(domain: CompletionDomain, seed: int) -> CompletionSplit:
     tune_bundles = [eligible[i] for i in sorted(order[n_train : n_train + n_tune])]
     test_bundles = [eligible[i] for i in sorted(order[n_train + n_tune :])]
     held_out_sessions = {b.session for b in (*tune_bundles, *test_bundles) if b.session is not None}
+    if drop_session_mates:
+        train = tuple(b for b in train if b.session is None or b.session not in held_out_sessions)
     train_sessions = tuple(
         items
         for session_id, items in sorted(domain.sessions.items())

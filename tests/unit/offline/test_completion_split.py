@@ -92,3 +92,20 @@ def test_history_is_the_owners_strictly_earlier_training_bundles_from_other_sess
         ]
         assert set(query.history) == set(expected)
         assert all(item in {i for b in train.values() for i in b.items} for item in query.history)
+
+
+def test_dropping_session_mates_removes_exactly_the_training_bundles_of_held_out_sessions() -> None:
+    domain = _domain()
+    for seed in range(5):
+        plain, strict = split_bundles(domain, seed), split_bundles(domain, seed, drop_session_mates=True)
+        held_out = {q.bundle_id for q in (*plain.tune, *plain.test)}
+        held_out_sessions = {b.session for b in domain.bundles if b.bundle_id in held_out}
+
+        assert (strict.tune, strict.test, strict.train_sessions) == (plain.tune, plain.test, plain.train_sessions)
+        assert strict.train_bundles == tuple(b for b in plain.train_bundles if b.session not in held_out_sessions)
+    mates = [split_bundles(domain, s) for s in range(20)]
+    assert any(
+        {b.session for b in m.train_bundles}
+        & {b.session for b in domain.bundles if b.bundle_id in {q.bundle_id for q in (*m.tune, *m.test)}}
+        for m in mates
+    ), "no seed puts bundles 0 and 1 (one session) on both sides: the test would prove nothing"
