@@ -77,11 +77,15 @@ def bundle_from_hash(bundle_id: str, fields: Mapping[str, str], purchases: int) 
     )
 
 
-def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -> CatalogSnapshot:
+def load_snapshot(
+    client: redis.Redis, keys: CatalogKeys, version: str | None, vectors_at_version: BundleVectors | None = None
+) -> CatalogSnapshot:
     """Reads the catalog's live bundles, their items and the purchase counts (``client`` decodes).
 
     ``version`` is the token read before loading: a write during the load sets a new token, which the
-    next request sees, so the copy is never taken for newer than it is.
+    next request sees, so the copy is never taken for newer than it is. ``vectors_at_version``: the
+    bundle vectors of a copy at this same version, kept instead of read again (every write to the
+    live bundles or their vectors renews the token, so they cannot have changed).
     """
     # The client decodes responses, so members are str (redis-py's stubs cannot know that).
     live: list[str] = sorted(client.smembers(keys.live_bundles()))  # type: ignore[arg-type]
@@ -131,7 +135,9 @@ def load_snapshot(client: redis.Redis, keys: CatalogKeys, version: str | None) -
         bundles_by_item={item_id: tuple(sorted(ids)) for item_id, ids in by_item.items()},
         bundles_by_category={category: most_bought(ids) for category, ids in by_category.items()},
         popular=(*bought, *never_bought),
-        vectors=load_bundle_vectors(client, keys, list(bundles)),
+        vectors=(
+            vectors_at_version if vectors_at_version is not None else load_bundle_vectors(client, keys, list(bundles))
+        ),
     )
 
 
@@ -199,7 +205,10 @@ class CatalogSnapshots:
 
         def refresh() -> None:
             try:
-                snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version)
+                held = self._snapshots.get(catalog_id)
+                # An age refresh (same version) re-reads the popularity order, not the vectors.
+                same = held.vectors if held is not None and version is not None and held.version == version else None
+                snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version, same)
                 with self._lock:
                     self._snapshots[catalog_id] = snapshot
                 log.info("catalog %s reloaded at version %s", catalog_id, version)

@@ -16,3 +16,8 @@ POLICY_VERSION = Gauge(
     "Version of the policy most recently applied, per catalog (a small, fixed set).",
     ["catalog"],
 )
+SEARCHES = Counter(
+    metric_name("ranker", "searches_total"),
+    "Typed searches answered, by whether any live bundle matched (found) or none did (empty).",
+    ["outcome"],
+)

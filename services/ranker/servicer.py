@@ -102,6 +102,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
         if not 1 <= request.k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {request.k}")
         result = self._search.search(request.catalog_id, query, request.k)
+        metrics.SEARCHES.labels("found" if result.hits else "empty").inc()
         reply = pb.SearchBundlesResponse(model_version=result.model_version)
         for hit in result.hits:
             found = reply.bundles.add(
