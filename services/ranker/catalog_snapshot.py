@@ -187,12 +187,13 @@ class CatalogSnapshots:
         snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version)
         self._snapshots[catalog_id] = snapshot
         log.info(
-            "catalog %s loaded: %d live bundles, %d items in %.0f ms (version %s)",
+            "catalog %s loaded: %d live bundles, %d items in %.0f ms (version %s); %s",
             catalog_id,
             len(snapshot.bundles),
             len(snapshot.items),
             (time.perf_counter() - started) * 1000,
             version,
+            _describe_vectors(snapshot.vectors),
         )
         return snapshot
 
@@ -211,7 +212,9 @@ class CatalogSnapshots:
                 snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version, same)
                 with self._lock:
                     self._snapshots[catalog_id] = snapshot
-                log.info("catalog %s reloaded at version %s", catalog_id, version)
+                log.info(
+                    "catalog %s reloaded at version %s; %s", catalog_id, version, _describe_vectors(snapshot.vectors)
+                )
             except redis.RedisError as exc:
                 log.warning("reloading catalog %s failed (%s); keeping the loaded copy", catalog_id, exc)
             finally:
@@ -219,3 +222,12 @@ class CatalogSnapshots:
                     self._refreshing.discard(catalog_id)
 
         threading.Thread(target=refresh, name=f"catalog-refresh-{catalog_id}", daemon=True).start()
+
+
+def _describe_vectors(vectors: BundleVectors | None) -> str:
+    if vectors is None:
+        return "no bundle vectors (typed search needs `bundlewise backfill-vectors`)"
+    return (
+        f"{len(vectors.index)} bundle vectors of {vectors.model_version}, "
+        f"{vectors.without_vector} live bundles without one (synced since the last backfill)"
+    )
