@@ -102,13 +102,43 @@ class RedisFeatureSource:
             pipe.zrevrange(keys.item_neighbours(item_id), 0, NEIGHBOURS - 1, withscores=True)
         return {item_id: list(scored) for item_id, scored in zip(item_ids, self._execute(pipe), strict=True)}
 
+    # While a reload is under way (the copy is stale), the indexes too are read from Redis: a copy
+    # taken while a catalog was still being synced may lack most of it.
+
     def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
-        index = self._catalog(catalog_id)[0].bundles_by_item
-        return {item_id: list(index.get(item_id, ())) for item_id in item_ids}
+        snapshot, current = self._catalog(catalog_id)
+        if current:
+            return {item_id: list(snapshot.bundles_by_item.get(item_id, ())) for item_id in item_ids}
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.smembers(keys.item_bundles(item_id))
+        return {item_id: sorted(members) for item_id, members in zip(item_ids, self._execute(pipe), strict=True)}
 
     def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
-        index = self._catalog(catalog_id)[0].bundles_by_category
-        return {category: list(index.get(category, ())[:CATEGORY_CANDIDATES]) for category in categories}
+        snapshot, current = self._catalog(catalog_id)
+        if current:
+            index = snapshot.bundles_by_category
+            return {category: list(index.get(category, ())[:CATEGORY_CANDIDATES]) for category in categories}
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        for category in categories:
+            pipe.smembers(keys.category_bundles(category))
+        members = [sorted(m) for m in self._execute(pipe)]
+        everyone = sorted({b for bundle_ids in members for b in bundle_ids})
+        bought = self._purchases(catalog_id, everyone)
+        return {
+            category: sorted(bundle_ids, key=lambda b: (-bought.get(b, 0), b))[:CATEGORY_CANDIDATES]
+            for category, bundle_ids in zip(categories, members, strict=True)
+        }
+
+    def _purchases(self, catalog_id: str, bundle_ids: list[str]) -> dict[str, int]:
+        if not bundle_ids:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zmscore(self._keys.catalog(catalog_id).bundle_popularity(), bundle_ids)
+        (scores,) = self._execute(pipe)
+        return {b: int(score or 0) for b, score in zip(bundle_ids, scores, strict=True)}
 
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         snapshot, current = self._catalog(catalog_id)
@@ -156,10 +186,22 @@ class RedisFeatureSource:
         return found
 
     def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
-        popular = self._catalog(catalog_id)[0].popular
+        snapshot, current = self._catalog(catalog_id)
+        popular = list(snapshot.popular[:k]) if current else self._popular_from_redis(catalog_id, k)
         if not popular:
             raise NotFound(f"catalog {catalog_id!r} has no live bundles; sync its catalog first")
-        return list(popular[:k])
+        return popular
+
+    def _popular_from_redis(self, catalog_id: str, k: int) -> list[str]:
+        """As the feature store's GetPopularBundles: live bundles by purchases, topped up in id order."""
+        keys = self._keys.catalog(catalog_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrevrange(keys.bundle_popularity(), 0, 4 * k - 1)
+        pipe.smembers(keys.live_bundles())
+        bought, live = self._execute(pipe)
+        ranked = [b for b in bought if b in live][:k]
+        taken = set(ranked)
+        return ranked + [b for b in sorted(live) if b not in taken][: k - len(ranked)]
 
     def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
         """The search index of the copy this request settled on; None before the catalog's first backfill.

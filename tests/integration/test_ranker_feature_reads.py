@@ -161,3 +161,17 @@ def test_trending_items_count_the_interactions_of_the_window_by_event_time(sourc
 
 def test_without_a_day_the_window_ends_on_the_feature_stores_clock(sources: Sources) -> None:
     assert popular(sources, 1) == (interactions(sources.events, {CLOCK}), CLOCK, CLOCK)
+
+
+def test_a_copy_taken_while_a_catalog_was_being_synced_never_hides_the_rest_of_it(sources: Sources) -> None:
+    local = sources.redis_source()
+    sources.writer.upsert_catalog("later", "A catalog synced in two steps", "test", "EUR")
+    sources.writer.upsert_items("later", [CatalogItem("l1", "Lantern", ("Outdoor", "Lights"), price=9.0)])
+    assert "later" in local.warm_up()  # copied with its items but no bundle yet
+
+    sources.writer.upsert_bundles("later", [CatalogBundle("lb1", "Night kit", ("l1",))])
+    local.user_signals("later", "ann")  # the next request: a reload has begun in the background
+
+    assert local.popular_bundles("later", 5) == ["lb1"]
+    assert local.bundles_by_item("later", ["l1"]) == {"l1": ["lb1"]}
+    assert local.bundles("later", ["lb1"])["lb1"].item_ids == ("l1",)
