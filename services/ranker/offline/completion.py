@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.ranker.offline.completion_adapter import AdapterConfig, train_adapter
-from services.ranker.offline.completion_data import CompletionDomain, CompletionQuery, CompletionSplit, split_bundles
+from services.ranker.offline.completion_data import CompletionDomain, CompletionQuery, split_bundles
 from services.ranker.offline.completion_metrics import (
     BEYOND_K,
     DoubleArray,
@@ -92,7 +92,6 @@ class _Signals:
     def __init__(
         self,
         queries: Sequence[CompletionQuery],
-        split: CompletionSplit,
         cooc: CooccurrenceCounts,
         category: CategoryTransitions,
         popularity: FloatArray,
@@ -163,8 +162,8 @@ def evaluate_seed(
     cooc = CooccurrenceCounts(split.train_bundles, split.train_sessions, domain.n_items)
     run = train_adapter(vectors.main_texts, split.train_bundles, adapter_config, seed)
     category = CategoryTransitions(split.train_bundles, domain.categories)
-    tune = _Signals(split.tune, split, cooc, category, popularity, vectors, run.vectors)
-    test = _Signals(split.test, split, cooc, category, popularity, vectors, run.vectors)
+    tune = _Signals(split.tune, cooc, category, popularity, vectors, run.vectors)
+    test = _Signals(split.test, cooc, category, popularity, vectors, run.vectors)
 
     def tune_value(method: str) -> Callable[[dict[str, float]], float]:
         def value(weights: dict[str, float]) -> float:

@@ -5,13 +5,14 @@ A :class:`CompletionDomain` is built from a domain's files alone (:func:`amazon_
 
 The **candidate set** is every item with a non-empty title; items are numbered ``0 .. n_items - 1``
 in that set, in ascending source-id order. Bundle and session items outside it (session items of
-BundleRec_Amazon have no title) are dropped: nothing can recommend them and no text describes them.
+BundleRec_Amazon outside bundles have no title) are dropped: nothing could recommend them and no
+text describes them.
 
 The **split** (:func:`split_bundles`) is over the bundles holding at least 2 distinct candidate
 items: a seeded shuffle, the first 80% train, the next 10% tune, the rest test. One item of every
 tune or test bundle, drawn with the same seed, is hidden; the others are the query. Sessions that
-contain a tune or test bundle are left out of training, and so is every such bundle's user history
-from the bundle's own day on.
+contain a tune or test bundle are left out of training. A query's user history holds only the
+owner's training bundles from earlier days and other sessions.
 """
 
 from __future__ import annotations
