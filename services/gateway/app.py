@@ -26,7 +26,14 @@ from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.dependencies import GatewayContext
 from services.gateway.limits import BodySizeLimitMiddleware
 from services.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
-from services.gateway.ports import BundleSearchSource, BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
+from services.gateway.ports import (
+    BundleSearchSource,
+    BundleSource,
+    CatalogEditor,
+    EventPublisher,
+    RelatedItemsSource,
+    Transcriber,
+)
 from services.gateway.problems import REQUEST_ID_HEADER, install_problem_handlers
 from services.gateway.schemas import EventsBatch
 from services.gateway.settings import GatewaySettings
@@ -62,6 +69,7 @@ def create_app(
     catalog: CatalogEditor | None = None,
     related: RelatedItemsSource | None = None,
     search: BundleSearchSource | None = None,
+    transcriber: Transcriber | None = None,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """The API over ``publisher``, ``bundles`` and ``catalog``, guarded by ``access``; connects to
@@ -70,7 +78,7 @@ def create_app(
     ``metrics`` must be the registry ``access`` counts into; ``lifespan`` opens and closes what the
     caller built (see :func:`services.gateway.wiring.build_app`). Without ``catalog`` the catalog
     routes answer 501, without ``related`` the related-items route does, and without ``search`` the
-    bundle search does.
+    bundle search does, and without ``transcriber`` spoken search does.
     """
     if settings.auth_enabled and not access.enabled:
         raise ValueError(
@@ -86,6 +94,7 @@ def create_app(
         catalog=catalog,
         related=related,
         search=search,
+        transcriber=transcriber,
     )
     install_problem_handlers(app)
     # The last added middleware runs first: metrics see every answer, the body limit comes before

@@ -12,7 +12,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from services.gateway.access import API_KEY_HEADER, AccessControl
 from services.gateway.metrics import GatewayMetrics, route_template
-from services.gateway.ports import BundleSearchSource, BundleSource, CatalogEditor, EventPublisher, RelatedItemsSource
+from services.gateway.ports import (
+    BundleSearchSource,
+    BundleSource,
+    CatalogEditor,
+    EventPublisher,
+    RelatedItemsSource,
+    Transcriber,
+)
 from services.gateway.settings import GatewaySettings
 
 
@@ -31,6 +38,7 @@ class GatewayContext:
     catalog: CatalogEditor | None = None
     related: RelatedItemsSource | None = None
     search: BundleSearchSource | None = None
+    transcriber: Transcriber | None = None
 
 
 def gateway_context(request: Request) -> GatewayContext:

@@ -74,3 +74,12 @@ class BundleSearchResult:
 
     bundles: tuple[RankedBundle, ...]
     model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What a spoken query said, in which language (ISO 639-1), and the speech model's version."""
+
+    text: str
+    language: str
+    model_version: str

@@ -16,6 +16,7 @@ from services.gateway.domain import (
     BundleSearchResult,
     Recommendation,
     RelatedItem,
+    Transcript,
 )
 from shared.events import Event
 from shared.store.api_keys import StoredKey
@@ -236,4 +237,21 @@ class BundleSearchSource(Protocol):
             services.gateway.errors.SearchNotConfigured: the source cannot search at all.
             shared.errors.Unavailable: the source is down or did not answer within its deadline.
         """
+        ...
+
+
+class Transcriber(Protocol):
+    """Turns a spoken query into text."""
+
+    async def transcribe(self, *, audio: bytes, language: str) -> Transcript:
+        """What ``audio`` (one encoded clip) says; ``language`` ("en", "zh") or empty to detect it.
+
+        Raises:
+            shared.errors.InvalidArgument: the clip is empty, not decodable, too long or holds no speech.
+            shared.errors.Unavailable: the speech model is down or did not answer in time.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; no call may follow."""
         ...

@@ -1,4 +1,6 @@
-"""``GET /v1/bundles/search``: a catalog's bundles that match a shopper's typed query."""
+"""Search a catalog's bundles by a shopper's query: typed (``GET /v1/bundles/search``) or spoken
+(``POST /v1/bundles/search/spoken``: the clip is transcribed by the embedding service's speech model,
+then searched like typed text)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, Field
 
 from services.gateway.dependencies import GuardedRoute, requires
-from services.gateway.errors import SearchNotConfigured
-from services.gateway.ports import BundleSearchSource
+from services.gateway.domain import BundleSearchResult
+from services.gateway.errors import SearchNotConfigured, UnprocessableRequest
+from services.gateway.ports import BundleSearchSource, Transcriber
 from services.gateway.problems import access_responses, problem_doc
 from services.gateway.schemas import BundleItemOut
 from shared.events import CatalogId
@@ -56,6 +59,23 @@ class BundleSearchResponse(BaseModel):
     model_version: str = Field(description="The text encoder that embedded the query and the bundles.")
 
 
+class SpokenSearchResponse(BundleSearchResponse):
+    """Live bundles matching what the shopper said, best first, with what was heard."""
+
+    language: str = Field(description="The language transcribed (ISO 639-1), detected unless given.")
+    speech_model_version: str
+
+
+AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
+
+
+def transcriber(request: Request) -> Transcriber:
+    source: Transcriber | None = request.app.state.gateway.transcriber
+    if source is None:
+        raise SearchNotConfigured("spoken search is not configured on this gateway: set BUNDLEWISE_EMBEDDING_ADDR")
+    return source
+
+
 def search_source(request: Request) -> BundleSearchSource:
     source: BundleSearchSource | None = request.app.state.gateway.search
     if source is None:
@@ -91,10 +111,13 @@ async def search_bundles(
     """At most ``k`` bundles whose items (titles and categories) best match ``q``, best first; each
     with its items, a score and an explanation. Bundles synced since the catalog's bundles were last
     embedded are not found. Needs the `recommendations:read` scope."""
-    result = await source.search_bundles(catalog_id=catalog_id, query=q, k=k)
+    return _response(catalog_id, q, await source.search_bundles(catalog_id=catalog_id, query=q, k=k))
+
+
+def _response(catalog_id: str, query: str, result: BundleSearchResult) -> BundleSearchResponse:
     return BundleSearchResponse(
         catalog_id=catalog_id,
-        query=q,
+        query=query,
         bundles=[
             FoundBundleOut(
                 bundle_id=bundle.bundle_id,
@@ -112,3 +135,51 @@ async def search_bundles(
         ],
         model_version=result.model_version,
     )
+
+
+@router.post(
+    "/v1/bundles/search/spoken",
+    summary="Search a catalog's bundles by what a shopper said (a recorded clip, Chinese or English)",
+    response_model=SpokenSearchResponse,
+    dependencies=[requires(Scope.RECOMMENDATIONS_READ)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "One clip of speech, up to 30 s: WAV, FLAC, OGG (Vorbis, Opus) or MP3, any sample rate.",
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in AUDIO_TYPES},
+        }
+    },
+    responses={
+        **access_responses(),
+        404: problem_doc("The catalog has no live bundles."),
+        413: problem_doc("The clip is larger than the gateway's request limit."),
+        400: problem_doc("The clip is empty, not decodable, too long or holds no speech; `detail` says which."),
+        422: problem_doc("A parameter is invalid, or no words were heard; `detail` says which."),
+        501: problem_doc("This gateway has no speech model to ask (BUNDLEWISE_EMBEDDING_ADDR is not set)."),
+        503: problem_doc("The speech model, the ranker or the search index is unavailable; retry later."),
+    },
+)
+async def search_bundles_spoken(
+    request: Request,
+    speech: Annotated[Transcriber, Depends(transcriber)],
+    source: Annotated[BundleSearchSource, Depends(search_source)],
+    catalog_id: Annotated[CatalogId, Query(description="The catalog to search, e.g. amazon.")],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many bundles, at most.")] = 10,
+    language: Annotated[
+        str, Query(pattern=r"^([a-z]{2})?$", description='"en", "zh", ...; empty: detected from the clip.')
+    ] = "",
+) -> SpokenSearchResponse:
+    """Transcribes the clip (the embedding service's Whisper) and searches its words as typed text."""
+    audio = await request.body()
+    if not audio:
+        raise UnprocessableRequest("the request body is empty: send the recorded clip as the body")
+    heard = await speech.transcribe(audio=audio, language=language)
+    query = heard.text.strip()
+    if not query:
+        raise UnprocessableRequest("no words were heard in the clip; record the query again, closer to the mic")
+    found = _response(
+        catalog_id,
+        query[:MAX_QUERY_CHARS],
+        await source.search_bundles(catalog_id=catalog_id, query=query[:MAX_QUERY_CHARS], k=k),
+    )
+    return SpokenSearchResponse(**found.model_dump(), language=heard.language, speech_model_version=heard.model_version)

@@ -18,6 +18,12 @@ class GatewaySettings(BaseServiceSettings, KafkaSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Unused: /metrics is on http_port.")
     ranker_addr: str = Field(min_length=1, description="host:port of the ranker's gRPC server.")
     ranker_timeout_s: float = Field(default=1.0, gt=0, le=30, description="Deadline of each ranker call.")
+    embedding_addr: str | None = Field(
+        default=None, min_length=1, description="host:port of the embedding service, for spoken search; unset: off."
+    )
+    spoken_query_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="Deadline of transcribing one spoken query (about 1 s on a CPU)."
+    )
     kafka_ack_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="How long a batch of events may wait for Kafka's ack."
     )

@@ -21,6 +21,7 @@ from services.gateway.privacy_store import StoreUserEraser
 from services.gateway.ranker_client import RankerBundleSource
 from services.gateway.rate_limiter import RedisRateLimiter
 from services.gateway.settings import GatewaySettings
+from services.gateway.speech_client import SpeechTranscriber
 from shared.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         ack_timeout_s=settings.kafka_ack_timeout_s,
     )
     ranker = RankerBundleSource(address=settings.ranker_addr, timeout_s=settings.ranker_timeout_s)
+    transcriber = (
+        SpeechTranscriber(address=settings.embedding_addr, timeout_s=settings.spoken_query_timeout_s)
+        if settings.embedding_addr
+        else None
+    )
     popular = (
         RedisPopularBundles(settings.redis_url, settings.namespace, refresh_s=settings.fallback_refresh_s)
         if settings.redis_url is not None
@@ -92,7 +98,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await publisher.close()
             await bundles.close()
-            for adapter in (eraser, key_store, limiter, catalog):
+            for adapter in (eraser, key_store, limiter, catalog, transcriber):
                 if adapter is not None:
                     await adapter.close()
 
@@ -105,6 +111,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         catalog=catalog,
         related=ranker,
         search=ranker,
+        transcriber=transcriber,
         lifespan=lifespan,
     )
     app.state.privacy = eraser  # read by routes_privacy; None makes DELETE /v1/users/{id} answer 501

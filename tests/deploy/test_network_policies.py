@@ -154,11 +154,11 @@ def test_a_service_accepts_calls_only_from_the_services_that_make_them(overlay: 
     assert allowed_by_policies(manifests)[service].ingress == calls_the_code_makes(manifests)[service].ingress
 
 
-def test_the_ranker_calls_policy_and_embedding_and_the_gateway_calls_the_ranker() -> None:
+def test_the_ranker_calls_policy_and_embedding_and_the_gateway_calls_ranker_and_embedding() -> None:
     # An anchor for the derivation above: if the settings stop naming these calls, it would allow nothing.
     calls = calls_the_code_makes(render("k8s/overlays/prod"))
     assert set(calls["ranker"].egress) == {"featurestore", "policy", "embedding"}
-    assert set(calls["gateway"].egress) == {"ranker"}
+    assert set(calls["gateway"].egress) == {"ranker", "embedding"}
     assert set(calls["ingestion"].data) == {"kafka", "postgres", "redis"}
 
 

@@ -5,6 +5,7 @@ right bundle; retired bundles and bundles holding a retired item are never answe
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from typing import Any
 
@@ -166,3 +167,38 @@ def test_bad_input_is_a_4xx_problem_saying_what_to_change(
     assert reply.status_code == status
     assert reply.headers["content-type"] == "application/problem+json"
     assert reply.json()["detail"].startswith(named)
+
+
+def speak(text: str) -> bytes:
+    """``text`` spoken by Debian's espeak-ng, as a WAV clip."""
+    spoken = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], capture_output=True, check=True, timeout=30)
+    return spoken.stdout
+
+
+def spoken_search(stack: LocalStack, audio: bytes, **params: Any) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway_url}/v1/bundles/search/spoken",
+        params={"catalog_id": CATALOG, "k": 3, **params},
+        content=audio,
+        headers={**stack.auth_headers(), "Content-Type": "audio/wav"},
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: run make test-tools")
+def test_a_spoken_query_is_transcribed_and_finds_the_bundle_of_its_items(embedded: str, stack: LocalStack) -> None:
+    reply = spoken_search(stack, speak("espresso machine and coffee grinder"))
+
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert "espresso" in answer["query"].lower()
+    assert answer["language"] == "en"
+    assert answer["bundles"][0]["bundle_id"] == "coffee"
+
+
+def test_a_clip_that_is_not_audio_is_a_400_problem_saying_why(embedded: str, stack: LocalStack) -> None:
+    reply = spoken_search(stack, b"certainly not a recording" * 20)
+
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert "decodable" in reply.json()["detail"]
