@@ -81,7 +81,7 @@ deploy-check: venv test-tools ## validate Dockerfile, compose, Kubernetes manife
 bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
-eval: venv ## reproduce the Youshu figures: every baseline and 3 seeds of the main model (about 40 min on 2 cores)
+eval: venv ## reproduce the bundle-quality figures: Youshu (every baseline, 3 seeds of the main model) and complete-the-bundle on Amazon and Steam (about 50 min on 2 cores)
 	for model in popularity item_cooccurrence itemknn mf_bpr lightgcn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model crossview --epochs 100 --seed $$seed; done
