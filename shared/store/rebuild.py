@@ -8,6 +8,7 @@ the result equals what live ingestion built.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from shared.events import EVENT_ADAPTER
 from shared.store import tables
 from shared.store.catalog import CatalogWriter
 from shared.store.feature_updates import DeliveredEvent, FeatureWriter
-from shared.store.redis_keys import NamespaceKeys
+from shared.store.redis_keys import NamespaceKeys, made_by_backfill
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,15 @@ class RebuildReport:
     events: int
 
 
-def drop_namespace_keys(redis_client: redis.Redis, namespace: str) -> int:
-    """Deletes every Redis key of ``namespace``; returns how many."""
+def drop_namespace_keys(
+    redis_client: redis.Redis, namespace: str, keep: Callable[[str | bytes], bool] | None = None
+) -> int:
+    """Deletes every Redis key of ``namespace`` but those ``keep`` holds on to; returns how many."""
     deleted = 0
     batch: list[str] = []
     for key in redis_client.scan_iter(match=NamespaceKeys(namespace).pattern(), count=2000):
+        if keep is not None and keep(key):
+            continue
         batch.append(key)
         if len(batch) >= 2000:
             deleted += int(redis_client.unlink(*batch))
@@ -87,9 +92,11 @@ def _text(value: str | bytes) -> str:
 def rebuild_redis(engine: Engine, redis_client: redis.Redis, namespace: str) -> RebuildReport:
     """Drops the namespace's keys, mirrors every catalog, then re-applies every event in Kafka order.
 
-    Ingestion must be paused meanwhile, or it races the rebuild.
+    The backfill's bundle vectors are kept (they come from an encoder, not from PostgreSQL; after a
+    Redis loss, rerun ``bundlewise backfill-vectors``). Ingestion must be paused meanwhile, or it
+    races the rebuild.
     """
-    deleted = drop_namespace_keys(redis_client, namespace)
+    deleted = drop_namespace_keys(redis_client, namespace, keep=made_by_backfill)
     catalogs = CatalogWriter(engine, redis_client, namespace)
     with engine.connect() as conn:
         catalog_ids = list(conn.execute(select(tables.catalogs.c.catalog_id)).scalars())

@@ -137,3 +137,13 @@ def rate_limit_bucket(namespace: str, key_id: str) -> str:
     a feature, so a rebuild neither drops nor compares it.
     """
     return f"bw-ratelimit:{namespace}:{key_id}"
+
+
+# Keys no rebuild can remake: the backfill's encoder outputs (bundle vectors), not derived from PostgreSQL.
+_BACKFILLED = (":bundle_vectors", ":bundle_vector_digests", ":bundle_vectors_meta")
+
+
+def made_by_backfill(key: str | bytes) -> bool:
+    """Whether ``key`` holds encoder outputs written by a backfill (kept by a rebuild of Redis)."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return text.endswith(_BACKFILLED)
