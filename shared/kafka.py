@@ -67,6 +67,9 @@ def make_consumer(
         heartbeat_interval_ms=3_000,
         max_poll_interval_ms=300_000,
         isolation_level="read_committed",
+        # A consumer that joins before a new topic's metadata reached it is assigned nothing and, with
+        # the default 5 minutes, would wait that long to look again; 5 s makes it rejoin promptly.
+        metadata_max_age_ms=5_000,
         **kafka_security().client_options(),
     )
     consumer.subscribe(list(topics), listener=listener)
