@@ -174,12 +174,8 @@ async def search_bundles_spoken(
     if not audio:
         raise UnprocessableRequest("the request body is empty: send the recorded clip as the body")
     heard = await speech.transcribe(audio=audio, language=language)
-    query = heard.text.strip()
+    query = heard.text.strip()[:MAX_QUERY_CHARS]
     if not query:
         raise UnprocessableRequest("no words were heard in the clip; record the query again, closer to the mic")
-    found = _response(
-        catalog_id,
-        query[:MAX_QUERY_CHARS],
-        await source.search_bundles(catalog_id=catalog_id, query=query[:MAX_QUERY_CHARS], k=k),
-    )
+    found = _response(catalog_id, query, await source.search_bundles(catalog_id=catalog_id, query=query, k=k))
     return SpokenSearchResponse(**found.model_dump(), language=heard.language, speech_model_version=heard.model_version)
