@@ -35,6 +35,19 @@ class EmbeddingScorer:
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_vectors[users] @ self.bundle_vectors.T
 
+    @classmethod
+    def summed(cls, scorers: Sequence[EmbeddingScorer]) -> EmbeddingScorer:
+        """One scorer whose score is the sum of ``scorers``' scores: side-by-side vectors, so an
+        ensemble is served like any single model."""
+        if not scorers:
+            raise ValueError("no scorer to sum")
+        if len(scorers) == 1:
+            return scorers[0]
+        return cls(
+            torch.cat([scorer.user_vectors for scorer in scorers], dim=1),
+            torch.cat([scorer.bundle_vectors for scorer in scorers], dim=1),
+        )
+
 
 @dataclass(frozen=True)
 class RankingReport:

@@ -11,6 +11,9 @@ paper's description:
   vector is the mean of its items' vectors (bundle-item graph), so a bundle never seen in training
   is still scored from its items;
 - score = bundle-view dot product + item-view dot product, trained with BPR;
+- a bundle without a training pair has no trained bundle-view vector; for scoring it borrows the
+  direction of its item-view vector (the contrast below aligns the two views) at the mean length of
+  the trained bundle-view vectors, so cold bundles compete with warm ones on their items;
 - cross-view contrast: InfoNCE pulls a user's (and a bundle's) two view vectors together and pushes
   them from the other users (bundles) of the batch;
 - edge dropout on all three graphs at every training step; evaluation uses the full graphs.
@@ -196,6 +199,7 @@ class CrossViewModel(BundleModel):
         self._user_item = BipartiteLaplacian(data.user_item_pairs, data.n_users, data.n_items)
         self._bundle_item = MeanAggregation(data.bundle_item_pairs, data.n_bundles, data.n_items)
         self._full = (self._user_bundle.matrix(), self._user_item.matrix(), self._bundle_item.matrix())
+        self._cold_bundles = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles) == 0
 
     def views(self, graphs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> ViewVectors:
         """Both views through ``graphs`` = (user-bundle Laplacian, user-item Laplacian, bundle-item mean)."""
@@ -246,8 +250,18 @@ class CrossViewModel(BundleModel):
             views = self.views(self._full)
             return EmbeddingScorer(
                 torch.cat([views.users_bundle_view, views.users_item_view], dim=1),
-                torch.cat([views.bundles_bundle_view, views.bundles_item_view], dim=1),
+                torch.cat([self._bundle_view_with_cold(views), views.bundles_item_view], dim=1),
             )
+
+    def _bundle_view_with_cold(self, views: ViewVectors) -> torch.Tensor:
+        """Bundle-view vectors where cold bundles (no training pair) take their item-view direction."""
+        cold = self._cold_bundles
+        if not bool(cold.any()) or bool(cold.all()):
+            return views.bundles_bundle_view
+        bundle_view = views.bundles_bundle_view.clone()
+        warm_length = bundle_view[~cold].norm(dim=1).mean()
+        bundle_view[cold] = F.normalize(views.bundles_item_view[cold], dim=1) * warm_length
+        return bundle_view
 
     def describe(self) -> dict[str, object]:
         return {"model": "crossview", **asdict(self.config)}

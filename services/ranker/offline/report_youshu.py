@@ -3,6 +3,7 @@
 Reads every ``<runs>/<run>/result.json`` (written by ``train_youshu``), groups them by model, and
 writes means and seed standard deviations to ``--out`` (default ``benchmarks/results/youshu.json``),
 the main model at the top level and the others under ``baselines``. Only measured runs go in.
+It also draws Recall@K of every model to ``--plot`` (default ``docs/youshu-recall-at-k.png``).
 
 Example::
 
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.ranker.offline.plots import recall_at_k_png
 from services.ranker.offline.results import RESULT_FILE, RunResult, summarize
 
 
@@ -25,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, required=True, help="folder whose subfolders hold result.json")
     parser.add_argument("--main-model", default="crossview")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/youshu.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/youshu-recall-at-k.png"))
     args = parser.parse_args(argv)
     paths = sorted(args.runs.glob(f"*/{RESULT_FILE}"))
     if not paths:
@@ -36,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     partial = args.out.with_suffix(".json.tmp")
     partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     partial.replace(args.out)
-    print(f"{len(runs)} runs -> {args.out} (complete: {document['complete']})")
+    title = f"Youshu ({document['split']} split): test Recall@K, mean of seeds"
+    recall_at_k_png(document, args.plot, title)
+    print(f"{len(runs)} runs -> {args.out} (complete: {document['complete']}), {args.plot}")
     return 0
 
 

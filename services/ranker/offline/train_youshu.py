@@ -24,7 +24,7 @@ import itertools
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import get_args
 
@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.ranker.offline.baselines import ItemScorer, ItemScorerConfig, PopularityScorer
 from services.ranker.offline.data import BundleRecData, youshu_data
-from services.ranker.offline.evaluation import RankingReport, evaluate
+from services.ranker.offline.evaluation import EmbeddingScorer, RankingReport, evaluate
 from services.ranker.offline.models import (
     BundleModel,
     CrossViewConfig,
@@ -46,13 +46,15 @@ from services.ranker.offline.models import (
 )
 from services.ranker.offline.publish import publish_artifact, youshu_artifact
 from services.ranker.offline.results import RunResult
-from services.ranker.offline.training import SELECTION_METRIC, EpochRecord, TrainingConfig, train
+from services.ranker.offline.training import SELECTION_METRIC, EpochRecord, TrainingConfig, TrainingOutcome, train
 from shared.datasets import default_data_dir, load_youshu
 from shared.datasets.youshu import YoushuSplitName
 from shared.settings import ENV_PREFIX
 from shared.store.migrate import make_engine
 
 TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
+MEMBER_SEED_STRIDE = 1000
+"""Member ``m`` of seed ``s`` initialises and samples with seed ``s + 1000 m`` (member 0 is the single model)."""
 FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
 
 # The tune-selected grid of the item baselines: size normalisation and the weight of the items of
@@ -107,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--publish", action="store_true", help="serve the trained model (see the module help)")
     parser.add_argument("--split", default="standard", choices=get_args(YoushuSplitName))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train this many copies from different seeds and score with the sum of their scores (default 1)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cores are shared)")
     parser.add_argument("--run-dir", type=Path, help="checkpoints and result.json (default: see module help)")
     parser.add_argument("--data-dir", type=Path, help="folder holding Youshu/ (default $BUNDLEWISE_DATA_DIR)")
@@ -126,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build_model(args: argparse.Namespace, data: BundleRecData) -> BundleModel:
-    torch.manual_seed(args.seed)
+def _build_model(args: argparse.Namespace, data: BundleRecData, init_seed: int) -> BundleModel:
+    torch.manual_seed(init_seed)
     if args.model == "mf_bpr":
         return MatrixFactorization(data, MatrixFactorizationConfig(dim=args.dim))
     if args.model == "lightgcn":
@@ -156,7 +164,10 @@ def _build_model(args: argparse.Namespace, data: BundleRecData) -> BundleModel:
 
 
 def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, settings: OfflineSettings) -> RunResult:
-    model = _build_model(args, data)
+    """Trains ``args.members`` models (one per sub-folder ``member<m>`` when more than one), each
+    selected on tune on its own, and scores with the sum of their scores."""
+    if args.members < 1:
+        raise SystemExit(f"--members must be at least 1, not {args.members}")
     config = TrainingConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -173,37 +184,56 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
             f"{record.train_seconds:.1f}s train + {record.eval_seconds:.1f}s eval"
         )
 
-    outcome = train(model, data, config, run_dir, progress)
-    if outcome.resumed_after_epoch:
-        _say(f"resumed after epoch {outcome.resumed_after_epoch} from {run_dir}")
-    test = evaluate(model.scorer(), data.test)
-    _say(f"best tune {SELECTION_METRIC} at epoch {outcome.best_epoch} of {outcome.epochs_trained}")
+    scorers: list[EmbeddingScorer] = []
+    outcomes: list[TrainingOutcome] = []
+    for member in range(args.members):
+        member_seed = args.seed + MEMBER_SEED_STRIDE * member
+        model = _build_model(args, data, member_seed)
+        member_dir = run_dir if args.members == 1 else run_dir / f"member{member}"
+        if args.members > 1:
+            _say(f"member {member + 1} of {args.members} (seed {member_seed}) in {member_dir}")
+        outcome = train(model, data, replace(config, seed=member_seed), member_dir, progress)
+        if outcome.resumed_after_epoch:
+            _say(f"resumed after epoch {outcome.resumed_after_epoch} from {member_dir}")
+        _say(f"best tune {SELECTION_METRIC} at epoch {outcome.best_epoch} of {outcome.epochs_trained}")
+        scorers.append(model.scorer())
+        outcomes.append(outcome)
+    scorer = EmbeddingScorer.summed(scorers)
+    tune = evaluate(scorer, data.tune)
+    test = evaluate(scorer, data.test)
+    if args.members > 1:
+        _say(f"{args.members} members together: tune {tune.headline()} | test {test.headline()}")
     if args.publish:
         assert settings.postgres_url is not None
         engine = make_engine(settings.postgres_url, settings.namespace, pool_size=1)
         try:
             metrics = {f"test_{name}": value for name, value in test.metrics.items()}
-            artifact = youshu_artifact(model.scorer(), args.model, metrics)
+            artifact = youshu_artifact(scorer, args.model, metrics)
             version, path = publish_artifact(artifact, settings.model_dir, engine)
         finally:
             engine.dispose()
         _say(f"published {args.model} as version {version} of catalog youshu: {path}")
+    training = {name: value for name, value in asdict(config).items() if name != "seed"}
     return RunResult(
         dataset="youshu",
         split=args.split,
         model=args.model,
         seed=args.seed,
-        hyperparameters={**model.describe(), **{k: v for k, v in asdict(config).items() if k != "seed"}},
-        tune=outcome.best_tune,
+        hyperparameters={**model.describe(), "members": args.members, **training},
+        tune=tune.metrics,
         test=test.metrics,
-        seconds=outcome.seconds,
+        seconds=sum(outcome.seconds for outcome in outcomes),
         threads=args.threads,
         device="cpu",
-        best_epoch=outcome.best_epoch,
-        epochs_trained=outcome.epochs_trained,
+        best_epoch=max(outcome.best_epoch for outcome in outcomes),
+        epochs_trained=min(outcome.epochs_trained for outcome in outcomes),
         epochs_planned=config.epochs,
-        stopped_early=outcome.stopped_early,
-        history=[asdict(record) for record in outcome.history],
+        stopped_early=all(outcome.stopped_early for outcome in outcomes),
+        history=[
+            {"member": member, **asdict(record)}
+            for member, outcome in enumerate(outcomes)
+            for record in outcome.history
+        ],
     )
 
 

@@ -100,3 +100,18 @@ def test_graphs_are_binary_and_deduplicated() -> None:
     assert data.user_bundle.to_dense().tolist() == [[0.0, 1.0], [1.0, 0.0]]
     assert data.user_item.to_dense().tolist() == [[0.0, 1.0], [0.0, 0.0]]
     assert data.bundle_item.to_dense().tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
+def test_summed_scorers_score_with_the_sum_of_their_scores() -> None:
+    generator = torch.Generator().manual_seed(3)
+    first = EmbeddingScorer(torch.randn(5, 4, generator=generator), torch.randn(7, 4, generator=generator))
+    second = EmbeddingScorer(torch.randn(5, 2, generator=generator), torch.randn(7, 2, generator=generator))
+    users = torch.tensor([0, 3, 4])
+
+    summed = EmbeddingScorer.summed([first, second])
+
+    expected = first.score_users(users) + second.score_users(users)
+    assert torch.allclose(summed.score_users(users), expected, atol=1e-6)
+    assert EmbeddingScorer.summed([first]) is first
+    with pytest.raises(ValueError, match="no scorer"):
+        EmbeddingScorer.summed([])

@@ -64,9 +64,9 @@ def test_report_puts_measured_runs_in_one_file_and_marks_it_incomplete(data_dir:
     crossview_args = ["--model", "crossview", "--dim", "8", "--epochs", "1"]
     for seed in ("0", "1"):
         run(data_dir, runs / f"crossview-seed{seed}", *crossview_args, "--seed", seed)
-    out = tmp_path / "youshu.json"
+    out, plot = tmp_path / "youshu.json", tmp_path / "recall.png"
 
-    assert report_youshu.main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert report_youshu.main(["--runs", str(runs), "--out", str(out), "--plot", str(plot)]) == 0
 
     document = json.loads(out.read_text())
     crossview = [RunResult.read(runs / f"crossview-seed{seed}" / "result.json") for seed in (0, 1)]
@@ -78,4 +78,23 @@ def test_report_puts_measured_runs_in_one_file_and_marks_it_incomplete(data_dir:
     assert document["recall@20_std"] is not None
     assert set(document["baselines"]) == {"popularity", "item_cooccurrence"}
     assert document["baselines"]["popularity"]["recall@20_std"] is None
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert document["baselines"]["item_cooccurrence"]["hyperparameters"]["neighbours"] == 0
+
+
+def test_members_train_from_their_own_seeds_and_score_together(data_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    common = ["--model", "crossview", "--dim", "8", "--batch-size", "64", "--lr", "0.02", "--epochs", "1"]
+    single = run(data_dir, runs / "single", *common)
+    pair = run(data_dir, runs / "pair", *common, "--members", "2")
+
+    assert all((runs / "pair" / f"member{m}" / "best.pt").is_file() for m in (0, 1))
+    assert (single.hyperparameters["members"], pair.hyperparameters["members"]) == (1, 2)
+
+    def learning(history: list[dict[str, object]], member: int) -> list[tuple[object, object]]:
+        return [(r["loss"], r["tune"]) for r in history if r["member"] == member]
+
+    # Member 0 is the single model; member 1 starts from another seed.
+    assert learning(pair.history, 0) == learning(single.history, 0)
+    assert learning(pair.history, 1) != learning(pair.history, 0)
+    assert pair.seconds > single.seconds
