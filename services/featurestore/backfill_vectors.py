@@ -29,13 +29,13 @@ import redis
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from pydantic import Field
 
-from services.ranker.bundle_index import vector_to_field
 from shared.errors import BundlewiseError, from_rpc_error
 from shared.grpc_client import open_channel
 from shared.log import configure_logging
 from shared.settings import RedisSettings, SettingsError, load_settings
 from shared.store.catalog import new_version
 from shared.store.redis_keys import CatalogKeys, NamespaceKeys
+from shared.store.vectors import vector_to_field
 
 # The embedding service takes up to 1024 texts per call and encodes 64 per forward pass.
 BATCH = 256

@@ -1,8 +1,8 @@
 """The bundle vectors of one catalog and the nearest-neighbour index searched by a shopper's query.
 
 The vectors are written by ``bundlewise backfill-vectors`` (:mod:`services.featurestore.backfill_vectors`)
-under ``CatalogKeys.bundle_vectors`` and loaded with the rest of the catalog copy
-(:mod:`services.ranker.catalog_snapshot`), so the catalog version token that the backfill bumps
+under ``CatalogKeys.bundle_vectors``, in the format of :mod:`shared.store.vectors`, and loaded with the
+rest of the catalog copy (:mod:`services.ranker.catalog_snapshot`), so the catalog version token that the backfill bumps
 governs them too: a ranker rebuilds its index exactly when its copy reloads.
 
 The index is exact inner product (faiss ``IndexFlatIP``) up to :data:`EXACT_SEARCH_MAX` vectors and
@@ -14,17 +14,16 @@ would cost more than the query's embedding does (tens of thousands of bundles an
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import numpy.typing as npt
 import redis
 
 from shared.store.redis_keys import CatalogKeys
+from shared.store.vectors import Vector, vector_from_field
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +31,6 @@ EXACT_SEARCH_MAX = 20_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-
-Vector = npt.NDArray[np.float32]
-
-
-def vector_from_field(value: str | bytes) -> Vector:
-    """A vector as ``CatalogKeys.bundle_vectors`` stores it: base64 of little-endian float32."""
-    return np.frombuffer(base64.b64decode(value), dtype="<f4").astype(np.float32)
-
-
-def vector_to_field(vector: npt.NDArray[np.floating]) -> str:
-    """The inverse of :func:`vector_from_field`."""
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 class BundleIndex:

@@ -14,7 +14,6 @@ load time, refreshed in the background when the copy is older than ``max_age_s``
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ import redis
 
 from services.ranker.bundle_index import BundleVectors, load_bundle_vectors
 from services.ranker.domain import BundleInfo, ItemInfo
+from shared.store.feature_reads import FeatureReadBatch, StoredBundle, StoredItem
 from shared.store.redis_keys import CatalogKeys
 
 log = logging.getLogger(__name__)
@@ -48,32 +48,29 @@ class CatalogSnapshot:
     """The live bundles' vectors and their search index; None before any backfill (see bundle_index)."""
 
 
-def item_from_hash(item_id: str, fields: Mapping[str, str]) -> ItemInfo:
-    """An item as the catalog writer mirrors it (see ``CatalogKeys.item``)."""
-    category = fields.get("category", "")
-    price = fields.get("price")
+def item_info(item: StoredItem) -> ItemInfo:
+    """The ranker's view of an item of the catalog mirror."""
     return ItemInfo(
-        item_id=item_id,
-        title=fields.get("title", ""),
-        price=float(price) if price else None,
-        image_url=fields.get("image_url", ""),
-        retired=fields.get("retired") == "1",
-        category_path=tuple(category.split(" > ")) if category else (),
+        item_id=item.item_id,
+        title=item.title,
+        price=item.price,
+        image_url=item.image_url,
+        retired=item.retired,
+        category_path=item.category_path,
     )
 
 
-def bundle_from_hash(bundle_id: str, fields: Mapping[str, str], purchases: int) -> BundleInfo:
-    """A bundle as the catalog writer mirrors it (see ``CatalogKeys.bundle``)."""
-    price, discounted = fields.get("price"), fields.get("discounted_price")
+def bundle_info(bundle: StoredBundle, purchases: int) -> BundleInfo:
+    """The ranker's view of a bundle of the catalog mirror, bought ``purchases`` times."""
     return BundleInfo(
-        bundle_id=bundle_id,
-        name=fields.get("name", ""),
-        item_ids=tuple(json.loads(fields.get("items", "[]"))),
-        price=float(price) if price else None,
-        discounted_price=float(discounted) if discounted else None,
-        retired=fields.get("retired") == "1",
+        bundle_id=bundle.bundle_id,
+        name=bundle.name,
+        item_ids=bundle.item_ids,
+        price=bundle.price,
+        discounted_price=bundle.discounted_price,
+        retired=bundle.retired,
         purchases=purchases,
-        source=fields.get("source", "catalog") or "catalog",
+        source=bundle.source,
     )
 
 
@@ -87,31 +84,26 @@ def load_snapshot(
     bundle vectors of a copy at this same version, kept instead of read again (every write to the
     live bundles or their vectors renews the token, so they cannot have changed).
     """
-    # The client decodes responses, so members are str (redis-py's stubs cannot know that).
-    live: list[str] = sorted(client.smembers(keys.live_bundles()))  # type: ignore[arg-type]
-    scored: list[tuple[str, float]] = client.zrange(keys.bundle_popularity(), 0, -1, withscores=True)  # type: ignore[assignment]
-    purchases = {bundle_id: int(score) for bundle_id, score in scored}
+    batch = FeatureReadBatch(client, keys)
+    live_reply, purchases_reply = batch.live_bundles(), batch.all_bundle_purchases()
+    batch.run()
+    live, purchases = sorted(live_reply.value), purchases_reply.value
     bundles: dict[str, BundleInfo] = {}
     for start in range(0, len(live), CHUNK):
-        chunk = live[start : start + CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for bundle_id in chunk:
-            pipe.hgetall(keys.bundle(bundle_id))
-        for bundle_id, fields in zip(chunk, pipe.execute(), strict=True):
-            if fields and fields.get("retired") != "1":
-                bundles[bundle_id] = bundle_from_hash(bundle_id, fields, purchases.get(bundle_id, 0))
+        stored_bundles = batch.bundles(live[start : start + CHUNK])
+        batch.run()
+        for bundle_id, stored in stored_bundles.value.items():
+            if not stored.retired:
+                bundles[bundle_id] = bundle_info(stored, purchases.get(bundle_id, 0))
     item_ids = sorted({i for b in bundles.values() for i in b.item_ids})
     items: dict[str, ItemInfo] = {}
     categories: dict[str, str] = {}
     for start in range(0, len(item_ids), CHUNK):
-        item_chunk = item_ids[start : start + CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for item_id in item_chunk:
-            pipe.hgetall(keys.item(item_id))
-        for item_id, fields in zip(item_chunk, pipe.execute(), strict=True):
-            if fields:
-                items[item_id] = item_from_hash(item_id, fields)
-                categories[item_id] = fields.get("affinity_category", "")
+        stored_items = batch.items(item_ids[start : start + CHUNK])
+        batch.run()
+        for item_id, item in stored_items.value.items():
+            items[item_id] = item_info(item)
+            categories[item_id] = item.affinity_category
     by_item: defaultdict[str, list[str]] = defaultdict(list)
     by_category: defaultdict[str, set[str]] = defaultdict(set)
     for bundle in bundles.values():

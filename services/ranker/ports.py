@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.ranker.bundle_index import BundleVectors, Vector
+from services.ranker.bundle_index import BundleVectors
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
 from services.ranker.models import ServedModel
+from shared.store.vectors import Vector
 
 
 class FeatureSource(Protocol):

@@ -4,9 +4,9 @@ The serving path cannot afford a gRPC hop per feature group (seven per request, 
 Redis pipeline and two protobuf encodings): see docs/adr/0003-ranker-reads-online-features.md.
 Per request this source makes at most three Redis round trips (the shopper's features with the
 catalog version; the neighbours of their items; the purchases of the shortlist and any item outside
-the catalog copy) and answers the rest from :class:`CatalogSnapshots`. Keys and their meaning stay
-owned by ``shared.store.redis_keys``; the feature store service keeps serving the same reads over
-gRPC to everyone else.
+the catalog copy) and answers the rest from :class:`CatalogSnapshots`. Redis is read through
+:mod:`shared.store.feature_reads` (keys from ``shared.store.redis_keys``), as the feature store
+service reads it to serve the same reads over gRPC to everyone else.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import redis
 
 from services.ranker.bundle_index import BundleVectors
-from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_from_hash, item_from_hash
+from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_info, item_info
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from shared.errors import NotFound, Unavailable
+from shared.store import feature_reads
+from shared.store.feature_reads import FeatureReadBatch
 from shared.store.redis_keys import NamespaceKeys
 
 log = logging.getLogger(__name__)
@@ -73,34 +75,32 @@ class RedisFeatureSource:
         threading.Thread(target=watch, name="catalog-watch", daemon=True).start()
 
     def settle_catalog(self, catalog_id: str) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(self._keys.catalog(catalog_id).catalog_version())
-        (version,) = self._execute(pipe)
-        self._settle(catalog_id, version)
+        batch = self._batch(catalog_id)
+        version = batch.catalog_version()
+        self._run(batch)
+        self._settle(catalog_id, version.value)
 
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zrevrange(keys.user_recent_items(user_id), 0, RECENT_ITEMS - 1)
-        pipe.zrevrange(keys.user_categories(user_id), 0, TOP_CATEGORIES - 1)
-        pipe.smembers(keys.user_bundles(user_id))
-        pipe.get(keys.catalog_version())
-        recent, categories, bought, version = self._execute(pipe)
-        self._settle(catalog_id, version)
+        batch = self._batch(catalog_id)
+        recent = batch.recent_items(user_id, RECENT_ITEMS)
+        categories = batch.category_affinity(user_id, TOP_CATEGORIES)
+        bought = batch.purchased_bundles(user_id)
+        version = batch.catalog_version()
+        self._run(batch)
+        self._settle(catalog_id, version.value)
         return UserSignals(
-            recent_item_ids=tuple(recent),
-            purchased_bundle_ids=frozenset(bought),
-            top_categories=tuple(categories),
+            recent_item_ids=tuple(recent.value),
+            purchased_bundle_ids=frozenset(bought.value),
+            top_categories=tuple(category for category, _ in categories.value),
         )
 
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
         if not item_ids:
             return {}
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        for item_id in item_ids:
-            pipe.zrevrange(keys.item_neighbours(item_id), 0, NEIGHBOURS - 1, withscores=True)
-        return {item_id: list(scored) for item_id, scored in zip(item_ids, self._execute(pipe), strict=True)}
+        batch = self._batch(catalog_id)
+        neighbours = batch.neighbours(item_ids, NEIGHBOURS)
+        self._run(batch)
+        return neighbours.value
 
     # While a reload is under way (the copy is stale), the indexes too are read from Redis: a copy
     # taken while a catalog was still being synced may lack most of it.
@@ -109,80 +109,44 @@ class RedisFeatureSource:
         snapshot, current = self._catalog(catalog_id)
         if current:
             return {item_id: list(snapshot.bundles_by_item.get(item_id, ())) for item_id in item_ids}
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        for item_id in item_ids:
-            pipe.smembers(keys.item_bundles(item_id))
-        return {item_id: sorted(members) for item_id, members in zip(item_ids, self._execute(pipe), strict=True)}
+        batch = self._batch(catalog_id)
+        bundles = batch.bundles_of_items(item_ids)
+        self._run(batch)
+        return bundles.value
 
     def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
         snapshot, current = self._catalog(catalog_id)
         if current:
             index = snapshot.bundles_by_category
             return {category: list(index.get(category, ())[:CATEGORY_CANDIDATES]) for category in categories}
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        for category in categories:
-            pipe.smembers(keys.category_bundles(category))
-        members = [sorted(m) for m in self._execute(pipe)]
-        everyone = sorted({b for bundle_ids in members for b in bundle_ids})
-        bought = self._purchases(catalog_id, everyone)
-        return {
-            category: sorted(bundle_ids, key=lambda b: (-bought.get(b, 0), b))[:CATEGORY_CANDIDATES]
-            for category, bundle_ids in zip(categories, members, strict=True)
-        }
-
-    def _purchases(self, catalog_id: str, bundle_ids: list[str]) -> dict[str, int]:
-        if not bundle_ids:
-            return {}
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zmscore(self._keys.catalog(catalog_id).bundle_popularity(), bundle_ids)
-        (scores,) = self._execute(pipe)
-        return {b: int(score or 0) for b, score in zip(bundle_ids, scores, strict=True)}
+        with _unavailable_on_redis_error():
+            return feature_reads.most_bought_bundles_by_category(
+                self._client, self._keys.catalog(catalog_id), categories, CATEGORY_CANDIDATES
+            )
 
     def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
         snapshot, current = self._catalog(catalog_id)
-        keys = self._keys.catalog(catalog_id)
+        batch = self._batch(catalog_id)
         if not current:  # a reload is under way: the bundles themselves come from Redis
-            return self._bundles_from_redis(catalog_id, list(dict.fromkeys(bundle_ids)))
+            stored, purchases = batch.bundles(bundle_ids), batch.bundle_purchases(bundle_ids)
+            self._run(batch)
+            return {b: bundle_info(bundle, purchases.value[b]) for b, bundle in stored.value.items()}
         known = [b for b in dict.fromkeys(bundle_ids) if b in snapshot.bundles]
         if not known:
             return {}
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zmscore(keys.bundle_popularity(), known)
-        (scores,) = self._execute(pipe)
-        return {
-            b: dataclasses.replace(snapshot.bundles[b], purchases=int(score or 0))
-            for b, score in zip(known, scores, strict=True)
-        }
-
-    def _bundles_from_redis(self, catalog_id: str, bundle_ids: list[str]) -> dict[str, BundleInfo]:
-        if not bundle_ids:
-            return {}
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        for bundle_id in bundle_ids:
-            pipe.hgetall(keys.bundle(bundle_id))
-        pipe.zmscore(keys.bundle_popularity(), bundle_ids)
-        *hashes, scores = self._execute(pipe)
-        return {
-            b: bundle_from_hash(b, fields, int(score or 0))
-            for b, fields, score in zip(bundle_ids, hashes, scores, strict=True)
-            if fields
-        }
+        purchases = batch.bundle_purchases(known)
+        self._run(batch)
+        return {b: dataclasses.replace(snapshot.bundles[b], purchases=purchases.value[b]) for b in known}
 
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         snapshot, current = self._catalog(catalog_id)
         found = {i: snapshot.items[i] for i in item_ids if i in snapshot.items} if current else {}
         missing = [i for i in dict.fromkeys(item_ids) if i not in found]
         if missing:  # items in no live bundle: a generated bundle's members
-            keys = self._keys.catalog(catalog_id)
-            pipe = self._client.pipeline(transaction=False)
-            for item_id in missing:
-                pipe.hgetall(keys.item(item_id))
-            for item_id, fields in zip(missing, self._execute(pipe), strict=True):
-                if fields:
-                    found[item_id] = item_from_hash(item_id, fields)
+            batch = self._batch(catalog_id)
+            stored = batch.items(missing)
+            self._run(batch)
+            found.update({item_id: item_info(item) for item_id, item in stored.value.items()})
         return found
 
     def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
@@ -194,14 +158,8 @@ class RedisFeatureSource:
 
     def _popular_from_redis(self, catalog_id: str, k: int) -> list[str]:
         """As the feature store's GetPopularBundles: live bundles by purchases, topped up in id order."""
-        keys = self._keys.catalog(catalog_id)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zrevrange(keys.bundle_popularity(), 0, 4 * k - 1)
-        pipe.smembers(keys.live_bundles())
-        bought, live = self._execute(pipe)
-        ranked = [b for b in bought if b in live][:k]
-        taken = set(ranked)
-        return ranked + [b for b in sorted(live) if b not in taken][: k - len(ranked)]
+        with _unavailable_on_redis_error():
+            return [b for b, _ in feature_reads.popular_bundles(self._client, self._keys.catalog(catalog_id), k)]
 
     def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
         """The search index of the copy this request settled on; None before the catalog's first backfill.
@@ -228,9 +186,18 @@ class RedisFeatureSource:
             self._request.catalogs = {}
         self._request.catalogs[catalog_id] = copy
 
+    def _batch(self, catalog_id: str) -> FeatureReadBatch:
+        return FeatureReadBatch(self._client, self._keys.catalog(catalog_id))
+
     @staticmethod
-    def _execute(pipe: redis.client.Pipeline) -> list[Any]:
-        try:
-            return pipe.execute()
-        except redis.RedisError as exc:
-            raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from None
+    def _run(batch: FeatureReadBatch) -> None:
+        with _unavailable_on_redis_error():
+            batch.run()
+
+
+@contextmanager
+def _unavailable_on_redis_error() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from None

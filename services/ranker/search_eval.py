@@ -41,8 +41,9 @@ from services.embedding.settings import ModelCacheSettings
 from services.embedding.text_encoder import E5TextEncoder, TextRole
 from services.featurestore.backfill_vectors import bundle_document
 from services.featurestore.real_catalogs import load_amazon
-from services.ranker.bundle_index import BundleIndex, Vector
+from services.ranker.bundle_index import BundleIndex
 from shared.datasets import default_data_dir
+from shared.store.vectors import Vector
 
 MODULE = "services.ranker.search_eval"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "bundle_search.json"

@@ -1,5 +1,6 @@
-"""Specification of typed bundle search's pure parts: the document a bundle is found by, the vector
-codec, the index's order (exact and HNSW) and the search use case's filtering and refusals."""
+"""Specification of typed bundle search's pure parts: the document a bundle is found by, the index's
+order (exact and HNSW) and the search use case's filtering and refusals (the vector codec:
+tests/unit/shared/test_bundle_vector_format.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.featurestore.backfill_vectors import MAX_DOCUMENT_CHARS, bundle_document, document_digest
-from services.ranker.bundle_index import BundleIndex, BundleVectors, vector_from_field, vector_to_field
+from services.ranker.bundle_index import BundleIndex, BundleVectors
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from services.ranker.ports import QueryVector
 from services.ranker.search import BundleSearch, SearchNotReady, explain
@@ -46,12 +47,6 @@ def test_the_digest_changes_with_the_encoder_version_and_with_the_text() -> None
     assert digest == document_digest("e5@1", "tent")
     assert digest != document_digest("e5@2", "tent")
     assert digest != document_digest("e5@1", "tents")
-
-
-def test_a_vector_survives_its_redis_field() -> None:
-    vector = unit(0.25, -1.5, 3.0)
-
-    assert np.array_equal(vector_from_field(vector_to_field(vector)), vector)
 
 
 @pytest.mark.parametrize("exact_max", [100, 0], ids=["exact", "hnsw"])
