@@ -13,7 +13,8 @@ paper's description:
 - score = bundle-view dot product + item-view dot product, trained with BPR;
 - a bundle without a training pair has no trained bundle-view vector; for scoring it borrows the
   direction of its item-view vector (the contrast below aligns the two views) at the mean length of
-  the trained bundle-view vectors, so cold bundles compete with warm ones on their items;
+  the least-known trained bundles' vectors (length grows with a bundle's training pairs: on Youshu
+  1.18 for one pair, 2.2 beyond ten), so cold bundles compete with warm ones on their items;
 - cross-view contrast: InfoNCE pulls a user's (and a bundle's) two view vectors together and pushes
   them from the other users (bundles) of the batch;
 - edge dropout on all three graphs at every training step; evaluation uses the full graphs.
@@ -199,7 +200,10 @@ class CrossViewModel(BundleModel):
         self._user_item = BipartiteLaplacian(data.user_item_pairs, data.n_users, data.n_items)
         self._bundle_item = MeanAggregation(data.bundle_item_pairs, data.n_bundles, data.n_items)
         self._full = (self._user_bundle.matrix(), self._user_item.matrix(), self._bundle_item.matrix())
-        self._cold_bundles = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles) == 0
+        pairs_per_bundle = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
+        self._cold_bundles = pairs_per_bundle == 0
+        fewest = pairs_per_bundle[~self._cold_bundles].min() if bool((~self._cold_bundles).any()) else 0
+        self._least_known_bundles = pairs_per_bundle == fewest
 
     def views(self, graphs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> ViewVectors:
         """Both views through ``graphs`` = (user-bundle Laplacian, user-item Laplacian, bundle-item mean)."""
@@ -254,13 +258,14 @@ class CrossViewModel(BundleModel):
             )
 
     def _bundle_view_with_cold(self, views: ViewVectors) -> torch.Tensor:
-        """Bundle-view vectors where cold bundles (no training pair) take their item-view direction."""
+        """Bundle-view vectors where cold bundles (no training pair) take their item-view direction
+        at the length of the least-known warm bundles."""
         cold = self._cold_bundles
         if not bool(cold.any()) or bool(cold.all()):
             return views.bundles_bundle_view
         bundle_view = views.bundles_bundle_view.clone()
-        warm_length = bundle_view[~cold].norm(dim=1).mean()
-        bundle_view[cold] = F.normalize(views.bundles_item_view[cold], dim=1) * warm_length
+        length = bundle_view[self._least_known_bundles].norm(dim=1).mean()
+        bundle_view[cold] = F.normalize(views.bundles_item_view[cold], dim=1) * length
         return bundle_view
 
     def describe(self) -> dict[str, object]:
