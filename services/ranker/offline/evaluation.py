@@ -35,6 +35,15 @@ class EmbeddingScorer:
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_vectors[users] @ self.bundle_vectors.T
 
+    def with_bundle_prior(self, prior: torch.Tensor, weight: float) -> EmbeddingScorer:
+        """Adds ``weight * prior[bundle]`` ([n_bundles]) to every score, as one more vector column
+        (``weight`` for every user, the prior for every bundle), so serving stays a dot product."""
+        users = torch.full((self.user_vectors.shape[0], 1), float(weight), dtype=self.user_vectors.dtype)
+        bundles = prior.to(self.bundle_vectors.dtype).reshape(-1, 1)
+        return EmbeddingScorer(
+            torch.cat([self.user_vectors, users], dim=1), torch.cat([self.bundle_vectors, bundles], dim=1)
+        )
+
     @classmethod
     def summed(cls, scorers: Sequence[EmbeddingScorer]) -> EmbeddingScorer:
         """One scorer whose score is the sum of ``scorers``' scores: side-by-side vectors, so an

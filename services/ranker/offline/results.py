@@ -43,6 +43,8 @@ class RunResult:
     epochs_planned: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    selected_on_tune: dict[str, Any] = field(default_factory=dict)
+    """Settings this run chose on tune after training (they may differ between seeds)."""
 
     def write(self, run_dir: Path) -> Path:
         path = run_dir / RESULT_FILE
@@ -87,6 +89,7 @@ def summarize_model(runs: Sequence[RunResult]) -> dict[str, Any]:
         seed_values=sorted(run.seed for run in runs),
         epochs_trained=min(run.epochs_trained for run in runs),
         best_epochs=[run.best_epoch for run in runs],
+        selected_on_tune=[run.selected_on_tune for run in runs],
         train_minutes=statistics.fmean(run.seconds for run in runs) / 60.0,
         device=first.device,
         threads=first.threads,

@@ -53,6 +53,8 @@ from shared.settings import ENV_PREFIX
 from shared.store.migrate import make_engine
 
 TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
+POPULARITY_PRIOR_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+"""With ``--popularity-prior``, the weights of log(1 + training pairs of the bundle) tried on tune."""
 MEMBER_SEED_STRIDE = 1000
 """Member ``m`` of seed ``s`` initialises and samples with seed ``s + 1000 m`` (member 0 is the single model)."""
 FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
@@ -106,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m services.ranker.offline.train_youshu", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", required=True, choices=TRAINED_MODELS + FITTED_MODELS)
+    parser.add_argument(
+        "--popularity-prior",
+        action="store_true",
+        help="after training, add w * log(1 + the bundle's training pairs) to scores, w chosen on tune",
+    )
     parser.add_argument("--publish", action="store_true", help="serve the trained model (see the module help)")
     parser.add_argument("--split", default="standard", choices=get_args(YoushuSplitName))
     parser.add_argument("--seed", type=int, default=0)
@@ -199,10 +206,13 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         scorers.append(model.scorer())
         outcomes.append(outcome)
     scorer = EmbeddingScorer.summed(scorers)
+    selected: dict[str, object] = {}
+    if args.popularity_prior:
+        scorer, selected["popularity_prior_weight"] = _with_popularity_prior(scorer, data)
     tune = evaluate(scorer, data.tune)
     test = evaluate(scorer, data.test)
-    if args.members > 1:
-        _say(f"{args.members} members together: tune {tune.headline()} | test {test.headline()}")
+    if args.members > 1 or args.popularity_prior:
+        _say(f"final scorer {selected}: tune {tune.headline()} | test {test.headline()}")
     if args.publish:
         assert settings.postgres_url is not None
         engine = make_engine(settings.postgres_url, settings.namespace, pool_size=1)
@@ -219,7 +229,12 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         split=args.split,
         model=args.model,
         seed=args.seed,
-        hyperparameters={**model.describe(), "members": args.members, **training},
+        hyperparameters={
+            **model.describe(),
+            "members": args.members,
+            "popularity_prior": args.popularity_prior,
+            **training,
+        },
         tune=tune.metrics,
         test=test.metrics,
         seconds=sum(outcome.seconds for outcome in outcomes),
@@ -234,7 +249,22 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
             for member, outcome in enumerate(outcomes)
             for record in outcome.history
         ],
+        selected_on_tune=selected,
     )
+
+
+def _with_popularity_prior(scorer: EmbeddingScorer, data: BundleRecData) -> tuple[EmbeddingScorer, float]:
+    """The scorer plus w * log(1 + training pairs per bundle), w from ``POPULARITY_PRIOR_WEIGHTS``
+    with the best tune Recall@20 (a tie keeps the smaller weight). A bundle never trained on gets 0."""
+    prior = torch.log1p(torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles).to(torch.float32))
+    best: tuple[float, float] | None = None
+    for weight in POPULARITY_PRIOR_WEIGHTS:
+        report = evaluate(scorer.with_bundle_prior(prior, weight), data.tune)
+        _say(f"popularity prior {weight}: tune {report.headline()}")
+        if best is None or report.metrics[SELECTION_METRIC] > best[1]:
+            best = (weight, report.metrics[SELECTION_METRIC])
+    assert best is not None
+    return scorer.with_bundle_prior(prior, best[0]), best[0]
 
 
 def _fit_baseline(args: argparse.Namespace, data: BundleRecData) -> RunResult:

@@ -115,3 +115,14 @@ def test_summed_scorers_score_with_the_sum_of_their_scores() -> None:
     assert EmbeddingScorer.summed([first]) is first
     with pytest.raises(ValueError, match="no scorer"):
         EmbeddingScorer.summed([])
+
+
+def test_a_bundle_prior_adds_its_weighted_value_to_every_users_score() -> None:
+    generator = torch.Generator().manual_seed(4)
+    scorer = EmbeddingScorer(torch.randn(3, 4, generator=generator), torch.randn(5, 4, generator=generator))
+    prior = torch.tensor([0.0, 1.0, 2.0, 0.5, 3.0])
+    users = torch.tensor([0, 2])
+
+    with_prior = scorer.with_bundle_prior(prior, 0.3)
+
+    assert torch.allclose(with_prior.score_users(users), scorer.score_users(users) + 0.3 * prior, atol=1e-6)

@@ -98,3 +98,12 @@ def test_members_train_from_their_own_seeds_and_score_together(data_dir: Path, t
     assert learning(pair.history, 0) == learning(single.history, 0)
     assert learning(pair.history, 1) != learning(pair.history, 0)
     assert pair.seconds > single.seconds
+
+
+def test_the_popularity_prior_weight_is_chosen_on_tune_and_recorded(data_dir: Path, tmp_path: Path) -> None:
+    common = ["--model", "crossview", "--dim", "8", "--batch-size", "64", "--lr", "0.02", "--epochs", "1"]
+
+    result = run(data_dir, tmp_path / "runs" / "prior", *common, "--popularity-prior")
+
+    assert result.hyperparameters["popularity_prior"] is True
+    assert result.selected_on_tune["popularity_prior_weight"] in train_youshu.POPULARITY_PRIOR_WEIGHTS
