@@ -33,6 +33,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.ranker.offline.baselines import ItemScorer, ItemScorerConfig, PopularityScorer
+from services.ranker.offline.beyond_accuracy import beyond_accuracy
 from services.ranker.offline.data import BundleRecData, youshu_data
 from services.ranker.offline.evaluation import EmbeddingScorer, RankingReport, evaluate
 from services.ranker.offline.models import (
@@ -211,6 +212,7 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         scorer, selected["popularity_prior_weight"] = _with_popularity_prior(scorer, data)
     tune = evaluate(scorer, data.tune)
     test = evaluate(scorer, data.test)
+    test_metrics = {**test.metrics, **beyond_accuracy(scorer, data, data.test)}
     if args.members > 1 or args.popularity_prior:
         _say(f"final scorer {selected}: tune {tune.headline()} | test {test.headline()}")
     if args.publish:
@@ -236,7 +238,7 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
             **training,
         },
         tune=tune.metrics,
-        test=test.metrics,
+        test=test_metrics,
         seconds=sum(outcome.seconds for outcome in outcomes),
         threads=args.threads,
         device="cpu",
@@ -297,7 +299,7 @@ def _fit_baseline(args: argparse.Namespace, data: BundleRecData) -> RunResult:
         seed=args.seed,
         hyperparameters=chosen,
         tune=best_tune.metrics,
-        test=test.metrics,
+        test={**test.metrics, **beyond_accuracy(scorer, data, data.test)},
         seconds=time.perf_counter() - started,
         threads=args.threads,
         device="cpu",

@@ -49,7 +49,11 @@ def test_trained_model_writes_tune_and_test_metrics_and_resumes(data_dir: Path, 
     common = ["--model", "crossview", "--dim", "8", "--batch-size", "64", "--lr", "0.02"]
     first = run(data_dir, runs / "crossview-seed0", *common, "--epochs", "1")
     assert (first.model, first.split, first.epochs_trained, first.epochs_planned) == ("crossview", "standard", 1, 1)
-    assert set(first.test) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 20, 40, 80)}
+    assert set(first.test) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 20, 40, 80)} | {
+        "coverage@20",
+        "popularity_percentile@20",
+        "diversity@20",
+    }
     assert first.hyperparameters["edge_dropout"] == 0.2
 
     longer = run(data_dir, runs / "crossview-seed0", *common, "--epochs", "2")
