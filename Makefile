@@ -81,8 +81,9 @@ deploy-check: venv test-tools ## validate Dockerfile, compose, Kubernetes manife
 bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
-# The main Youshu model: two cross-view members and a popularity prior chosen on tune (docs/bundle-quality.md).
-YOUSHU_MAIN = --model crossview --epochs 100 --members 2 --popularity-prior
+# The main Youshu model: two cross-view members, and popularity and new-bundle priors chosen on tune
+# (docs/bundle-quality.md).
+YOUSHU_MAIN = --model crossview --epochs 100 --members 2 --bundle-priors
 
 eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold splits (baselines, 3 seeds of the main model) and complete-the-bundle on Amazon and Steam (about 2 hours on 2 cores)
 	for model in popularity item_cooccurrence itemknn mf_bpr lightgcn; do \

@@ -54,8 +54,10 @@ from shared.settings import ENV_PREFIX
 from shared.store.migrate import make_engine
 
 TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
-POPULARITY_PRIOR_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-"""With ``--popularity-prior``, the weights of log(1 + training pairs of the bundle) tried on tune."""
+POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+"""With ``--bundle-priors``, the weights of log(1 + training pairs of the bundle) tried on tune."""
+NEW_BUNDLE_BOOSTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""With ``--bundle-priors``, the boosts of bundles without a training pair tried on tune."""
 MEMBER_SEED_STRIDE = 1000
 """Member ``m`` of seed ``s`` initialises and samples with seed ``s + 1000 m`` (member 0 is the single model)."""
 FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
@@ -110,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, choices=TRAINED_MODELS + FITTED_MODELS)
     parser.add_argument(
-        "--popularity-prior",
+        "--bundle-priors",
         action="store_true",
-        help="after training, add w * log(1 + the bundle's training pairs) to scores, w chosen on tune",
+        help="after training, add w * log(1 + the bundle's training pairs) + a boost for bundles without any to "
+        "scores, w and the boost chosen on tune",
     )
     parser.add_argument("--publish", action="store_true", help="serve the trained model (see the module help)")
     parser.add_argument("--split", default="standard", choices=get_args(YoushuSplitName))
@@ -208,12 +211,13 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         outcomes.append(outcome)
     scorer = EmbeddingScorer.summed(scorers)
     selected: dict[str, object] = {}
-    if args.popularity_prior:
-        scorer, selected["popularity_prior_weight"] = _with_popularity_prior(scorer, data)
+    if args.bundle_priors:
+        scorer, chosen = _with_bundle_priors(scorer, data)
+        selected.update(chosen)
     tune = evaluate(scorer, data.tune)
     test = evaluate(scorer, data.test)
     test_metrics = {**test.metrics, **beyond_accuracy(scorer, data, data.test)}
-    if args.members > 1 or args.popularity_prior:
+    if args.members > 1 or args.bundle_priors:
         _say(f"final scorer {selected}: tune {tune.headline()} | test {test.headline()}")
     if args.publish:
         assert settings.postgres_url is not None
@@ -234,7 +238,7 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         hyperparameters={
             **model.describe(),
             "members": args.members,
-            "popularity_prior": args.popularity_prior,
+            "bundle_priors": args.bundle_priors,
             **training,
         },
         tune=tune.metrics,
@@ -255,18 +259,26 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
     )
 
 
-def _with_popularity_prior(scorer: EmbeddingScorer, data: BundleRecData) -> tuple[EmbeddingScorer, float]:
-    """The scorer plus w * log(1 + training pairs per bundle), w from ``POPULARITY_PRIOR_WEIGHTS``
-    with the best tune Recall@20 (a tie keeps the smaller weight). A bundle never trained on gets 0."""
-    prior = torch.log1p(torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles).to(torch.float32))
-    best: tuple[float, float] | None = None
-    for weight in POPULARITY_PRIOR_WEIGHTS:
-        report = evaluate(scorer.with_bundle_prior(prior, weight), data.tune)
-        _say(f"popularity prior {weight}: tune {report.headline()}")
-        if best is None or report.metrics[SELECTION_METRIC] > best[1]:
-            best = (weight, report.metrics[SELECTION_METRIC])
+def _with_bundle_priors(scorer: EmbeddingScorer, data: BundleRecData) -> tuple[EmbeddingScorer, dict[str, object]]:
+    """The scorer plus ``w * log(1 + training pairs of the bundle) + boost * (bundle has none)``.
+
+    ``w`` from ``POPULARITY_WEIGHTS`` and ``boost`` from ``NEW_BUNDLE_BOOSTS``, the pair with the best
+    tune Recall@20 (a tie keeps the smaller values). The popularity term restores a prior that BPR
+    with uniform negatives leaves out; the boost is how far a shop lifts new bundles, which the
+    model cannot learn: no shopper has seen them.
+    """
+    pairs = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
+    popularity, new = torch.log1p(pairs.to(torch.float32)), (pairs == 0).to(torch.float32)
+    best: tuple[float, float, float] | None = None
+    for weight, boost in itertools.product(POPULARITY_WEIGHTS, NEW_BUNDLE_BOOSTS):
+        report = evaluate(scorer.with_bundle_prior(weight * popularity + boost * new, 1.0), data.tune)
+        if best is None or report.metrics[SELECTION_METRIC] > best[2]:
+            best = (weight, boost, report.metrics[SELECTION_METRIC])
+            _say(f"bundle priors: popularity weight {weight}, new-bundle boost {boost}: tune {report.headline()}")
     assert best is not None
-    return scorer.with_bundle_prior(prior, best[0]), best[0]
+    weight, boost, _ = best
+    chosen: dict[str, object] = {"popularity_weight": weight, "new_bundle_boost": boost}
+    return scorer.with_bundle_prior(weight * popularity + boost * new, 1.0), chosen
 
 
 def _fit_baseline(args: argparse.Namespace, data: BundleRecData) -> RunResult:
