@@ -42,9 +42,9 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from services.ingestion import metrics
-from services.ingestion.stall import GroupMembership, StallWatch
 from shared.events import InvalidEvent, parse_event
 from shared.kafka import DEADLETTER_REASON_HEADER
+from shared.kafka_stall import ConsumerStallCheck, GroupMembership, stall_reason
 from shared.store.feature_updates import ApplyResult, DeliveredEvent, FeatureWriter
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,6 @@ POLL_TIMEOUT_MS = 200
 # Bounds each commit attempt, so a broker that is down delays the loop, never hangs it.
 COMMIT_TIMEOUT_MS = 5_000
 DEADLETTER_ACK_TIMEOUT_S = 30.0
-# How often the loop asks whether its consumer still consumes (one end-offsets request per check).
-STALL_CHECK_EVERY_S = 5.0
-END_OFFSETS_TIMEOUT_MS = 2_000
 
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     sqlalchemy.exc.OperationalError: "postgres",
@@ -136,13 +133,12 @@ class IngestionLoop:
         stall_after_s: float = 30.0,
     ) -> None:
         """``new_consumer``, when given with the ``membership`` listener of ``consumer``, replaces a
-        consumer that stalled (see :mod:`services.ingestion.stall`) for ``stall_after_s``; without
+        consumer that stalled (see :mod:`shared.kafka_stall`) for ``stall_after_s``; without
         them the loop keeps the consumer it was given."""
         self._consumer = consumer
         self._membership = membership
         self._new_consumer = new_consumer
-        self._stall_watch = StallWatch(stall_after_s)
-        self._stall_checked_at = time.monotonic()
+        self._stall_check = ConsumerStallCheck(stall_after_s)
         self._producer = deadletter_producer
         self._deadletter_topic = deadletter_topic
         self._writer = writer
@@ -178,7 +174,7 @@ class IngestionLoop:
                     continue
                 polled = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_batch_records)
                 if polled:
-                    self._stall_watch.consumed()
+                    self._stall_check.consumed()
                     batch = self._parse(polled)
                     in_flight.append(_InFlight(batch, postgres_stage.submit(self._postgres_stage, batch, redis_stage)))
                 self._report_lag()
@@ -341,34 +337,12 @@ class IngestionLoop:
                     observe(max(0.0, now_ms - record.timestamp) / 1000)
 
     def _consumer_stalled(self) -> bool:
-        """Every few seconds: whether the consumer has stalled (never without a way to replace it)."""
-        assignment = self._consumer.assignment()
-        metrics.ASSIGNED_PARTITIONS.set(len(assignment))
-        if self._membership is not None:
-            metrics.GROUP_MEMBER.set(1 if self._membership.settled else 0)
-        check_every_s = min(STALL_CHECK_EVERY_S, self._stall_watch.stall_after_s / 3)
-        if self._membership is None or time.monotonic() - self._stall_checked_at < check_every_s:
+        """Whether the consumer has stalled (never without a way to replace it); updates the gauges."""
+        metrics.ASSIGNED_PARTITIONS.set(len(self._consumer.assignment()))
+        if self._membership is None:
             return False
-        self._stall_checked_at = time.monotonic()
-        behind = self._events_waiting(assignment) if assignment else False
-        if behind is None:  # the broker did not answer: nothing to conclude about the consumer
-            return False
-        return self._stall_watch.stalled(self._membership.settled, behind)
-
-    def _events_waiting(self, assignment: set[TopicPartition]) -> bool | None:
-        """Whether some assigned partition holds events not yet polled; None if Kafka cannot say."""
-        try:
-            ends = self._consumer.end_offsets(list(assignment), timeout_ms=END_OFFSETS_TIMEOUT_MS)
-        except KafkaError:
-            return None
-        for partition, end in ends.items():
-            try:
-                position = self._consumer.position(partition, timeout_ms=0)
-            except KafkaError:  # no position yet: waiting, if the partition holds anything
-                position = None
-            if end and (position is None or position < end):
-                return True
-        return False
+        metrics.GROUP_MEMBER.set(1 if self._membership.settled else 0)
+        return self._new_consumer is not None and self._stall_check.stalled(self._consumer, self._membership)
 
     def _replace_consumer(self, in_flight: deque[_InFlight]) -> None:
         """Commits what is in flight, closes the stalled consumer and joins the group with a new one,
@@ -379,15 +353,15 @@ class IngestionLoop:
             self._commit_finished(in_flight, wait=True)
         log.warning(
             "the Kafka consumer has %s for %.0fs; replacing it with a new one",
-            "consumed nothing while events wait" if self._membership.settled else "not finished joining its group",
-            self._stall_watch.stall_after_s,
+            stall_reason(self._membership.settled),
+            self._stall_check.stall_after_s,
         )
         try:
             self._consumer.close(autocommit=False)
         except KafkaError as exc:
             log.warning("closing the stalled consumer failed (%s); carrying on with a new one", exc)
         self._consumer, self._membership = self._new_consumer()
-        self._stall_watch.restarted()
+        self._stall_check.restarted()
         metrics.CONSUMER_REPLACEMENTS.inc()
 
     def _report_lag(self) -> None:

@@ -7,8 +7,8 @@ from kafka import KafkaConsumer
 
 from services.ingestion.consumer import IngestionLoop
 from services.ingestion.settings import IngestionSettings
-from services.ingestion.stall import GroupMembership
 from shared.kafka import make_consumer, make_producer
+from shared.kafka_stall import GroupMembership
 from shared.store.feature_updates import FeatureWriter
 from shared.store.migrate import make_engine
 

@@ -43,3 +43,13 @@ PUBLISH_FAILURES = Counter(
     metric_name("policy", "publish_failures_total"),
     "Snapshot publishes that failed because the store was unavailable (retried later).",
 )
+GROUP_MEMBER = Gauge(
+    metric_name("policy", "group_member"),
+    "1 once the updater's Kafka consumer has joined its group and holds its assignment; 0 while it joins "
+    "or rebalances. The updater is learning when this is 1; serving policies does not depend on it.",
+)
+CONSUMER_REPLACEMENTS = Counter(
+    metric_name("policy", "consumer_replacements_total"),
+    "Kafka consumers of the updater replaced because they stalled: out of their group, or events waiting "
+    "and none consumed.",
+)

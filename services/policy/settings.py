@@ -42,3 +42,10 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         le=1,
         description="Guard rail: how far one refresh may move any bundle's expected click rate.",
     )
+    stall_after_s: float = Field(
+        default=30.0,
+        ge=5,
+        le=3600,
+        description="The updater's Kafka consumer, out of its group or not consuming while events wait this "
+        "long, is replaced.",
+    )

@@ -13,6 +13,10 @@ publishing loses nothing either: those events were not committed and are read ag
 
 Run one updater per namespace: each one learns from every partition of the topic, and the positions
 assume that this process read all of them.
+
+A consumer that stalls (out of its group, or not consuming while events wait; see
+:mod:`shared.kafka_stall`) is closed and replaced. The new one reads on from the committed offsets;
+what this process already learned from is skipped, as after a rebalance.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.policy.domain import BetaArms, LogPartition, Observation, PolicyParams
 from services.policy.metrics import (
+    CONSUMER_REPLACEMENTS,
+    GROUP_MEMBER,
     OUTCOMES,
     PUBLISH_DURATION,
     PUBLISH_FAILURES,
@@ -40,6 +46,7 @@ from services.policy.ports import SnapshotStore
 from services.policy.rollout import RefreshGuard
 from shared.errors import Unavailable
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType, InvalidEvent, parse_event
+from shared.kafka_stall import ConsumerStallCheck, GroupMembership, PositionedConsumer, stall_reason
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,14 @@ class EventConsumer(Protocol):
     def close(self) -> None: ...
 
 
+class WatchedEventConsumer(EventConsumer, PositionedConsumer, Protocol):
+    """An :class:`EventConsumer` whose progress a stall check can read (``kafka.KafkaConsumer`` is one)."""
+
+
+# A consumer with the GroupMembership listener it subscribed with: one the updater can watch.
+WatchedSubscription = tuple[WatchedEventConsumer, GroupMembership]
+
+
 class PolicyUpdater:
     """Runs the loop of the module docstring in its own thread, between :meth:`start` and :meth:`stop`.
 
@@ -73,17 +88,22 @@ class PolicyUpdater:
     one it did not publish itself (a promotion or a rollback) is adopted, i.e. loaded into the learner,
     and becomes the approved version; what was learned since the updater's own last publish is dropped
     with it (logged), as the operator asked.
+
+    ``consumer_factory`` makes the Kafka consumer. One it returns with the :class:`GroupMembership`
+    listener it subscribed with is watched: once it has stalled for ``stall_after_s`` it is closed and
+    the factory makes another (see the module docstring). One returned alone is kept however it fares.
     """
 
     def __init__(
         self,
         store: SnapshotStore,
         learner: BetaArms,
-        consumer_factory: Callable[[], EventConsumer],
+        consumer_factory: Callable[[], EventConsumer | WatchedSubscription],
         publish_every_s: float,
         publish_every_outcomes: int,
         poll_timeout_ms: int = 200,
         guard: RefreshGuard | None = None,
+        stall_after_s: float = 30.0,
     ) -> None:
         self._store = store
         self._guard = guard
@@ -92,6 +112,7 @@ class PolicyUpdater:
         self._publish_every_s = publish_every_s
         self._publish_every_outcomes = publish_every_outcomes
         self._poll_timeout_ms = poll_timeout_ms
+        self._stall_check = ConsumerStallCheck(stall_after_s)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._crashed = False
@@ -145,14 +166,22 @@ class PolicyUpdater:
         try:
             if not self._restore():
                 return
-            consumer = self._consumer_factory()
+            consumer, watched = self._subscribe()
             self._next_publish_at = time.monotonic() + self._publish_every_s
             while not self._stopping.is_set():
-                for records in consumer.poll(timeout_ms=self._poll_timeout_ms).values():
+                polled = consumer.poll(timeout_ms=self._poll_timeout_ms)
+                if polled:
+                    self._stall_check.consumed()
+                for records in polled.values():
                     for record in records:
                         self._apply(record.topic, record.partition, record.offset, record.value)
                 if self._publish_due():
                     self._publish_and_commit(consumer)
+                if watched is not None and self._stalled(*watched):
+                    self._close_stalled(consumer, watched[1])
+                    consumer = None  # closed: not to be closed again should the factory fail
+                    consumer, watched = self._subscribe()
+                    CONSUMER_REPLACEMENTS.inc()
             if not self._publish_and_commit(consumer):
                 log.error(
                     "stopping with unpublished changes to %s; their events were not committed and will "
@@ -168,6 +197,32 @@ class PolicyUpdater:
             if consumer is not None:
                 consumer.close()
             log.info("policy updater stopped")
+
+    def _subscribe(self) -> tuple[EventConsumer, WatchedSubscription | None]:
+        """A new consumer from the factory, and the same with its membership when it can be watched."""
+        made = self._consumer_factory()
+        self._stall_check.restarted()
+        if isinstance(made, tuple):
+            return made[0], made
+        return made, None
+
+    def _stalled(self, consumer: WatchedEventConsumer, membership: GroupMembership) -> bool:
+        """Whether ``consumer`` has stalled (see :class:`ConsumerStallCheck`); updates the member gauge."""
+        GROUP_MEMBER.set(1 if membership.settled else 0)
+        return self._stall_check.stalled(consumer, membership)
+
+    def _close_stalled(self, consumer: EventConsumer, membership: GroupMembership) -> None:
+        """Closes a stalled consumer without publishing or committing: the next consumer reads again
+        from the committed offsets, and :meth:`_apply` skips what this process already learned from."""
+        log.warning(
+            "the Kafka consumer has %s for %.0fs; replacing it with a new one",
+            stall_reason(membership.settled),
+            self._stall_check.stall_after_s,
+        )
+        try:
+            consumer.close()
+        except KafkaError as exc:
+            log.warning("closing the stalled consumer failed (%s); carrying on with a new one", exc)
 
     def _restore(self) -> bool:
         """Loads every catalog's latest snapshot; False if stopped before the store answered."""

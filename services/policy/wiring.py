@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import grpc
 from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
+from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
 from services.policy.domain import BetaArms
@@ -17,6 +17,7 @@ from services.policy.settings import PolicySettings
 from services.policy.updater import PolicyUpdater
 from shared.grpc_server import ServiceRegistration
 from shared.kafka import make_consumer
+from shared.kafka_stall import GroupMembership
 from shared.store.migrate import make_engine
 
 SERVICE_FULL_NAME = policy_pb2.DESCRIPTOR.services_by_name["Policy"].full_name
@@ -56,19 +57,26 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         exploration=settings.policy_exploration,
         epsilon=settings.policy_epsilon,
     )
-    updater = PolicyUpdater(
-        store,
-        learner,
-        consumer_factory=partial(
-            make_consumer,
+
+    def new_consumer() -> tuple[KafkaConsumer, GroupMembership]:
+        membership = GroupMembership()
+        consumer = make_consumer(
             settings.kafka_bootstrap,
             consumer_group(settings.namespace),
             [settings.events_topic],
             client_id=f"bundlewise-policy-{settings.namespace}",
-        ),
+            listener=membership,
+        )
+        return consumer, membership
+
+    updater = PolicyUpdater(
+        store,
+        learner,
+        consumer_factory=new_consumer,
         publish_every_s=settings.policy_publish_every_s,
         publish_every_outcomes=settings.policy_publish_every_outcomes,
         guard=RefreshGuard(settings.policy_max_rate_change),
+        stall_after_s=settings.stall_after_s,
     )
     servicer = PolicyServicer(store)
 

@@ -6,10 +6,11 @@ import threading
 import time
 
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from services.ingestion.consumer import IngestionLoop
-from services.ingestion.stall import GroupMembership, StallWatch
+from shared.kafka_stall import ConsumerStallCheck, GroupMembership, StallWatch
 from tests.unit.ingestion.test_ingestion_loop import FakeProducer, FakeWriter, event, records
 
 
@@ -140,3 +141,35 @@ def test_a_wedged_consumer_is_replaced_and_the_new_one_reads_the_waiting_events(
     assert wedged.closed
     assert writer.postgres == [[0, 1, 2, 3, 4]]
     assert replacement.committed[-1][PARTITION].offset == 5
+
+
+class UnreachableBroker(WedgedConsumer):
+    """A wedged consumer whose broker does not answer end-offsets requests until ``answers`` is set."""
+
+    answers = False
+
+    def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+        if not self.answers:
+            raise KafkaTimeoutError("no answer (test)")
+        return super().end_offsets(partitions, timeout_ms)
+
+
+def test_a_check_concludes_nothing_while_the_broker_does_not_answer() -> None:
+    clock, consumer, membership = Clock(), UnreachableBroker(), GroupMembership()
+    membership.on_partitions_assigned({PARTITION})
+    check = ConsumerStallCheck(30, clock)
+    clock.now = 60
+    assert not check.stalled(consumer, membership)
+    consumer.answers = True
+    clock.now = 70
+    assert check.stalled(consumer, membership)
+
+
+def test_a_check_asks_kafka_at_most_every_few_seconds() -> None:
+    clock, consumer, membership = Clock(), WedgedConsumer(), GroupMembership()
+    membership.on_partitions_assigned({PARTITION})
+    check = ConsumerStallCheck(30, clock)
+    clock.now = 31
+    assert check.stalled(consumer, membership)
+    clock.now = 33  # stalled still, but within STALL_CHECK_EVERY_S of the last check
+    assert not check.stalled(consumer, membership)
