@@ -1,9 +1,11 @@
 """The storefront's API end to end on the real servers and services: a catalog synced through the
 gateway, feedback that lands in the event log once, retirement the ranker honours at once, and the
-popular-bundles fallback (for the shopper's segment first) while the ranker is stopped."""
+popular-bundles fallback (for the shopper's segment first) while the ranker is stopped or frozen."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,3 +176,21 @@ def test_with_the_ranker_stopped_the_answer_is_popular_bundles_segment_first_and
     assert seed_lover.json()["bundles"][0]["explanation"] == "Popular in Seeds"
     assert "kit-b" not in ids(after_retirement)
     assert 'bundlewise_gateway_fallbacks_total{reason="ranker_unavailable"} 3.0' in metrics
+
+
+def test_with_the_ranker_frozen_past_its_deadline_the_answer_is_the_fallback_and_says_so(shop: Storefront) -> None:
+    wait_for(lambda: shop.bundles("newcomer-5"), lambda r: r.json()["fallback"] is None, 60, "the ranker to answer")
+    # SIGSTOP keeps the ranker's socket open but answers nothing: only the call's deadline ends the wait.
+    ranker = shop.pipeline.stack.processes["ranker"].process
+    os.kill(ranker.pid, signal.SIGSTOP)
+    try:
+        frozen = shop.bundles("newcomer-5")
+        metrics = httpx.get(f"{shop.url}/metrics", timeout=10).text
+    finally:
+        os.kill(ranker.pid, signal.SIGCONT)
+
+    assert frozen.json()["fallback"] == {"reason": "ranker timed out"}
+    assert ids(frozen)[0] == "kit-a"  # the most bought kit still on sale
+    assert 'bundlewise_gateway_fallbacks_total{reason="ranker_timed_out"} 1.0' in metrics
+    thawed = wait_for(lambda: shop.bundles("newcomer-5"), lambda r: r.json()["fallback"] is None, 30, "the ranker")
+    assert ids(thawed)
