@@ -18,8 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.provenance import run_metadata
 from services.ranker.offline.plots import recall_at_k_png
 from services.ranker.offline.results import RESULT_FILE, RunResult, summarize
+
+MODULE = "services.ranker.offline.report_youshu"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no {RESULT_FILE} under {args.runs}/*/", file=sys.stderr)
         return 1
     runs = [RunResult.read(path) for path in paths]
-    document = summarize(runs, args.main_model, [str(path) for path in paths])
+    provenance = run_metadata(MODULE, list(argv) if argv is not None else None)
+    document = summarize(runs, args.main_model, [str(path) for path in paths], provenance)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".json.tmp")
     partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -45,6 +45,8 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     selected_on_tune: dict[str, Any] = field(default_factory=dict)
     """Settings this run chose on tune after training (they may differ between seeds)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Commit, command, machine and date of the run (``benchmarks.provenance.run_metadata``)."""
 
     def write(self, run_dir: Path) -> Path:
         path = run_dir / RESULT_FILE
@@ -90,6 +92,7 @@ def summarize_model(runs: Sequence[RunResult]) -> dict[str, Any]:
         epochs_trained=min(run.epochs_trained for run in runs),
         best_epochs=[run.best_epoch for run in runs],
         selected_on_tune=[run.selected_on_tune for run in runs],
+        commands=[run.provenance.get("command") for run in runs],
         train_minutes=statistics.fmean(run.seconds for run in runs) / 60.0,
         device=first.device,
         threads=first.threads,
@@ -98,9 +101,12 @@ def summarize_model(runs: Sequence[RunResult]) -> dict[str, Any]:
     return summary
 
 
-def summarize(runs: Iterable[RunResult], main_model: str, sources: Sequence[str]) -> dict[str, Any]:
+def summarize(
+    runs: Iterable[RunResult], main_model: str, sources: Sequence[str], provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The ``benchmarks/results/youshu.json`` document: the main model's summary at the top level
-    (``complete`` says whether it is final), every other model under ``baselines``.
+    (``complete`` says whether it is final), every other model under ``baselines``, and the
+    ``provenance`` of the report itself (each model's training commands are under ``commands``).
 
     Raises:
         ValueError: no run of ``main_model``, or runs of several splits or datasets.
@@ -131,4 +137,5 @@ def summarize(runs: Iterable[RunResult], main_model: str, sources: Sequence[str]
             model: summarize_model(model_runs) for model, model_runs in sorted(by_model.items()) if model != main_model
         },
         "sources": list(sources),
+        "provenance": provenance or {},
     }

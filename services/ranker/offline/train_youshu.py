@@ -32,6 +32,7 @@ import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from benchmarks.provenance import run_metadata
 from services.ranker.offline.baselines import ItemScorer, ItemScorerConfig, PopularityScorer
 from services.ranker.offline.beyond_accuracy import beyond_accuracy
 from services.ranker.offline.data import BundleRecData, youshu_data
@@ -81,6 +82,9 @@ class OfflineSettings(BaseSettings):
     namespace: str = "live"
 
 
+MODULE = "services.ranker.offline.train_youshu"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = OfflineSettings()
@@ -101,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("--publish needs BUNDLEWISE_POSTGRES_URL: the model's version is recorded there")
         return 2
     result = _train_model(args, data, run_dir, settings) if args.model in TRAINED_MODELS else _fit_baseline(args, data)
+    result = replace(result, provenance=run_metadata(MODULE, list(argv) if argv is not None else None))
     path = result.write(run_dir)
     _say(f"{args.model} seed {args.seed}: tune {_headline(result.tune)} | test {_headline(result.test)} -> {path}")
     return 0

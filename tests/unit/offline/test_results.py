@@ -69,3 +69,14 @@ def test_summary_without_the_main_model_is_refused() -> None:
 def test_a_result_survives_writing_and_reading(tmp_path: Path) -> None:
     original = result("m", 0, 0.28)
     assert RunResult.read(original.write(tmp_path)) == original
+
+
+def test_the_summary_names_each_run_command_and_its_own_provenance() -> None:
+    runs = [
+        RunResult(**{**result("main", seed, 0.28).__dict__, "provenance": {"command": f"train --seed {seed}"}})
+        for seed in range(2)
+    ]
+    report = {"commit": "abc", "command": "report", "machine": {"cores": 2}, "date": "2026-11-29"}
+    document = summarize(runs, "main", [], report)
+    assert document["commands"] == ["train --seed 0", "train --seed 1"]
+    assert document["provenance"] == report
