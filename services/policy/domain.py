@@ -1,7 +1,9 @@
-"""The policy's core: a Beta-Bernoulli click-rate model per bundle ("arm"), and its snapshots.
+"""The policy's core: a Beta-Bernoulli reward-rate model per bundle ("arm"), and its snapshots.
 
-Pure: no transport, storage or clock. The updater feeds it events and publishes its snapshots; the
-ranker turns a snapshot into ``ctr_weight * alpha / (alpha + beta)`` added to each bundle's score.
+Each showing of a bundle is one trial; its success is the reward the showing earned, a share of one
+success in [0, 1] (a click, by default; see the updater for purchases and revenue). Pure: no
+transport, storage or clock. The updater feeds it events and publishes its snapshots; the ranker turns
+a snapshot into ``ctr_weight * alpha / (alpha + beta)`` added to each bundle's score.
 """
 
 from __future__ import annotations
@@ -23,17 +25,27 @@ LogPartition = tuple[str, int]
 
 @dataclass(frozen=True)
 class Arm:
-    """What is known about one bundle: raw counts and the Beta posterior of its click rate."""
+    """What is known about one bundle: raw counts and the Beta posterior of its reward rate.
+
+    ``reward`` is the sum of the rewards its showings earned (each in [0, 1]); None when it equals
+    ``clicks``, as when learning from clicks alone, and in snapshots written before rewards existed.
+    """
 
     bundle_id: str
     impressions: int
     clicks: int
     alpha: float
     beta: float
+    reward: float | None = None
+
+    @property
+    def learned_reward(self) -> float:
+        """``reward``, or ``clicks`` where it is None."""
+        return float(self.clicks) if self.reward is None else self.reward
 
     @property
     def expected_click_rate(self) -> float:
-        """E[Beta(alpha, beta)], in [0, 1]."""
+        """E[Beta(alpha, beta)], in [0, 1]: the expected reward per showing (the click rate by default)."""
         return self.alpha / (self.alpha + self.beta)
 
 
@@ -43,6 +55,9 @@ class PolicyParams:
 
     ``arms`` is sorted by bundle id. ``log_positions`` maps each (topic, partition) of the event log to
     the offset of the first event *not* counted in ``arms``; empty when nothing was read yet.
+    ``window_positions`` maps each (topic, partition) to the offset from which the updater reads the log
+    again on start to rebuild its join window (impressions still open when this was published; see
+    ``services/policy/updater.py``); empty when unknown.
     ``exploration`` is how the ranker explores (:data:`SOFTMAX` at ``temperature``, or
     :data:`EPSILON_MIXTURE` with ``epsilon``: exact marginal propensities, see
     ``proto/bundlewise/policy/v1/policy.proto``).
@@ -56,6 +71,7 @@ class PolicyParams:
     log_positions: Mapping[LogPartition, int] = field(default_factory=dict)
     exploration: str = SOFTMAX
     epsilon: float = 0.0
+    window_positions: Mapping[LogPartition, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,7 @@ class Snapshot:
 
 
 class Observation(StrEnum):
-    """What became of one observed (impression or click, bundle) pair."""
+    """What became of one observed (impression or outcome, bundle) pair."""
 
     COUNTED = "counted"
     DUPLICATE = "duplicate"
@@ -106,16 +122,20 @@ class RecentKeys:
 class _Counts:
     impressions: int = 0
     clicks: int = 0
+    reward: float = 0.0
 
 
 class BetaArms:
-    """Per-catalog, per-bundle impression and click counts with a shared Beta prior.
+    """Per-catalog, per-bundle impression, click and reward counts with a shared Beta prior.
 
-    A bundle's posterior is ``alpha = prior_alpha + clicks`` and
-    ``beta = prior_beta + max(impressions - clicks, 0)``. An (impression id, bundle) pair counts at most
-    once as an impression and once as a click while it is among the last ``dedup_window`` pairs seen of
-    its kind, so a redelivered or retried event does not count twice. A catalog learns at most
-    ``max_arms`` bundles; observations of further bundles are dropped.
+    A bundle's posterior is ``alpha = prior_alpha + reward`` and
+    ``beta = prior_beta + max(impressions - reward, 0)``, where ``reward`` sums the rewards of its
+    showings, each a share of one success in [0, 1] (a click is 1). An (impression id, bundle) pair counts
+    at most once as an impression and once as a click through :meth:`observe_impression` and
+    :meth:`observe_click` while it is among the last ``dedup_window`` pairs seen of its kind, so a
+    redelivered or retried event does not count twice; :meth:`credit` leaves that to its caller (the
+    updater's join). A catalog learns at most ``max_arms`` bundles; observations of further bundles are
+    dropped.
 
     Not thread-safe: one updater thread owns it.
     """
@@ -164,6 +184,23 @@ class BetaArms:
         if counts is None:
             return Observation.OVER_ARM_LIMIT
         counts.clicks += 1
+        counts.reward += 1.0
+        return Observation.COUNTED
+
+    def credit(self, catalog_id: str, bundle_id: str, reward: float, clicks: int = 0) -> Observation:
+        """Adds ``reward`` (the growth of one showing's reward, which stays within [0, 1] in all) and
+        ``clicks`` to ``bundle_id``'s arm, without deduplication.
+
+        Raises:
+            ValueError: ``reward`` is outside [0, 1] or ``clicks`` is negative.
+        """
+        if not 0.0 <= reward <= 1.0 or clicks < 0:
+            raise ValueError(f"a credit adds a reward in [0, 1] and clicks >= 0, got {reward} and {clicks}")
+        counts = self._counts(catalog_id, bundle_id)
+        if counts is None:
+            return Observation.OVER_ARM_LIMIT
+        counts.clicks += clicks
+        counts.reward += reward
         return Observation.COUNTED
 
     def catalogs(self) -> list[str]:
@@ -186,11 +223,13 @@ class BetaArms:
     def load(self, catalog_id: str, params: PolicyParams) -> None:
         """Replaces what is known of ``catalog_id`` with the counts in ``params``.
 
-        The counts carry over; the posterior is recomputed with this learner's prior, so a prior changed
-        between runs applies to everything learned so far. Arms beyond ``max_arms`` are dropped.
+        The counts (reward included) carry over; the posterior is recomputed with this learner's prior,
+        so a prior changed between runs applies to everything learned so far. Arms beyond ``max_arms``
+        are dropped.
         """
         self._arms[catalog_id] = {
-            arm.bundle_id: _Counts(arm.impressions, arm.clicks) for arm in params.arms[: self._max_arms]
+            arm.bundle_id: _Counts(arm.impressions, arm.clicks, arm.learned_reward)
+            for arm in params.arms[: self._max_arms]
         }
 
     def _counts(self, catalog_id: str, bundle_id: str) -> _Counts | None:
@@ -207,6 +246,7 @@ class BetaArms:
             bundle_id=bundle_id,
             impressions=counts.impressions,
             clicks=counts.clicks,
-            alpha=self._prior_alpha + counts.clicks,
-            beta=self._prior_beta + max(counts.impressions - counts.clicks, 0),
+            alpha=self._prior_alpha + counts.reward,
+            beta=self._prior_beta + max(counts.impressions - counts.reward, 0.0),
+            reward=None if counts.reward == counts.clicks else counts.reward,
         )

@@ -17,12 +17,18 @@ Rules (event time, not arrival order, decides; so a replay joins exactly as live
 
 Reward of a position = ``click_weight × clicks + purchase_weight × purchases + revenue_weight ×
 revenue`` (each click or purchase counted once per impression and bundle).
+
+Two uses: the OPE command reads the closed impressions (:meth:`ImpressionJoin.add`'s result); the live
+updater reads each credit as it happens (:meth:`ImpressionJoin.drain_credits`), and asks which log
+offsets the join still holds (:meth:`ImpressionJoin.held_from`) so that it can rebuild the join after
+a restart by reading those again.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,6 +42,24 @@ class RewardWeights:
     click: float = 1.0
     purchase: float = 0.0
     revenue: float = 0.0
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One outcome credited to a shown bundle, with the position's reward before and after it (weighted,
+    unclipped; a position's reward only grows)."""
+
+    catalog_id: str
+    impression_id: str
+    bundle_id: str
+    kind: EventType  # BUNDLE_CLICK or BUNDLE_PURCHASE
+    reward_before: float
+    reward_after: float
+    late: bool
+
+
+# Where an event came from in the log: (partition, offset); the partition is any hashable name.
+Origin = tuple[Hashable, int]
 
 
 @dataclass(frozen=True)
@@ -84,13 +108,20 @@ class _Open:
     clicks: list[int]
     purchases: list[int]
     revenue: list[float]
+    origin: Origin | None
     seen_outcomes: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    event: BundleOutcomeEvent
+    origin: Origin | None
 
 
 class ImpressionJoin:
     """The join of the module docstring. Not thread-safe. Memory: the open impressions plus the
     outcomes waiting for theirs, both bounded by the window; ``max_event_ids`` recent outcome event ids
-    are remembered for duplicates."""
+    are remembered for duplicates; with ``record_credits``, the credits until they are drained."""
 
     def __init__(
         self,
@@ -98,6 +129,7 @@ class ImpressionJoin:
         weights: RewardWeights,
         allowed_lateness: timedelta = timedelta(0),
         max_event_ids: int = 1_000_000,
+        record_credits: bool = False,
     ) -> None:
         if window <= timedelta(0):
             raise ValueError(f"the join window must be positive, got {window}")
@@ -108,25 +140,47 @@ class ImpressionJoin:
         self._open: dict[tuple[str, str], _Open] = {}
         self._closing: list[tuple[datetime, tuple[str, str]]] = []  # heap of (end of window, key)
         self._closed_ids: OrderedDict[tuple[str, str], datetime] = OrderedDict()
-        self._waiting: dict[tuple[str, str], list[BundleOutcomeEvent]] = {}
+        self._waiting: dict[tuple[str, str], list[_Waiting]] = {}
         self._waiting_order: list[tuple[datetime, tuple[str, str]]] = []  # heap of (event time, key)
         self._event_ids: OrderedDict[str, None] = OrderedDict()
         self._max_event_ids = max_event_ids
         self._latest: datetime | None = None
+        self._record_credits = record_credits
+        self._credits: list[Credit] = []
+        # Per partition, the offsets of the events the join holds (open impressions, waiting outcomes),
+        # in the order they were added: ascending when each partition is added in offset order.
+        self._held: dict[Hashable, OrderedDict[int, None]] = {}
 
     @property
     def open_impressions(self) -> int:
         return len(self._open)
 
-    def add(self, event: BundleImpressionEvent | BundleOutcomeEvent) -> list[JoinedImpression]:
-        """Takes one event; returns the impressions it closed (by advancing the watermark)."""
+    def add(
+        self, event: BundleImpressionEvent | BundleOutcomeEvent, origin: Origin | None = None
+    ) -> list[JoinedImpression]:
+        """Takes one event; returns the impressions it closed (by advancing the watermark).
+
+        ``origin`` (partition, offset) is where the event came from in the log, for :meth:`held_from`;
+        events of one partition must then be added in offset order."""
         if self._latest is None or event.event_time > self._latest:
             self._latest = event.event_time
         if isinstance(event, BundleImpressionEvent):
-            self._add_impression(event)
+            self._add_impression(event, origin)
         else:
-            self._add_outcome(event)
+            self._add_outcome(event, origin)
         return self.advance(self._latest - self.allowed_lateness)
+
+    def drain_credits(self) -> list[Credit]:
+        """The outcomes credited since the last call, in the order they were credited (always empty
+        unless the join was made with ``record_credits``)."""
+        credits, self._credits = self._credits, []
+        return credits
+
+    def held_from(self) -> dict[Hashable, int]:
+        """Per partition, the lowest offset among the events the join still holds (open impressions and
+        outcomes waiting for theirs); partitions holding none are left out. Adding every event of a
+        partition again from there, in order, gives back what the join holds of it."""
+        return {partition: next(iter(offsets)) for partition, offsets in self._held.items() if offsets}
 
     def advance(self, watermark: datetime) -> list[JoinedImpression]:
         """Closes every impression whose window ended at or before ``watermark``; orphans the waiting
@@ -135,14 +189,16 @@ class ImpressionJoin:
         while self._closing and self._closing[0][0] <= watermark:
             _, key = heapq.heappop(self._closing)
             state = self._open.pop(key)
+            self._release(state.origin)
             self._closed_ids[key] = state.ends_at
             closed.append(self._joined(state))
         while self._waiting_order and self._waiting_order[0][0] + self.window <= watermark:
             moment, key = heapq.heappop(self._waiting_order)
             outcomes = self._waiting.get(key, [])
-            expired = [o for o in outcomes if o.event_time == moment]
+            expired = [o for o in outcomes if o.event.event_time == moment]
             if expired:
                 self.counts.orphans += 1
+                self._release(expired[0].origin)
                 outcomes.remove(expired[0])
                 if not outcomes:
                     del self._waiting[key]
@@ -158,9 +214,18 @@ class ImpressionJoin:
         self.counts.orphans += sum(len(outcomes) for outcomes in self._waiting.values())
         self._waiting = {}
         self._waiting_order = []
+        self._held = {}
         return closed
 
-    def _add_impression(self, event: BundleImpressionEvent) -> None:
+    def _hold(self, origin: Origin | None) -> None:
+        if origin is not None:
+            self._held.setdefault(origin[0], OrderedDict())[origin[1]] = None
+
+    def _release(self, origin: Origin | None) -> None:
+        if origin is not None:
+            self._held.get(origin[0], OrderedDict()).pop(origin[1], None)
+
+    def _add_impression(self, event: BundleImpressionEvent, origin: Origin | None) -> None:
         key = (event.catalog_id, event.impression_id)
         if key in self._open or key in self._closed_ids:
             self.counts.duplicate_impressions += 1
@@ -169,14 +234,17 @@ class ImpressionJoin:
         for index, shown in enumerate(sorted(event.bundles, key=lambda b: b.position)):
             positions.setdefault(shown.bundle_id, index)
         size = len(event.bundles)
-        state = _Open(event, event.event_time + self.window, positions, [0] * size, [0] * size, [0.0] * size)
+        ends_at = event.event_time + self.window
+        state = _Open(event, ends_at, positions, [0] * size, [0] * size, [0.0] * size, origin)
         self._open[key] = state
+        self._hold(origin)
         heapq.heappush(self._closing, (state.ends_at, key))
         self.counts.impressions += 1
-        for outcome in self._waiting.pop(key, []):
-            self._credit(state, outcome, late=True)
+        for waiting in self._waiting.pop(key, []):
+            self._release(waiting.origin)
+            self._credit(state, waiting.event, late=True)
 
-    def _add_outcome(self, event: BundleOutcomeEvent) -> None:
+    def _add_outcome(self, event: BundleOutcomeEvent, origin: Origin | None) -> None:
         if event.event_id in self._event_ids:
             self.counts.duplicate_outcomes += 1
             return
@@ -193,7 +261,8 @@ class ImpressionJoin:
         elif key in self._closed_ids:
             self.counts.orphans += 1
         else:
-            self._waiting.setdefault(key, []).append(event)
+            self._waiting.setdefault(key, []).append(_Waiting(event, origin))
+            self._hold(origin)
             heapq.heappush(self._waiting_order, (event.event_time, key))
 
     def _credit(self, state: _Open, outcome: BundleOutcomeEvent, late: bool) -> None:
@@ -210,6 +279,7 @@ class ImpressionJoin:
             self.counts.duplicate_outcomes += 1
             return
         state.seen_outcomes.add((kind, outcome.bundle_id))
+        before = self._reward(state, index)
         if kind is EventType.BUNDLE_PURCHASE:
             state.purchases[index] += 1
             state.revenue[index] += outcome.revenue or 0.0
@@ -217,15 +287,22 @@ class ImpressionJoin:
             state.clicks[index] += 1
         self.counts.outcomes_credited += 1
         self.counts.late_outcomes += int(late)
+        if self._record_credits:
+            shown = state.event
+            after = self._reward(state, index)
+            self._credits.append(
+                Credit(shown.catalog_id, shown.impression_id, outcome.bundle_id, kind, before, after, late)
+            )
+
+    def _reward(self, state: _Open, index: int) -> float:
+        w = self.weights
+        return w.click * state.clicks[index] + w.purchase * state.purchases[index] + w.revenue * state.revenue[index]
 
     def _joined(self, state: _Open) -> JoinedImpression:
-        event, w = state.event, self.weights
+        event = state.event
         ordered = sorted(event.bundles, key=lambda b: b.position)
         shown = tuple(ShownPosition(b.bundle_id, b.position, b.propensity) for b in ordered)
-        rewards = tuple(
-            w.click * c + w.purchase * p + w.revenue * r
-            for c, p, r in zip(state.clicks, state.purchases, state.revenue, strict=True)
-        )
+        rewards = tuple(self._reward(state, index) for index in range(len(state.clicks)))
         return JoinedImpression(
             catalog_id=event.catalog_id,
             impression_id=event.impression_id,

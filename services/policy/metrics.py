@@ -13,12 +13,16 @@ class OutcomeKind(StrEnum):
     """Labels of ``bundlewise_policy_outcomes_total``: what the updater did with what it read."""
 
     IMPRESSION = "impression"  # one bundle shown in one impression, counted
-    CLICK = "click"  # one click on a shown bundle, counted
-    PURCHASE = "purchase"  # read, not learned from yet
-    DUPLICATE = "duplicate"  # an (impression, bundle) pair seen before
-    UNATTRIBUTED = "unattributed"  # a click without an impression id: no showing to credit it to
+    CLICK = "click"  # one click credited to a shown bundle within the join window
+    PURCHASE = "purchase"  # one purchase (and its revenue) credited to a shown bundle within the window
+    DUPLICATE = "duplicate"  # an impression, or an outcome of an (impression, bundle), seen before
+    UNATTRIBUTED = "unattributed"  # an outcome without an impression id: no showing to credit it to
+    ORPHAN = "orphan"  # an outcome whose impression never came within the window, or had closed
+    EXPIRED = "expired"  # an outcome whose event time is outside its impression's window
+    UNMATCHED = "unmatched"  # an outcome for a bundle its impression did not show
     OVER_ARM_LIMIT = "over_arm_limit"  # a new bundle in a catalog already at policy_max_arms
     ALREADY_COUNTED = "already_counted"  # re-read below the positions of the catalog's latest snapshot
+    REJOINED = "rejoined"  # re-read on start to rebuild the join window; already counted, not learned again
     INVALID = "invalid"  # failed shared.events.parse_event; the ingestion service dead-letters it
     OTHER = "other"  # a valid event of a type the policy does not learn from
 
@@ -27,6 +31,11 @@ OUTCOMES = Counter(
     metric_name("policy", "outcomes_total"),
     "Events and bundle observations read from Kafka by the policy updater, by what became of them.",
     ["kind"],
+)
+LATE_OUTCOMES = Counter(
+    metric_name("policy", "late_outcomes_total"),
+    "Outcomes credited although they arrived after an event later than themselves (within the join window "
+    "of their impression); each is also counted as a click or purchase in bundlewise_policy_outcomes_total.",
 )
 # Catalog ids are a small, operator-controlled set, so they are acceptable as a label.
 PUBLISHED_VERSION = Gauge(

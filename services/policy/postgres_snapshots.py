@@ -5,16 +5,19 @@
 
     {"temperature": 0.1, "ctr_weight": 1.0, "prior_alpha": 1.0, "prior_beta": 20.0,
      "arms": {"<bundle_id>": [alpha, beta]},
-     "counts": {"<bundle_id>": [impressions, clicks]},
+     "counts": {"<bundle_id>": [impressions, clicks] | [impressions, clicks, reward]},
      "log_positions": {"<topic>": {"<partition>": next_offset}},
-     "exploration": "softmax" | "epsilon_mixture", "epsilon": 0.05}
+     "exploration": "softmax" | "epsilon_mixture", "epsilon": 0.05,
+     "window_positions": {"<topic>": {"<partition>": offset}}}
 
-``exploration`` and ``epsilon`` are optional (snapshots written before they existed are softmax).
+``exploration`` and ``epsilon`` are optional (snapshots written before they existed are softmax). A
+bundle's ``reward`` is written only where it differs from its clicks (rewards from purchases or revenue),
+and ``window_positions`` only where known, so snapshots of click-only learning keep their older shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -23,7 +26,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 
-from services.policy.domain import POLICY_NAME, Arm, PolicyParams, Snapshot
+from services.policy.domain import POLICY_NAME, Arm, LogPartition, PolicyParams, Snapshot
 from shared.errors import Unavailable
 from shared.store import tables
 
@@ -38,28 +41,50 @@ class _ParamsDocument(BaseModel):
     prior_alpha: float = Field(gt=0)
     prior_beta: float = Field(gt=0)
     arms: dict[str, tuple[float, float]]
-    counts: dict[str, tuple[int, int]]
+    counts: dict[str, tuple[int, int] | tuple[int, int, float]]
     log_positions: dict[str, dict[int, int]] = Field(default_factory=dict)
     exploration: Literal["softmax", "epsilon_mixture"] = "softmax"
     epsilon: float = Field(default=0.0, ge=0, le=1)
+    window_positions: dict[str, dict[int, int]] = Field(default_factory=dict)
+
+
+def _positions_to_json(positions: Mapping[LogPartition, int]) -> dict[str, dict[str, int]]:
+    by_topic: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(positions.items()):
+        by_topic.setdefault(topic, {})[str(partition)] = offset
+    return by_topic
+
+
+def _positions_from_json(by_topic: dict[str, dict[int, int]]) -> dict[LogPartition, int]:
+    return {(topic, partition): offset for topic, offsets in by_topic.items() for partition, offset in offsets.items()}
+
+
+def _counts_to_json(arm: Arm) -> list[float]:
+    if arm.reward is None:
+        return [arm.impressions, arm.clicks]
+    return [arm.impressions, arm.clicks, arm.reward]
+
+
+def _reward_from_json(counts: tuple[int, int] | tuple[int, int, float]) -> float | None:
+    return counts[2] if len(counts) == 3 else None
 
 
 def params_to_json(params: PolicyParams) -> dict[str, Any]:
     """The JSON stored in ``policy_versions.params`` (see the module docstring)."""
-    positions: dict[str, dict[str, int]] = {}
-    for (topic, partition), offset in sorted(params.log_positions.items()):
-        positions.setdefault(topic, {})[str(partition)] = offset
-    return {
+    document: dict[str, Any] = {
         "temperature": params.temperature,
         "ctr_weight": params.ctr_weight,
         "prior_alpha": params.prior_alpha,
         "prior_beta": params.prior_beta,
         "arms": {arm.bundle_id: [arm.alpha, arm.beta] for arm in params.arms},
-        "counts": {arm.bundle_id: [arm.impressions, arm.clicks] for arm in params.arms},
-        "log_positions": positions,
+        "counts": {arm.bundle_id: _counts_to_json(arm) for arm in params.arms},
+        "log_positions": _positions_to_json(params.log_positions),
         "exploration": params.exploration,
         "epsilon": params.epsilon,
     }
+    if params.window_positions:
+        document["window_positions"] = _positions_to_json(params.window_positions)
+    return document
 
 
 def params_from_json(document: Any) -> PolicyParams:
@@ -79,6 +104,7 @@ def params_from_json(document: Any) -> PolicyParams:
             clicks=parsed.counts[bundle_id][1],
             alpha=alpha,
             beta=beta,
+            reward=_reward_from_json(parsed.counts[bundle_id]),
         )
         for bundle_id, (alpha, beta) in sorted(parsed.arms.items())
     )
@@ -88,13 +114,10 @@ def params_from_json(document: Any) -> PolicyParams:
         prior_alpha=parsed.prior_alpha,
         prior_beta=parsed.prior_beta,
         arms=arms,
-        log_positions={
-            (topic, partition): offset
-            for topic, offsets in parsed.log_positions.items()
-            for partition, offset in offsets.items()
-        },
+        log_positions=_positions_from_json(parsed.log_positions),
         exploration=parsed.exploration,
         epsilon=parsed.epsilon,
+        window_positions=_positions_from_json(parsed.window_positions),
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from services.policy.domain import Arm, PolicyParams, Snapshot
+from services.policy.domain import PolicyParams, Snapshot
 from services.policy.ports import SnapshotStore
 from services.policy.postgres_snapshots import PostgresSnapshotStore, params_from_json
 from shared.errors import BundlewiseError, NotFound
@@ -63,7 +63,7 @@ class RefreshGuard:
     def apply(self, approved: PolicyParams | None, learned: PolicyParams) -> PolicyParams:
         """``learned`` with each arm's posterior mean clipped to within ``max_rate_change`` of the same
         arm in ``approved`` (of the prior mean for a new arm), keeping the posterior's strength
-        (alpha + beta) and the raw counts; serving settings from ``approved``. With no approved
+        (alpha + beta), the raw counts and the learned reward; serving settings from ``approved``. With no approved
         policy yet, ``learned`` unchanged."""
         if approved is None:
             return learned
@@ -75,7 +75,7 @@ class RefreshGuard:
             low, high = reference - self.max_rate_change, reference + self.max_rate_change
             mean = min(max(arm.expected_click_rate, low), high)
             strength = arm.alpha + arm.beta
-            arms.append(Arm(arm.bundle_id, arm.impressions, arm.clicks, mean * strength, (1 - mean) * strength))
+            arms.append(replace(arm, alpha=mean * strength, beta=(1 - mean) * strength))
         return replace(
             learned,
             arms=tuple(arms),

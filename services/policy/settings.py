@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from services.policy.join import RewardWeights
 from shared.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
 
 
@@ -28,6 +29,29 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         ge=1,
         description="Recent (impression, bundle) pairs remembered to ignore repeated events, per kind.",
     )
+    policy_click_weight: float = Field(
+        default=1.0, ge=0, description="Reward of a click on a shown bundle (see policy_purchase_weight)."
+    )
+    policy_purchase_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Reward of a purchase of a shown bundle, added to its click's; a showing's reward is "
+        "capped at 1 (one success of its Beta arm).",
+    )
+    policy_revenue_weight: float = Field(
+        default=0.0, ge=0, description="Reward per unit of a purchase's revenue (the catalog's currency)."
+    )
+    policy_join_window_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Outcomes are credited to their impression only this long after it (event time, seconds).",
+    )
+    policy_join_lateness_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="How long after the latest event time an impression's window stays open for outcomes "
+        "that arrive late (seconds); past it, they are orphans.",
+    )
     policy_exploration: Literal["softmax", "epsilon_mixture"] = Field(
         default="softmax",
         description="How the ranker explores: softmax (conditional propensities) or epsilon_mixture (exact "
@@ -49,3 +73,17 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         description="The updater's Kafka consumer, out of its group or not consuming while events wait this "
         "long, is replaced.",
     )
+
+    @model_validator(mode="after")
+    def _some_reward(self) -> PolicySettings:
+        if self.policy_click_weight + self.policy_purchase_weight + self.policy_revenue_weight <= 0:
+            raise ValueError(
+                "the policy learns nothing with every reward weight at 0: set BUNDLEWISE_POLICY_CLICK_WEIGHT, "
+                "BUNDLEWISE_POLICY_PURCHASE_WEIGHT or BUNDLEWISE_POLICY_REVENUE_WEIGHT above 0"
+            )
+        return self
+
+    @property
+    def policy_reward_weights(self) -> RewardWeights:
+        """The reward weights above, as the join takes them."""
+        return RewardWeights(self.policy_click_weight, self.policy_purchase_weight, self.policy_revenue_weight)

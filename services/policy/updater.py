@@ -17,6 +17,26 @@ assume that this process read all of them.
 A consumer that stalls (out of its group, or not consuming while events wait; see
 :mod:`shared.kafka_stall`) is closed and replaced. The new one reads on from the committed offsets;
 what this process already learned from is skipped, as after a rebalance.
+
+Rewards come from the join of outcomes to impressions (:mod:`services.policy.join`), one window of
+event time after each impression:
+
+- Each outcome is credited *when it arrives*, if its impression is known and open and the outcome falls
+  in its window; it is not held until the window closes. So the arms always count everything below the
+  positions read, and the offsets can be committed after each publish as before; holding credits until
+  windows close would hold every commit back by a window.
+- A showing's reward is ``click_weight × click + purchase_weight × purchase + revenue_weight ×
+  revenue`` (one click and one purchase per impression and bundle), capped at 1: the Beta arm counts
+  successes out of showings, and a capped reward is a share of one success, so the posterior mean stays
+  a rate in [0, 1] that the guard rail can bound. Capping rather than scaling keeps a click at exactly
+  one success by default (click weight 1): learning from clicks alone is what it was.
+- What the join holds (open impressions, outcomes waiting for theirs) is not in the snapshots: it is
+  re-derived. Each snapshot also records ``window_positions``, per partition the lowest offset the join
+  still held when it was published. On start, the updater reads the log again from there up to the
+  snapshots' positions and gives those events to the join without learning from them (they are already
+  counted), so an outcome after a restart still finds its impression, and a duplicate of one credited
+  before it is still recognised. Events below a catalog's snapshot positions that the group consumer
+  delivers again go to the join the same way.
 """
 
 from __future__ import annotations
@@ -25,17 +45,20 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping
-from dataclasses import replace
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Protocol, cast
 
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.policy.domain import BetaArms, LogPartition, Observation, PolicyParams
+from services.policy.join import Credit, ImpressionJoin, JoinCounts, RewardWeights
 from services.policy.metrics import (
     CONSUMER_REPLACEMENTS,
     GROUP_MEMBER,
+    LATE_OUTCOMES,
     OUTCOMES,
     PUBLISH_DURATION,
     PUBLISH_FAILURES,
@@ -54,7 +77,54 @@ _OBSERVATION_KIND = {
     Observation.DUPLICATE: OutcomeKind.DUPLICATE,
     Observation.OVER_ARM_LIMIT: OutcomeKind.OVER_ARM_LIMIT,
 }
+# JoinCounts fields that are outcomes not learned from, with their label.
+_JOIN_KINDS = {
+    "duplicate_outcomes": OutcomeKind.DUPLICATE,
+    "orphans": OutcomeKind.ORPHAN,
+    "expired": OutcomeKind.EXPIRED,
+    "unmatched": OutcomeKind.UNMATCHED,
+    "unattributed": OutcomeKind.UNATTRIBUTED,
+}
 RESTORE_RETRY_S = 2.0
+
+
+@dataclass(frozen=True)
+class RewardJoin:
+    """How outcomes become rewards: weights, and the join window (see the module docstring).
+
+    ``lateness`` is how far behind the latest event time an impression's window may end and still take
+    outcomes; ``max_outcome_ids`` recent outcome event ids are remembered to recognise redeliveries."""
+
+    weights: RewardWeights = field(default_factory=RewardWeights)
+    window: timedelta = timedelta(minutes=30)
+    lateness: timedelta = timedelta(minutes=30)
+    max_outcome_ids: int = 200_000
+
+    def new_join(self) -> ImpressionJoin:
+        return ImpressionJoin(
+            self.window, self.weights, self.lateness, max_event_ids=self.max_outcome_ids, record_credits=True
+        )
+
+
+class LogRecord(Protocol):
+    """One record of the event log (``kafka.consumer.fetcher.ConsumerRecord`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+# Reads the log's records in [start, end) per partition, in offset order within each partition, in
+# chunks; raises Unavailable when it cannot.
+WindowReader = Callable[[Mapping[LogPartition, tuple[int, int]]], Iterable[Sequence[LogRecord]]]
 
 
 class EventConsumer(Protocol):
@@ -92,6 +162,10 @@ class PolicyUpdater:
     ``consumer_factory`` makes the Kafka consumer. One it returns with the :class:`GroupMembership`
     listener it subscribed with is watched: once it has stalled for ``stall_after_s`` it is closed and
     the factory makes another (see the module docstring). One returned alone is kept however it fares.
+
+    ``rewards`` says how outcomes are credited. ``window_reader`` reads the log again on start to
+    rebuild the join window (see the module docstring); without one, outcomes whose impression came
+    before the restart are orphans unless the consumer delivers that impression again.
     """
 
     def __init__(
@@ -104,6 +178,8 @@ class PolicyUpdater:
         poll_timeout_ms: int = 200,
         guard: RefreshGuard | None = None,
         stall_after_s: float = 30.0,
+        rewards: RewardJoin | None = None,
+        window_reader: WindowReader | None = None,
     ) -> None:
         self._store = store
         self._guard = guard
@@ -113,6 +189,10 @@ class PolicyUpdater:
         self._publish_every_outcomes = publish_every_outcomes
         self._poll_timeout_ms = poll_timeout_ms
         self._stall_check = ConsumerStallCheck(stall_after_s)
+        self._join = (rewards or RewardJoin()).new_join()
+        self._window_reader = window_reader
+        # Per partition, where the join window was rebuilt from on start (published until read past).
+        self._window_start: dict[LogPartition, int] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._crashed = False
@@ -166,6 +246,7 @@ class PolicyUpdater:
         try:
             if not self._restore():
                 return
+            self._rejoin_window()
             consumer, watched = self._subscribe()
             self._next_publish_at = time.monotonic() + self._publish_every_s
             while not self._stopping.is_set():
@@ -228,12 +309,18 @@ class PolicyUpdater:
         """Loads every catalog's latest snapshot; False if stopped before the store answered."""
         while True:
             try:
+                # Per partition: the greatest log position of a snapshot with a window position, and it.
+                newest_window: dict[LogPartition, tuple[int, int]] = {}
                 for catalog in self._store.catalogs():
                     snapshot = self._store.latest(catalog)
                     if snapshot is None:
                         continue
                     self._learner.load(catalog, snapshot.params)
                     self._snapshot_positions[catalog] = dict(snapshot.params.log_positions)
+                    for position, start in snapshot.params.window_positions.items():
+                        read_to = snapshot.params.log_positions.get(position, start)
+                        if read_to >= newest_window.get(position, (-1, 0))[0]:
+                            newest_window[position] = (read_to, start)
                     self._approved[catalog] = (snapshot.version, snapshot.params)
                     PUBLISHED_VERSION.labels(catalog).set(snapshot.version)
                     log.info(
@@ -242,16 +329,48 @@ class PolicyUpdater:
                         snapshot.version,
                         len(snapshot.params.arms),
                     )
+                # The latest publish knew best what the join held: every catalog's window is in it.
+                self._window_start = {position: start for position, (_, start) in newest_window.items()}
                 return True
             except Unavailable as exc:
                 log.warning("cannot restore policies yet, retrying in %.0f s: %s", RESTORE_RETRY_S, exc)
                 if self._stopping.wait(RESTORE_RETRY_S):
                     return False
 
-    def _apply(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+    def _rejoin_window(self) -> None:
+        """Reads the log again from the restored window positions up to the snapshots' positions, into
+        the join (see the module docstring); a reader that fails leaves the window partly rebuilt."""
+        ends: dict[LogPartition, int] = {}
+        for positions in self._snapshot_positions.values():
+            for position, offset in positions.items():
+                ends[position] = max(offset, ends.get(position, 0))
+        ranges = {
+            position: (start, ends[position])
+            for position, start in self._window_start.items()
+            if start < ends.get(position, 0)
+        }
+        if not ranges or self._window_reader is None:
+            return
+        events = 0
+        try:
+            for records in self._window_reader(ranges):
+                for record in records:
+                    self._apply(record.topic, record.partition, record.offset, record.value, rejoining=True)
+                events += len(records)
+        except Unavailable as exc:
+            log.warning(
+                "rebuilt the join window from %d events only (%s); outcomes of earlier impressions it missed "
+                "will count as orphans",
+                events,
+                exc,
+            )
+            return
+        log.info("rebuilt the join window from %d events (%d open impressions)", events, self._join.open_impressions)
+
+    def _apply(self, topic: str, partition: int, offset: int, value: bytes | None, rejoining: bool = False) -> None:
         position = (topic, partition)
         # A rebalance may hand back a partition from its committed offset: skip what this process
-        # already learned from.
+        # already learned from (and gave to the join).
         if offset < self._read_positions.get(position, 0):
             OUTCOMES.labels(OutcomeKind.ALREADY_COUNTED).inc()
             return
@@ -259,32 +378,55 @@ class PolicyUpdater:
         try:
             event = parse_event(value or b"")
         except InvalidEvent:
-            OUTCOMES.labels(OutcomeKind.INVALID).inc()
+            OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.INVALID).inc()
             return
         if not isinstance(event, BundleImpressionEvent | BundleOutcomeEvent):
-            OUTCOMES.labels(OutcomeKind.OTHER).inc()
+            OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.OTHER).inc()
             return
         catalog = event.catalog_id
+        counted_before = replace(self._join.counts)
+        self._join.add(event, origin=(position, offset))
+        credits = self._join.drain_credits()
         if offset < self._snapshot_positions.get(catalog, {}).get(position, 0):
-            OUTCOMES.labels(OutcomeKind.ALREADY_COUNTED).inc()
+            # The arms already count it; the join needed it for the outcomes still to come.
+            OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.ALREADY_COUNTED).inc()
             return
-        counted = False
+        changed = False
         if isinstance(event, BundleImpressionEvent):
-            for bundle_id in dict.fromkeys(shown.bundle_id for shown in event.bundles):
-                observed = self._learner.observe_impression(catalog, event.impression_id, bundle_id)
-                OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc()
-                counted |= observed is Observation.COUNTED
-        elif EventType(event.type) is EventType.BUNDLE_PURCHASE:
-            # A purchase is preceded by its click, which is what the click rate learns from.
-            OUTCOMES.labels(OutcomeKind.PURCHASE).inc()
-        elif event.impression_id is None:
-            OUTCOMES.labels(OutcomeKind.UNATTRIBUTED).inc()
-        else:
-            observed = self._learner.observe_click(catalog, event.impression_id, event.bundle_id)
-            OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.CLICK)).inc()
-            counted = observed is Observation.COUNTED
-        if counted:
+            bundles = dict.fromkeys(shown.bundle_id for shown in event.bundles)
+            if self._join.counts.impressions == counted_before.impressions:
+                OUTCOMES.labels(OutcomeKind.DUPLICATE).inc(len(bundles))
+            else:
+                for bundle_id in bundles:
+                    observed = self._learner.observe_impression(catalog, event.impression_id, bundle_id)
+                    OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc()
+                    changed |= observed is Observation.COUNTED
+        for credit in credits:
+            changed |= self._learn(credit)
+        _count_unlearned(counted_before, self._join.counts)
+        if changed:
             self._unpublished[catalog] += 1
+
+    def _learn(self, credit: Credit) -> bool:
+        """Adds a credited outcome to its arm; True if the arm changed."""
+        # Capped at one success per showing (see the module docstring): what the showing earned beyond
+        # that is not learned from.
+        gained = max(min(credit.reward_after, 1.0) - min(credit.reward_before, 1.0), 0.0)
+        clicks = 1 if credit.kind is EventType.BUNDLE_CLICK else 0
+        observed = self._learner.credit(credit.catalog_id, credit.bundle_id, gained, clicks)
+        kind = OutcomeKind.CLICK if clicks else OutcomeKind.PURCHASE
+        OUTCOMES.labels(_OBSERVATION_KIND.get(observed, kind)).inc()
+        if credit.late:
+            LATE_OUTCOMES.inc()
+        return observed is Observation.COUNTED and (clicks > 0 or gained > 0)
+
+    def _window_positions(self) -> dict[LogPartition, int]:
+        """Per partition, where a restart must read the log again from to rebuild the join window."""
+        held = cast(dict[LogPartition, int], self._join.held_from())
+        positions = dict(self._window_start)
+        for position, offset in self._read_positions.items():
+            positions[position] = min(held.get(position, offset), offset)
+        return positions
 
     def _publish_due(self) -> bool:
         now = time.monotonic()
@@ -320,7 +462,9 @@ class PolicyUpdater:
             positions = dict(self._snapshot_positions.get(catalog, {}))
             for position, offset in self._read_positions.items():
                 positions[position] = max(offset, positions.get(position, 0))
-            learned = replace(self._learner.snapshot(catalog), log_positions=positions)
+            learned = replace(
+                self._learner.snapshot(catalog), log_positions=positions, window_positions=self._window_positions()
+            )
             approved = self._approved.get(catalog)
             params = learned if self._guard is None else self._guard.apply(approved and approved[1], learned)
             version = self._store.publish(catalog, params, note=f"learned from {events} more bundle events")
@@ -362,3 +506,11 @@ class PolicyUpdater:
             events,
         )
         return True
+
+
+def _count_unlearned(before: JoinCounts, after: JoinCounts) -> None:
+    """Counts the outcomes the join turned down (duplicates, orphans, ...) since ``before``."""
+    for name, kind in _JOIN_KINDS.items():
+        turned_down = getattr(after, name) - getattr(before, name)
+        if turned_down:
+            OUTCOMES.labels(kind).inc(turned_down)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
 from sqlalchemy import Engine
 
-from services.policy.domain import BetaArms
+from services.ingestion.replay import ReplayError, make_reader, read_ranges
+from services.policy.domain import BetaArms, LogPartition
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.policy.rollout import RefreshGuard
 from services.policy.servicer import PolicyServicer
 from services.policy.settings import PolicySettings
-from services.policy.updater import PolicyUpdater
+from services.policy.updater import LogRecord, PolicyUpdater, RewardJoin
+from shared.errors import Unavailable
 from shared.grpc_server import ServiceRegistration
 from shared.kafka import make_consumer
 from shared.kafka_stall import GroupMembership
@@ -69,6 +75,25 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         )
         return consumer, membership
 
+    def read_window(ranges: Mapping[LogPartition, tuple[int, int]]) -> Iterator[Sequence[LogRecord]]:
+        # A reader of its own, with no group: the group's offsets stay where the last commit put them.
+        try:
+            reader = make_reader(settings.kafka_bootstrap, f"bundlewise-policy-{settings.namespace}-rejoin")
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read the event log again: {exc}") from exc
+        try:
+            yield from read_ranges(reader, {TopicPartition(t, p): bounds for (t, p), bounds in ranges.items()})
+        except (ReplayError, KafkaError) as exc:
+            raise Unavailable(f"cannot read the event log again: {exc}") from exc
+        finally:
+            reader.close()
+
+    rewards = RewardJoin(
+        weights=settings.policy_reward_weights,
+        window=timedelta(seconds=settings.policy_join_window_s),
+        lateness=timedelta(seconds=settings.policy_join_lateness_s),
+        max_outcome_ids=settings.policy_dedup_window,
+    )
     updater = PolicyUpdater(
         store,
         learner,
@@ -77,6 +102,8 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         publish_every_outcomes=settings.policy_publish_every_outcomes,
         guard=RefreshGuard(settings.policy_max_rate_change),
         stall_after_s=settings.stall_after_s,
+        rewards=rewards,
+        window_reader=read_window,
     )
     servicer = PolicyServicer(store)
 

@@ -151,3 +151,39 @@ def test_loading_applies_this_learners_prior_to_the_restored_counts() -> None:
 def test_a_non_positive_prior_is_refused(prior_alpha: float, prior_beta: float) -> None:
     with pytest.raises(ValueError, match="prior must be positive"):
         learner(prior_alpha=prior_alpha, prior_beta=prior_beta)
+
+
+def test_a_credit_adds_its_reward_to_alpha_and_takes_it_from_beta() -> None:
+    arms = learner(prior_alpha=1.0, prior_beta=20.0)
+    arms.observe_impression("shop", "i1", "b1")
+    arms.observe_impression("shop", "i2", "b1")
+
+    assert arms.credit("shop", "b1", 0.25, clicks=1) is Observation.COUNTED
+    assert arms.credit("shop", "b1", 0.5) is Observation.COUNTED
+
+    assert arms.snapshot("shop").arms == (Arm("b1", impressions=2, clicks=1, alpha=1.75, beta=21.25, reward=0.75),)
+
+
+def test_a_credit_outside_one_success_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"reward in \[0, 1\]"):
+        learner().credit("shop", "b1", 1.5)
+
+
+def test_an_arm_learned_from_clicks_alone_carries_no_separate_reward() -> None:
+    arms = learner()
+    arms.observe_impression("shop", "i1", "b1")
+    arms.credit("shop", "b1", 1.0, clicks=1)
+
+    [arm] = arms.snapshot("shop").arms
+    assert (arm.reward, arm.learned_reward) == (None, 1.0)
+
+
+def test_loading_a_snapshot_keeps_the_rewards_learned() -> None:
+    original = learner()
+    original.observe_impression("shop", "i1", "b1")
+    original.credit("shop", "b1", 0.75, clicks=1)
+
+    restored = learner()
+    restored.load("shop", original.snapshot("shop"))
+
+    assert restored.snapshot("shop").arms == original.snapshot("shop").arms

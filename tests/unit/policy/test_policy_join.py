@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.policy.join import ImpressionJoin, JoinCounts, RewardWeights
-from shared.events import BundleImpressionEvent, BundleOutcomeEvent
+from services.policy.join import Credit, ImpressionJoin, JoinCounts, RewardWeights
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
 from tests.unit.policy.policy_testkit import EVENT_TIME, click, impression, purchase
 
 WINDOW = timedelta(minutes=30)
@@ -92,3 +92,37 @@ def test_orphans_expired_unmatched_and_unattributed_outcomes_are_counted_not_cre
     counts = join.counts
     assert (counts.orphans, counts.unmatched, counts.unattributed, counts.outcomes_credited) == (2, 1, 1, 0)
     assert counts.expired == 1
+
+
+def test_each_credit_reports_the_reward_of_its_showing_before_and_after_it() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights(click=0.25, purchase=0.5, revenue=0.125), record_credits=True)
+    join.add(at(impression("shop", "i1", ["b1"]), 0))
+    join.add(at(impression("shop", "i2", ["b1"]), 3))
+    join.add(at(click("shop", "i1", "b1"), 1))  # after i2: late
+    join.add(at(purchase("shop", "i1", "b1"), 4))  # revenue 10.0
+
+    assert join.drain_credits() == [
+        Credit("shop", "i1", "b1", EventType.BUNDLE_CLICK, reward_before=0.0, reward_after=0.25, late=True),
+        Credit("shop", "i1", "b1", EventType.BUNDLE_PURCHASE, reward_before=0.25, reward_after=2.0, late=False),
+    ]
+    assert join.drain_credits() == []
+
+
+def test_credits_are_not_kept_unless_asked_for() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(impression("shop", "i1", ["b1"]), 0))
+    join.add(at(click("shop", "i1", "b1"), 1))
+
+    assert join.drain_credits() == []
+
+
+def test_held_from_is_the_oldest_offset_of_an_open_impression_or_waiting_outcome_per_partition() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(impression("shop", "i1", ["b1"]), 0), origin=("p0", 10))
+    join.add(at(click("shop", "i2", "b1"), 5), origin=("p1", 3))  # waits for i2
+    join.add(at(impression("shop", "i3", ["b1"]), 20), origin=("p0", 11))
+    assert join.held_from() == {"p0": 10, "p1": 3}
+
+    join.add(at(impression("shop", "i2", ["b1"]), 4), origin=("p0", 12))  # takes its waiting click
+    join.add(at(click("shop", "i3", "b1"), 31), origin=("p1", 4))  # the watermark (31 min) closes i1
+    assert join.held_from() == {"p0": 11}

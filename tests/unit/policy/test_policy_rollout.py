@@ -22,14 +22,14 @@ def evidence(impressions: int = 20_000, low: float = 0.001) -> OpeEvidence:
 
 def test_a_refresh_moves_each_click_rate_at_most_the_allowed_step_and_keeps_the_counts() -> None:
     approved = params(Arm("b1", 100, 10, 11.0, 110.0), temperature=0.3, ctr_weight=2.0)  # mean 0.0909
-    learned = params(Arm("b1", 150, 60, 61.0, 110.0), Arm("b2", 10, 9, 10.0, 21.0))  # means 0.357, 0.323
+    learned = params(Arm("b1", 150, 60, 61.0, 110.0, reward=55.5), Arm("b2", 10, 9, 10.0, 21.0))  # means 0.357, 0.323
 
     refreshed = RefreshGuard(max_rate_change=0.05).apply(approved, learned)
 
     b1, b2 = refreshed.arms
     assert b1.expected_click_rate == pytest.approx(11.0 / 121.0 + 0.05)
     assert b1.alpha + b1.beta == pytest.approx(171.0)
-    assert (b1.impressions, b1.clicks) == (150, 60)
+    assert (b1.impressions, b1.clicks, b1.reward) == (150, 60, 55.5)
     assert b2.expected_click_rate == pytest.approx(1.0 / 21.0 + 0.05)  # a new arm starts from the prior mean
     assert (refreshed.temperature, refreshed.ctr_weight) == (0.3, 2.0)
 
