@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -130,6 +130,7 @@ class ImpressionJoin:
         allowed_lateness: timedelta = timedelta(0),
         max_event_ids: int = 1_000_000,
         record_credits: bool = False,
+        latest_bound: Callable[[], datetime] | None = None,
     ) -> None:
         if window <= timedelta(0):
             raise ValueError(f"the join window must be positive, got {window}")
@@ -145,6 +146,9 @@ class ImpressionJoin:
         self._event_ids: OrderedDict[str, None] = OrderedDict()
         self._max_event_ids = max_event_ids
         self._latest: datetime | None = None
+        # An event stamped beyond this (a storefront clock running ahead) is joined, but the watermark
+        # does not follow it: it would close every open impression early.
+        self._latest_bound = latest_bound
         self._record_credits = record_credits
         self._credits: list[Credit] = []
         # Per partition, the offsets of the events the join holds (open impressions, waiting outcomes),
@@ -162,8 +166,9 @@ class ImpressionJoin:
 
         ``origin`` (partition, offset) is where the event came from in the log, for :meth:`held_from`;
         events of one partition must then be added in offset order."""
-        if self._latest is None or event.event_time > self._latest:
-            self._latest = event.event_time
+        latest = event.event_time if self._latest_bound is None else min(event.event_time, self._latest_bound())
+        if self._latest is None or latest > self._latest:
+            self._latest = latest
         if isinstance(event, BundleImpressionEvent):
             self._add_impression(event, origin)
         else:

@@ -47,7 +47,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from kafka.errors import KafkaError
@@ -93,16 +93,24 @@ class RewardJoin:
     """How outcomes become rewards: weights, and the join window (see the module docstring).
 
     ``lateness`` is how far behind the latest event time an impression's window may end and still take
-    outcomes; ``max_outcome_ids`` recent outcome event ids are remembered to recognise redeliveries."""
+    outcomes; ``max_outcome_ids`` recent outcome event ids are remembered to recognise redeliveries.
+    The watermark never runs more than ``max_clock_skew`` ahead of this machine's clock, so one event
+    stamped in the future cannot close the open impressions early."""
 
     weights: RewardWeights = field(default_factory=RewardWeights)
     window: timedelta = timedelta(minutes=30)
     lateness: timedelta = timedelta(minutes=30)
     max_outcome_ids: int = 200_000
+    max_clock_skew: timedelta = timedelta(minutes=5)
 
     def new_join(self) -> ImpressionJoin:
         return ImpressionJoin(
-            self.window, self.weights, self.lateness, max_event_ids=self.max_outcome_ids, record_credits=True
+            self.window,
+            self.weights,
+            self.lateness,
+            max_event_ids=self.max_outcome_ids,
+            record_credits=True,
+            latest_bound=lambda: datetime.now(UTC) + self.max_clock_skew,
         )
 
 

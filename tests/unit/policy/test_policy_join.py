@@ -46,6 +46,17 @@ def test_a_late_outcome_counts_while_its_impression_is_open() -> None:
     assert (join.counts.outcomes_credited, join.counts.late_outcomes) == (1, 1)
 
 
+def test_an_event_stamped_past_the_clock_bound_does_not_close_open_impressions() -> None:
+    bound = EVENT_TIME + timedelta(minutes=5)  # the clock plus the skew a storefront may have
+    join = ImpressionJoin(WINDOW, RewardWeights(), latest_bound=lambda: bound)
+    join.add(at(impression("shop", "i1", ["b1"]), 0))
+    closed = join.add(at(impression("shop", "i2", ["b1"]), 60 * 24 * 365))  # a clock a year ahead
+    closed += join.add(at(click("shop", "i1", "b1"), 4))
+
+    assert closed == []
+    assert join.counts.outcomes_credited == 1
+
+
 def test_an_outcome_that_arrives_before_its_impression_waits_for_it() -> None:
     join = ImpressionJoin(WINDOW, RewardWeights())
     join.add(at(click("shop", "i1", "b1"), 3))
