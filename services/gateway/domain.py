@@ -31,7 +31,8 @@ class BundleItem:
 
 @dataclass(frozen=True, slots=True)
 class RankedBundle:
-    """One recommended bundle; ``propensity`` is the probability the policy put it at its position."""
+    """One recommended bundle; ``propensity`` is the probability the policy put it at its position, and
+    ``shadow_propensity`` the probability the catalog's shadow candidate would have (None: no shadow)."""
 
     bundle_id: str
     name: str
@@ -42,6 +43,7 @@ class RankedBundle:
     explanation: str
     source: str
     propensity: float
+    shadow_propensity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Recommendation:
     """Bundles for one shopper, best first, with the versions that produced them.
 
     ``fallback_reason`` is set when the ranker could not answer and these are popular bundles instead.
+    ``shadow_policy`` names the candidate (``name:version``) that scored the answer in shadow, if any.
     """
 
     bundles: tuple[RankedBundle, ...]
@@ -56,6 +59,7 @@ class Recommendation:
     policy_version: str
     cold_start: bool
     fallback_reason: str | None = None
+    shadow_policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,12 +166,14 @@ class RankerBundleSource:
 
 
 def recommendation_from_proto(response: ranker_pb2.RecommendBundlesResponse) -> Recommendation:
-    """The domain view of a ranker answer: unset optional prices and empty image URLs become None."""
+    """The domain view of a ranker answer: unset optional prices, empty image URLs and an empty shadow
+    policy become None."""
     return Recommendation(
         bundles=tuple(ranked_bundle_from_proto(bundle) for bundle in response.bundles),
         model_version=response.model_version,
         policy_version=response.policy_version,
         cold_start=response.cold_start,
+        shadow_policy=response.shadow_policy or None,
     )
 
 
@@ -195,6 +197,7 @@ def ranked_bundle_from_proto(bundle: ranker_pb2.RankedBundle) -> RankedBundle:
         explanation=bundle.explanation,
         source=bundle.source,
         propensity=bundle.propensity,
+        shadow_propensity=bundle.shadow_propensity if bundle.HasField("shadow_propensity") else None,
     )
 
 

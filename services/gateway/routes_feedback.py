@@ -3,6 +3,11 @@
 ``shown`` becomes a ``bundle_impression`` event (with the positions and propensities the answer gave),
 ``clicked`` a ``bundle_click`` and ``bought`` a ``bundle_purchase``, each referencing the answer's
 ``impression_id``. They are published like ``POST /v1/events``: acknowledged only once Kafka has them.
+
+When the answer was scored by a candidate policy in shadow, ``shown`` carries its ``shadow_policy`` and
+each bundle's ``shadow_propensity``; the impression's ``context`` gets them as ``shadow_policy`` and
+``shadow_propensities`` (comma-separated, in position order), which ``python -m services.policy.ope``
+reads.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from services.gateway.dependencies import GuardedRoute, Metrics, Publisher, requires
 from services.gateway.errors import UnprocessableRequest
@@ -33,6 +38,32 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"], route_class=GuardedRoute)
 
 _EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
+
+# The impression context keys that services/policy/ope.py reads.
+SHADOW_POLICY_KEY = "shadow_policy"
+SHADOW_PROPENSITIES_KEY = "shadow_propensities"
+# As the ranker names its shadow candidates (name:version): no commas, no spaces.
+SHADOW_POLICY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,32}$"
+# What one context value of an event holds (shared/events.py): about 25 shadow propensities.
+MAX_CONTEXT_VALUE_CHARS = 256
+
+
+def shadow_propensities_text(propensities: list[float]) -> str:
+    """The context's ``shadow_propensities``: 4 significant digits each (far finer than any off-policy
+    estimate's error), comma-separated, in the order given."""
+    return ",".join(format(p, ".4g") for p in propensities)
+
+
+class ShownBundleFeedback(ShownBundle):
+    """A shown bundle as the answer gave it, with the shadow candidate's probability when it had one."""
+
+    shadow_propensity: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The answer's `shadow_propensity` for this bundle. 0 is valid: the candidate would never "
+        "have shown it there.",
+    )
 
 
 class _FeedbackBase(BaseModel):
@@ -56,8 +87,10 @@ class ShownFeedback(_FeedbackBase):
     """The answer's bundles were shown, at these positions."""
 
     action: Literal["shown"]
-    bundles: list[ShownBundle] = Field(
-        min_length=1, max_length=100, description="Each shown bundle with its position and the answer's propensity."
+    bundles: list[ShownBundleFeedback] = Field(
+        min_length=1,
+        max_length=100,
+        description="Each shown bundle with its position and the answer's propensity (and shadow_propensity).",
     )
     model_version: str = Field(
         default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$", description="The answer's model_version."
@@ -65,6 +98,41 @@ class ShownFeedback(_FeedbackBase):
     policy_version: str = Field(
         default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$", description="The answer's policy_version."
     )
+    shadow_policy: str | None = Field(
+        default=None,
+        pattern=SHADOW_POLICY_PATTERN,
+        description="The answer's `shadow_policy` (name:version); send it with every bundle's `shadow_propensity`.",
+    )
+
+    @model_validator(mode="after")
+    def _shadow_fields_together(self) -> ShownFeedback:
+        given = [b.shadow_propensity is not None for b in self.bundles]
+        if self.shadow_policy is None and any(given):
+            raise ValueError("shadow_propensity needs the answer's shadow_policy; send it, or drop both")
+        if self.shadow_policy is not None and not all(given):
+            raise ValueError("with shadow_policy, every bundle needs the answer's shadow_propensity")
+        propensities = self.shadow_propensities()
+        if propensities is not None and len(propensities) > MAX_CONTEXT_VALUE_CHARS:
+            raise ValueError(
+                f"the shadow propensities of {len(self.bundles)} bundles take {len(propensities)} characters, "
+                f"more than the {MAX_CONTEXT_VALUE_CHARS} an event's context value holds; send the shadow "
+                "fields for fewer bundles (about 25 fit), or without them"
+            )
+        return self
+
+    def shadow_propensities(self) -> str | None:
+        """The impression context's ``shadow_propensities`` (position order); None without a shadow."""
+        if self.shadow_policy is None:
+            return None
+        by_position = sorted(self.bundles, key=lambda b: b.position)  # stable, as the OPE join orders them
+        return shadow_propensities_text([b.shadow_propensity or 0.0 for b in by_position])
+
+    def impression_context(self) -> dict[str, str]:
+        """What the impression event logs for off-policy evaluation of the shadow candidate, if any."""
+        propensities = self.shadow_propensities()
+        if self.shadow_policy is None or propensities is None:
+            return {}
+        return {SHADOW_POLICY_KEY: self.shadow_policy, SHADOW_PROPENSITIES_KEY: propensities}
 
 
 class ClickedFeedback(_FeedbackBase):
@@ -106,9 +174,13 @@ def feedback_event(feedback: ShownFeedback | ClickedFeedback | BoughtFeedback, e
     if isinstance(feedback, ShownFeedback):
         return BundleImpressionEvent(
             type="bundle_impression",
-            bundles=feedback.bundles,
+            bundles=[
+                ShownBundle(bundle_id=b.bundle_id, position=b.position, propensity=b.propensity)
+                for b in feedback.bundles
+            ],
             model_version=feedback.model_version,
             policy_version=feedback.policy_version,
+            context=feedback.impression_context(),
             **common,  # type: ignore[arg-type]
         )
     event_type: Literal["bundle_click", "bundle_purchase"] = (
@@ -138,8 +210,9 @@ async def post_feedback(
         Header(alias="Idempotency-Key", max_length=128, description="Stands for `feedback_id` when the body has none."),
     ] = None,
 ) -> FeedbackAccepted:
-    """`shown` (with each bundle's position and propensity), `clicked` or `bought` (with its bundle),
-    always with the answer's `impression_id`. The id is the client's (`feedback_id` or the
+    """`shown` (with each bundle's position and propensity, and the answer's `shadow_policy` with each
+    bundle's `shadow_propensity` when it had them), `clicked` or `bought` (with its bundle), always with
+    the answer's `impression_id`. The id is the client's (`feedback_id` or the
     `Idempotency-Key` header), never the gateway's, so retrying after a 503 or a lost answer stores
     the feedback once. Needs the `events:write` scope."""
     event_id = _event_id(feedback.feedback_id, idempotency_key)

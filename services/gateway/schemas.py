@@ -29,6 +29,11 @@ class BundleOut(BaseModel):
     propensity: float = Field(
         description="Probability the policy put this bundle at this position; log it with the impression."
     )
+    shadow_propensity: float | None = Field(
+        description="Probability the candidate policy running in shadow (`shadow_policy`) would have put this "
+        "bundle at this position; it did not change the answer. Send it back with the `shown` feedback. "
+        "Null when no candidate runs in shadow.",
+    )
 
 
 class Fallback(BaseModel):
@@ -54,6 +59,10 @@ class BundlesResponse(BaseModel):
     fallback: Fallback | None = Field(
         description="Set when the ranker could not answer in time and these are the catalog's popular bundles "
         "(for the shopper's favourite category first); null for a ranked answer."
+    )
+    shadow_policy: str | None = Field(
+        description="The candidate policy (name:version) that scored this answer in shadow, to send back with "
+        "the `shown` feedback beside each bundle's `shadow_propensity`; null when none did (and on a fallback).",
     )
 
     @classmethod
@@ -86,6 +95,7 @@ class BundlesResponse(BaseModel):
                     explanation=bundle.explanation,
                     source=bundle.source,
                     propensity=bundle.propensity,
+                    shadow_propensity=bundle.shadow_propensity,
                 )
                 for bundle in recommendation.bundles
             ],
@@ -95,6 +105,7 @@ class BundlesResponse(BaseModel):
             request_id=request_id,
             impression_id=impression_id,
             fallback=None if fallback is None else Fallback.model_validate({"reason": fallback}),
+            shadow_policy=recommendation.shadow_policy,
         )
 
 

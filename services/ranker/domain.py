@@ -7,6 +7,8 @@ prior breaks ties. Selection goes through the policy: a softmax over the scores 
 click rate, sampled without replacement (Plackett-Luce) so each position's probability is known; or,
 when the policy says ``epsilon_mixture``, the greedy list or with probability epsilon a uniformly
 random one, logging each position's exact marginal probability (what off-policy evaluation needs).
+A shadow candidate policy scores the same candidates and gets, for the list actually served, the
+probability it would have given each bundle there (:func:`shown_propensities`), changing nothing.
 """
 
 from __future__ import annotations
@@ -180,9 +182,32 @@ def is_servable(bundle: BundleInfo, items: Mapping[str, ItemInfo], signals: User
     return not any(items[i].retired for i in bundle.item_ids if i in items)
 
 
+def base_score(evidence_score: float, bundle: BundleInfo) -> float:
+    """A bundle's score before any policy: its evidence plus a small popularity prior."""
+    return evidence_score + POPULARITY_WEIGHT * math.log1p(bundle.purchases)
+
+
+def policy_score(base: float, bundle_id: str, policy: PolicyParams) -> float:
+    """``base`` plus ``policy``'s learned click rate of the bundle, times its weight."""
+    return base + policy.ctr_weight * policy.click_rate(bundle_id)
+
+
+def policy_scores(base_scores: Sequence[tuple[str, float]], policy: PolicyParams) -> list[tuple[str, float]]:
+    """The same candidates, in the same order, scored under ``policy``: what :func:`choose` takes.
+
+    Kept apart from the policy-free scores so that a shadow policy can score the very candidates the
+    served one chose from.
+    """
+    return [(bundle_id, policy_score(base, bundle_id, policy)) for bundle_id, base in base_scores]
+
+
 def final_score(evidence_score: float, bundle: BundleInfo, policy: PolicyParams) -> float:
-    prior = POPULARITY_WEIGHT * math.log1p(bundle.purchases)
-    return evidence_score + prior + policy.ctr_weight * policy.click_rate(bundle.bundle_id)
+    return policy_score(base_score(evidence_score, bundle), bundle.bundle_id, policy)
+
+
+def _pool(scored: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+    """The candidates a policy chooses ``k`` from: the best ``3k`` by score, ties by bundle id."""
+    return sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]
 
 
 def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, seed: str) -> list[Chosen]:
@@ -191,7 +216,7 @@ def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, se
     Each chosen bundle carries the probability it had of being picked at its position given the
     ones above it. Temperature 0 is greedy (probability 1). ``seed`` makes a request reproducible.
     """
-    pool = sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]
+    pool = _pool(scored, k)
     rng = random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
     if policy.exploration == "epsilon_mixture":
         return choose_epsilon_mixture(pool, k, policy.epsilon, rng)
@@ -229,6 +254,52 @@ def choose_epsilon_mixture(
         Chosen(bundle_id, score, (1.0 - epsilon) * (greedy[position] == bundle_id) + uniform)
         for position, (bundle_id, score) in enumerate(shown)
     ]
+
+
+def shown_propensities(
+    scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, shown: Sequence[str]
+) -> list[float]:
+    """The probability that ``policy``, choosing ``k`` bundles from ``scored`` (its own scores of the
+    candidates), would have put each bundle of ``shown`` at its position (``shown[0]`` at the top).
+
+    ``shown`` may come from another policy: this is how a shadow candidate is evaluated on the list
+    actually served, without choosing anything. The semantics are those :func:`choose` logs:
+
+    - ``epsilon_mixture``: the exact marginal, ``(1 - epsilon) * [greedy bundle there] + epsilon / M``;
+    - ``softmax``: the Plackett-Luce probability of the pick given the bundles shown above it;
+      at temperature 0, 1 for the greedy pick among those left and 0 otherwise.
+
+    A bundle outside the policy's pool (its best ``3k``) gets 0, as do later picks the policy's own
+    order rules out. Given the same scores, ``k`` and policy, a list :func:`choose` returned gets back
+    exactly the propensities it carried.
+    """
+    pool = _pool(scored, k)
+    if policy.exploration == "epsilon_mixture":
+        greedy = [bundle_id for bundle_id, _ in pool[:k]]
+        in_pool = {bundle_id for bundle_id, _ in pool}
+        uniform = policy.epsilon / len(pool) if pool else 0.0
+        return [
+            (1.0 - policy.epsilon) * (position < len(greedy) and greedy[position] == bundle_id) + uniform
+            if bundle_id in in_pool
+            else 0.0
+            for position, bundle_id in enumerate(shown)
+        ]
+    remaining = list(pool)
+    probabilities: list[float] = []
+    for bundle_id in shown:
+        index = next((i for i, (candidate, _) in enumerate(remaining) if candidate == bundle_id), None)
+        if index is None:
+            probabilities.append(0.0)
+            continue
+        if policy.temperature <= 0:
+            probabilities.append(1.0 if index == 0 else 0.0)
+        else:
+            # The same arithmetic as choose(), so a policy evaluated on its own list reproduces its log.
+            top = max(s for _, s in remaining)
+            weights = [math.exp((s - top) / policy.temperature) for _, s in remaining]
+            probabilities.append(weights[index] / sum(weights))
+        remaining.pop(index)
+    return probabilities
 
 
 def explain(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
 from services.ranker.ports import FeatureSource, ModelSource, PolicySource
+from services.ranker.shadow_policy import ShadowPolicy
 from shared.errors import NotFound
 
 MODEL_VERSION = "cooccurrence-v1"
@@ -28,6 +29,8 @@ class Recommended:
     propensity: float
     total_price: float | None
     explanation: str
+    shadow_propensity: float | None = None
+    """The shadow candidate's probability of this bundle here; None when the catalog runs none."""
 
 
 @dataclass(frozen=True)
@@ -43,16 +46,26 @@ class Recommendation:
     model_version: str
     policy_version: int
     cold_start: bool
+    shadow_policy: str | None = None
+    """The candidate run in shadow (``name:version``), which did not change the answer; None if none."""
 
 
 class Recommender:
     """Candidates from the catalog's trained model for shoppers it knows (and no cart or anchor given),
-    else from co-purchases, the cart, the shopper's categories and popularity; then the policy chooses."""
+    else from co-purchases, the cart, the shopper's categories and popularity; then the policy chooses.
+    A catalog's shadow policy, if any, scores the same candidates and only reports its probabilities."""
 
-    def __init__(self, features: FeatureSource, policies: PolicySource, models: ModelSource | None = None) -> None:
+    def __init__(
+        self,
+        features: FeatureSource,
+        policies: PolicySource,
+        models: ModelSource | None = None,
+        shadows: Mapping[str, ShadowPolicy] | None = None,
+    ) -> None:
         self._features = features
         self._policies = policies
         self._models = models
+        self._shadows = dict(shadows or {})
 
     def recommend(
         self,
@@ -106,20 +119,29 @@ class Recommender:
             if domain.is_servable(b, items, signals) and constraints.allows(b, items)
         }
         if personal:  # model scores, adjusted by the policy alone (the model has learned popularity)
-            scored = [(b, personal[b] + policy.ctr_weight * policy.click_rate(b)) for b in servable if b in personal]
+            base = [(b, personal[b]) for b in servable if b in personal]
         else:
-            scored = [
+            base = [
                 (
                     bundle_id,
-                    domain.final_score(
+                    domain.base_score(
                         evidence[bundle_id].score if bundle_id in evidence else _composed_score(bundle, weights),
                         bundle,
-                        policy,
                     ),
                 )
                 for bundle_id, bundle in servable.items()
             ]
-        chosen = domain.choose(scored, k, policy, seed=f"{catalog_id}:{user_id}:{request_id}")
+        chosen = domain.choose(
+            domain.policy_scores(base, policy), k, policy, seed=f"{catalog_id}:{user_id}:{request_id}"
+        )
+        shadow = self._shadows.get(catalog_id)
+        shadow_propensities: Sequence[float | None] = (
+            domain.shown_propensities(
+                domain.policy_scores(base, shadow.params), k, shadow.params, [c.bundle_id for c in chosen]
+            )
+            if shadow is not None
+            else [None] * len(chosen)
+        )
         return Recommendation(
             bundles=tuple(
                 Recommended(
@@ -129,12 +151,14 @@ class Recommender:
                     propensity=c.propensity,
                     total_price=domain.effective_price(servable[c.bundle_id], items),
                     explanation=self._explain(c.bundle_id, servable, evidence, items, signals, bool(personal)),
+                    shadow_propensity=shadow_propensity,
                 )
-                for c in chosen
+                for c, shadow_propensity in zip(chosen, shadow_propensities, strict=True)
             ),
             model_version=model.version.label if personal and model is not None else MODEL_VERSION,
             policy_version=policy.version,
             cold_start=cold_start,
+            shadow_policy=shadow.label if shadow is not None else None,
         )
 
     def related_items(self, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:

@@ -54,6 +54,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
             model_version=result.model_version,
             policy_version=str(result.policy_version),
             cold_start=result.cold_start,
+            shadow_policy=result.shadow_policy or "",
         )
         for r in result.bundles:
             ranked = reply.bundles.add(
@@ -72,6 +73,8 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
                 ranked.total_price = r.total_price
             if r.bundle.discounted_price is not None:
                 ranked.discounted_price = r.bundle.discounted_price
+            if r.shadow_propensity is not None:
+                ranked.shadow_propensity = r.shadow_propensity
         return reply
 
     def RelatedItems(self, request: pb.RelatedItemsRequest, context: grpc.ServicerContext) -> pb.RelatedItemsResponse:

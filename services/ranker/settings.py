@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from services.ranker.shadow_policy import SHADOW_LABEL_PATTERN
 from shared.settings import BaseServiceSettings
 
 
@@ -42,6 +44,32 @@ class RankerSettings(BaseServiceSettings):
     catalog_max_age_s: float = Field(
         default=60.0, gt=0, description="A catalog copy older than this is reloaded in the background."
     )
+
+    shadow_policy_file: Path | None = Field(
+        default=None,
+        description="Candidate policy params (the JSON `python -m services.policy.rollout promote --params` "
+        "takes) to run in shadow beside the served policy; unset: no shadow.",
+    )
+    shadow_policy: str | None = Field(
+        default=None,
+        pattern=SHADOW_LABEL_PATTERN,
+        description="The shadow candidate's name:version, as impressions log it (shadow_policy).",
+    )
+    shadow_policy_catalog: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="The catalog the shadow candidate scores."
+    )
+
+    @model_validator(mode="after")
+    def _shadow_settings_together(self) -> RankerSettings:
+        shadow = {
+            "BUNDLEWISE_SHADOW_POLICY_FILE": self.shadow_policy_file,
+            "BUNDLEWISE_SHADOW_POLICY": self.shadow_policy,
+            "BUNDLEWISE_SHADOW_POLICY_CATALOG": self.shadow_policy_catalog,
+        }
+        missing = [name for name, value in shadow.items() if value is None]
+        if 0 < len(missing) < len(shadow):
+            raise ValueError(f"a shadow policy needs all of {', '.join(shadow)}; set {', '.join(missing)} too")
+        return self
 
     @model_validator(mode="after")
     def _redis_when_reading_redis(self) -> RankerSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -16,8 +17,11 @@ from services.ranker.redis_features import RedisFeatureSource
 from services.ranker.search import BundleSearch
 from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
+from services.ranker.shadow_policy import ShadowPolicy, load_shadow_policy
 from shared.grpc_client import open_channel
 from shared.store.migrate import make_engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,25 @@ def build_service(settings: RankerSettings) -> RankerService:
         else None
     )
     search, search_off_reason = bundle_search(settings, features, in_process)
-    servicer = RankerServicer(Recommender(features, policies, models), search, search_off_reason)
+    recommender = Recommender(features, policies, models, shadow_policies(settings))
+    servicer = RankerServicer(recommender, search, search_off_reason)
     return RankerService(servicer, policies, models, in_process)
+
+
+def shadow_policies(settings: RankerSettings) -> dict[str, ShadowPolicy]:
+    """The candidate run in shadow, by catalog: none unless BUNDLEWISE_SHADOW_POLICY_FILE is set.
+
+    Raises:
+        shared.settings.SettingsError: the file is unreadable or not candidate params.
+    """
+    if settings.shadow_policy_file is None:
+        return {}
+    # The settings refuse one of the three without the others.
+    assert settings.shadow_policy is not None
+    assert settings.shadow_policy_catalog is not None
+    shadow = load_shadow_policy(settings.shadow_policy_file, settings.shadow_policy_catalog, settings.shadow_policy)
+    log.info("shadow policy %s scores catalog %s beside the served policy", shadow.label, shadow.catalog_id)
+    return {shadow.catalog_id: shadow}
 
 
 def bundle_search(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -49,6 +50,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
                 "explanation": "often bought with Two-person tent",
                 "source": "catalog",
                 "propensity": 0.61,
+                "shadow_propensity": None,
             },
             {
                 "bundle_id": "b-2",
@@ -60,6 +62,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
                 "explanation": "popular this week",
                 "source": "generated",
                 "propensity": 0.2,
+                "shadow_propensity": None,
             },
         ],
         "model_version": "m-7",
@@ -67,6 +70,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
         "cold_start": False,
         "request_id": "req-1",
         "fallback": None,
+        "shadow_policy": None,
     }
     assert bundle_source.calls == [
         {
@@ -77,6 +81,27 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
             "request_id": "req-1",
             "constraints": BundleConstraints(),
         }
+    ]
+
+
+def test_an_answer_scored_in_shadow_carries_the_candidate_and_its_propensity_per_bundle(
+    client: TestClient, bundle_source: ScriptedBundleSource
+) -> None:
+    served = bundle_source.recommendation
+    bundle_source.recommendation = dataclasses.replace(
+        served,
+        bundles=tuple(
+            dataclasses.replace(b, shadow_propensity=p) for b, p in zip(served.bundles, (0.7, 0.0), strict=True)
+        ),
+        shadow_policy="ctr-heavy:v3",
+    )
+
+    answer = client.get(URL, params={"catalog_id": "amazon", "k": 2}).json()
+
+    assert answer["shadow_policy"] == "ctr-heavy:v3"
+    assert [(b["bundle_id"], b["propensity"], b["shadow_propensity"]) for b in answer["bundles"]] == [
+        ("b-1", 0.61, 0.7),
+        ("b-2", 0.2, 0.0),
     ]
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from services.policy import ope
+from services.policy.join import RewardWeights
 from shared.errors import Unavailable
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, ShownBundle
 from tests.unit.gateway.gateway_fakes import RecordingPublisher
@@ -144,3 +147,86 @@ def test_feedback_is_not_acknowledged_while_the_event_log_is_down(
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
+
+
+SHADOWED = [  # sent out of position order, as a storefront may
+    {"bundle_id": "b-2", "position": 1, "propensity": 0.2, "shadow_propensity": 0.123456},
+    {"bundle_id": "b-1", "position": 0, "propensity": 0.61, "shadow_propensity": 0.75},
+    {"bundle_id": "b-3", "position": 2, "propensity": 0.3, "shadow_propensity": 0.0},
+]
+
+
+def test_a_shadow_candidates_propensities_are_logged_in_the_impression_context_in_position_order(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    response = client.post("/v1/feedback", json=feedback("shown", bundles=SHADOWED, shadow_policy="ctr-heavy:v3"))
+
+    assert response.status_code == 200, response.text
+    [[event]] = publisher.batches
+    assert isinstance(event, BundleImpressionEvent)
+    assert event.context == {"shadow_policy": "ctr-heavy:v3", "shadow_propensities": "0.75,0.1235,0"}
+    assert [b.model_dump() for b in event.bundles] == [
+        {"bundle_id": b["bundle_id"], "position": b["position"], "propensity": b["propensity"]} for b in SHADOWED
+    ]
+
+
+def test_the_off_policy_evaluation_reads_the_logged_shadow_candidate_position_by_position(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    client.post("/v1/feedback", json=feedback("shown", bundles=SHADOWED, shadow_policy="ctr-heavy:v3"))
+    [[event]] = publisher.batches
+    assert isinstance(event, BundleImpressionEvent)
+
+    joined, _ = ope.join_events([event], timedelta(minutes=30), RewardWeights(1.0, 0.0, 0.0))
+    data, kept, without_shadow = ope.logged_slates(joined, ope.Selection(shadow_policy="ctr-heavy:v3"))
+
+    assert (kept, without_shadow) == (1, 0)
+    assert data is not None
+    assert data.target_propensities.tolist() == [[0.75, 0.1235, 0.0]]
+    assert data.logging_propensities.tolist() == [[0.61, 0.2, 0.3]]
+
+
+def test_an_impression_without_a_shadow_candidate_has_an_empty_context(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    shown = [{"bundle_id": "b-1", "position": 0, "propensity": 0.61}]
+
+    assert client.post("/v1/feedback", json=feedback("shown", bundles=shown)).status_code == 200
+    assert publisher.batches[0][0].context == {}
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"bundles": SHADOWED}, "shadow_propensity needs the answer's shadow_policy"),
+        ({"bundles": [{**SHADOWED[0], "shadow_propensity": None}], "shadow_policy": "c:v1"}, "every bundle needs"),
+        ({"bundles": [{**SHADOWED[0], "shadow_propensity": 1.01}], "shadow_policy": "c:v1"}, "shadow_propensity"),
+        ({"bundles": [{**SHADOWED[0], "shadow_propensity": -0.1}], "shadow_policy": "c:v1"}, "shadow_propensity"),
+        ({"bundles": SHADOWED, "shadow_policy": "no version"}, "shadow_policy"),
+        ({"bundles": SHADOWED, "shadow_policy": "a,b:v1"}, "shadow_policy"),
+        ({"bundles": SHADOWED, "shadow_policy": "x" * 65 + ":v1"}, "shadow_policy"),
+    ],
+)
+def test_shadow_fields_that_cannot_be_evaluated_are_a_422_naming_the_problem(
+    client: TestClient, publisher: RecordingPublisher, fields: dict[str, Any], problem: str
+) -> None:
+    response = client.post("/v1/feedback", json=feedback("shown", **fields))
+
+    assert response.status_code == 422
+    assert problem in response.json()["detail"]
+    assert publisher.batches == []
+
+
+def test_shadow_propensities_that_overflow_the_event_context_are_refused_with_how_many_fit(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    shown = [
+        {"bundle_id": f"b-{n}", "position": n, "propensity": 0.01, "shadow_propensity": 0.012345} for n in range(40)
+    ]
+
+    response = client.post("/v1/feedback", json=feedback("shown", bundles=shown, shadow_policy="c:v1"))
+
+    assert response.status_code == 422
+    assert "more than the 256 an event's context value holds" in response.json()["detail"]
+    assert "about 25 fit" in response.json()["detail"]
+    assert publisher.batches == []

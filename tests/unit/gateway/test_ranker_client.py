@@ -14,7 +14,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.gateway.domain import BundleItem, BundleSearchResult, RankedBundle, Recommendation
 from services.gateway.errors import SearchNotConfigured, SearchNotReady
-from services.gateway.ranker_client import RANKER_SERVICE, RankerBundleSource, RankerTimedOut
+from services.gateway.ranker_client import (
+    RANKER_SERVICE,
+    RankerBundleSource,
+    RankerTimedOut,
+    recommendation_from_proto,
+)
 from shared.errors import InvalidArgument, NotFound, Unavailable
 
 REPLY = ranker_pb2.RecommendBundlesResponse(
@@ -151,6 +156,22 @@ def test_the_request_carries_every_argument_and_the_answer_maps_every_field() ->
         policy_version="p-3",
         cold_start=True,
     )
+
+
+def test_a_shadow_candidates_name_and_propensities_are_mapped_and_their_absence_is_none() -> None:
+    shadowed = ranker_pb2.RecommendBundlesResponse()
+    shadowed.CopyFrom(REPLY)
+    shadowed.shadow_policy = "ctr-heavy:v3"
+    shadowed.bundles[0].shadow_propensity = 0.0  # the candidate would never have shown it there
+    shadowed.bundles[1].shadow_propensity = 0.45
+
+    with_shadow = recommendation_from_proto(shadowed)
+    without = recommendation_from_proto(REPLY)
+
+    assert with_shadow.shadow_policy == "ctr-heavy:v3"
+    assert [b.shadow_propensity for b in with_shadow.bundles] == [0.0, 0.45]
+    assert without.shadow_policy is None
+    assert [b.shadow_propensity for b in without.bundles] == [None, None]
 
 
 def test_not_found_from_the_ranker_is_a_not_found_error_with_its_reason() -> None:

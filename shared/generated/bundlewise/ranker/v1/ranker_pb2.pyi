@@ -130,6 +130,7 @@ class RankedBundle(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     PROPENSITY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    SHADOW_PROPENSITY_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     name: _builtins.str
     score: _builtins.float
@@ -141,6 +142,12 @@ class RankedBundle(_message.Message):
     """Probability with which the policy put this bundle at this position (for off-policy evaluation)."""
     source: _builtins.str
     """"catalog" for a curated bundle, "generated" for one the ranker composed from items."""
+    shadow_propensity: _builtins.float
+    """Set only when the response's shadow_policy is: the probability with which that candidate policy,
+    scoring the same candidates, would have put this bundle at this position, with the semantics of
+    its exploration (softmax: given the bundles shown above; epsilon mixture: exact marginal). 0 when
+    it would never have. It did not change the answer; log it in the impression's context.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleItem]: ...
     def __init__(
@@ -155,17 +162,22 @@ class RankedBundle(_message.Message):
         explanation: _builtins.str = ...,
         propensity: _builtins.float = ...,
         source: _builtins.str = ...,
+        shadow_propensity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_total_price", b"_total_price", "discounted_price", b"discounted_price", "total_price", b"total_price"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_shadow_propensity", b"_shadow_propensity", "_total_price", b"_total_price", "discounted_price", b"discounted_price", "shadow_propensity", b"shadow_propensity", "total_price", b"total_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_total_price", b"_total_price", "bundle_id", b"bundle_id", "discounted_price", b"discounted_price", "explanation", b"explanation", "items", b"items", "name", b"name", "propensity", b"propensity", "score", b"score", "source", b"source", "total_price", b"total_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_shadow_propensity", b"_shadow_propensity", "_total_price", b"_total_price", "bundle_id", b"bundle_id", "discounted_price", b"discounted_price", "explanation", b"explanation", "items", b"items", "name", b"name", "propensity", b"propensity", "score", b"score", "shadow_propensity", b"shadow_propensity", "source", b"source", "total_price", b"total_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__discounted_price: _TypeAlias = _typing.Literal["discounted_price"]  # noqa: Y015
     _WhichOneofArgType__discounted_price: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price"]  # noqa: Y015
+    _WhichOneofReturnType__shadow_propensity: _TypeAlias = _typing.Literal["shadow_propensity"]  # noqa: Y015
+    _WhichOneofArgType__shadow_propensity: _TypeAlias = _typing.Literal["_shadow_propensity", b"_shadow_propensity"]  # noqa: Y015
     _WhichOneofReturnType__total_price: _TypeAlias = _typing.Literal["total_price"]  # noqa: Y015
     _WhichOneofArgType__total_price: _TypeAlias = _typing.Literal["_total_price", b"_total_price"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__discounted_price) -> _WhichOneofReturnType__discounted_price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shadow_propensity) -> _WhichOneofReturnType__shadow_propensity | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__total_price) -> _WhichOneofReturnType__total_price | None: ...
 
@@ -179,10 +191,15 @@ class RecommendBundlesResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     COLD_START_FIELD_NUMBER: _builtins.int
+    SHADOW_POLICY_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     policy_version: _builtins.str
     cold_start: _builtins.bool
     """True when the ranker answered from popularity because the user had no usable history."""
+    shadow_policy: _builtins.str
+    """The candidate policy running in shadow for this catalog, as "name:version" (what the impression
+    logs as shadow_policy); empty when none does.
+    """
     @_builtins.property
     def bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedBundle]: ...
     def __init__(
@@ -192,10 +209,11 @@ class RecommendBundlesResponse(_message.Message):
         model_version: _builtins.str = ...,
         policy_version: _builtins.str = ...,
         cold_start: _builtins.bool = ...,
+        shadow_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundles", b"bundles", "cold_start", b"cold_start", "model_version", b"model_version", "policy_version", b"policy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundles", b"bundles", "cold_start", b"cold_start", "model_version", b"model_version", "policy_version", b"policy_version", "shadow_policy", b"shadow_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
