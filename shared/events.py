@@ -50,6 +50,11 @@ class EventType(StrEnum):
     BUNDLE_PURCHASE = "bundle_purchase"
 
 
+# No commas (the log joins values with them) and no spaces: a label an operator can type to the OPE command.
+SHADOW_POLICY_LABEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,32}$"
+"""``name:version`` of a candidate policy run in shadow, as an impression's context logs it."""
+
+
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

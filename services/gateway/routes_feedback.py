@@ -23,6 +23,7 @@ from services.gateway.dependencies import GuardedRoute, Metrics, Publisher, requ
 from services.gateway.errors import UnprocessableRequest
 from services.gateway.problems import access_responses, problem_doc
 from shared.events import (
+    SHADOW_POLICY_LABEL_PATTERN,
     BundleImpressionEvent,
     BundleOutcomeEvent,
     CatalogId,
@@ -43,7 +44,6 @@ _EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
 SHADOW_POLICY_KEY = "shadow_policy"
 SHADOW_PROPENSITIES_KEY = "shadow_propensities"
 # As the ranker names its shadow candidates (name:version): no commas, no spaces.
-SHADOW_POLICY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,32}$"
 # What one context value of an event holds (shared/events.py): about 25 shadow propensities.
 MAX_CONTEXT_VALUE_CHARS = 256
 
@@ -100,7 +100,7 @@ class ShownFeedback(_FeedbackBase):
     )
     shadow_policy: str | None = Field(
         default=None,
-        pattern=SHADOW_POLICY_PATTERN,
+        pattern=SHADOW_POLICY_LABEL_PATTERN,
         description="The answer's `shadow_policy` (name:version); send it with every bundle's `shadow_propensity`.",
     )
 

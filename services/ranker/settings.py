@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from services.ranker.shadow_policy import SHADOW_LABEL_PATTERN
+from shared.events import SHADOW_POLICY_LABEL_PATTERN
 from shared.settings import BaseServiceSettings
 
 
@@ -52,7 +52,7 @@ class RankerSettings(BaseServiceSettings):
     )
     shadow_policy: str | None = Field(
         default=None,
-        pattern=SHADOW_LABEL_PATTERN,
+        pattern=SHADOW_POLICY_LABEL_PATTERN,
         description="The shadow candidate's name:version, as impressions log it (shadow_policy).",
     )
     shadow_policy_catalog: str | None = Field(

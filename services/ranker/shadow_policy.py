@@ -19,9 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.ranker.domain import PolicyParams
 from shared.settings import SettingsError
 
-# No commas (the log joins values with them) and no spaces: a label an operator can type to the OPE command.
-SHADOW_LABEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,32}$"
-
 
 @dataclass(frozen=True)
 class ShadowPolicy:
