@@ -23,7 +23,7 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import get_args
@@ -60,6 +60,8 @@ POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 NEW_BUNDLE_BOOSTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 """With ``--bundle-priors``, the boosts of bundles without a training pair tried on tune."""
 MEMBER_SEED_STRIDE = 1000
+COLD_FIRST_BOOST = 1e4
+"""Far above any score a trained model gives (one crossview member: -4.3 to 8.6 on Youshu)."""
 """Member ``m`` of seed ``s`` initialises and samples with seed ``s + 1000 m`` (member 0 is the single model)."""
 FITTED_MODELS = ("popularity", "item_cooccurrence", "itemknn")
 
@@ -208,7 +210,7 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         member_dir = run_dir if args.members == 1 else run_dir / f"member{member}"
         if args.members > 1:
             _say(f"member {member + 1} of {args.members} (seed {member_seed}) in {member_dir}")
-        outcome = train(model, data, replace(config, seed=member_seed), member_dir, progress)
+        outcome = train(model, data, replace(config, seed=member_seed), member_dir, progress, _tune_view(args, data))
         if outcome.resumed_after_epoch:
             _say(f"resumed after epoch {outcome.resumed_after_epoch} from {member_dir}")
         _say(f"best tune {SELECTION_METRIC} at epoch {outcome.best_epoch} of {outcome.epochs_trained}")
@@ -262,6 +264,19 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
         ],
         selected_on_tune=selected,
     )
+
+
+def _tune_view(args: argparse.Namespace, data: BundleRecData) -> Callable[[EmbeddingScorer], EmbeddingScorer] | None:
+    """How epochs are selected on tune: as the model scores, except on the cold split with
+    ``--bundle-priors``, where every tune positive is a bundle never trained on and raw scores rank
+    all of those below the warm ones (selection would pick noise). There the new-bundle prior is at
+    its limit: bundles without a training pair rank first, in the model's order. The boost served is
+    still chosen on tune after training."""
+    if not (args.bundle_priors and args.split == "cold"):
+        return None
+    pairs = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
+    new_first = (pairs == 0).to(torch.float32) * COLD_FIRST_BOOST
+    return lambda scorer: scorer.with_bundle_prior(new_first, 1.0)
 
 
 def _with_bundle_priors(scorer: EmbeddingScorer, data: BundleRecData) -> tuple[EmbeddingScorer, dict[str, object]]:

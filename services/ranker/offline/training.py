@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from services.ranker.offline.data import BundleRecData
-from services.ranker.offline.evaluation import evaluate
+from services.ranker.offline.evaluation import BundleScorer, EmbeddingScorer, evaluate
 from services.ranker.offline.models import BundleModel
 
 LAST_CHECKPOINT = "last.pt"
@@ -115,11 +115,13 @@ def train(
     config: TrainingConfig,
     run_dir: Path | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
+    tune_view: Callable[[EmbeddingScorer], BundleScorer] | None = None,
 ) -> TrainingOutcome:
     """Trains ``model`` for ``config.epochs`` epochs (or until ``patience``) and loads the best one.
 
     With ``run_dir``, checkpoints there after every epoch and first resumes from its ``last.pt``.
-    ``progress`` is called after every epoch.
+    ``progress`` is called after every epoch. ``tune_view``, when given, turns the model's scorer into
+    the one evaluated on tune for selection (for a prior the caller adds after training).
 
     Raises:
         CheckpointMismatchError: ``run_dir`` holds a checkpoint of another model or configuration.
@@ -157,7 +159,8 @@ def train(
             sums["contrastive"] += float(terms.contrastive.detach()) * weight
         trained = time.perf_counter()
         model.eval()
-        tune = evaluate(model.scorer(), data.tune, chunk_size=config.eval_chunk_size).metrics
+        scorer = model.scorer() if tune_view is None else tune_view(model.scorer())
+        tune = evaluate(scorer, data.tune, chunk_size=config.eval_chunk_size).metrics
         record = EpochRecord(
             epoch=epoch,
             loss=sums["loss"],

@@ -199,3 +199,20 @@ def test_a_checkpoint_of_another_configuration_is_refused(data: BundleRecData, t
     train(cross_view(data), data, TrainingConfig(epochs=1, batch_size=32, seed=5), tmp_path)
     with pytest.raises(CheckpointMismatchError, match="use another run folder"):
         train(cross_view(data), data, TrainingConfig(epochs=2, batch_size=64, seed=5), tmp_path)
+
+
+def test_epochs_are_selected_on_the_tune_view_of_the_scorer(data: BundleRecData) -> None:
+    """A view that replaces the model by seeded random scores: the tune metrics, and so the
+    selection, are those of the view, not of the model."""
+    views = 0
+
+    def random_view(scorer: object) -> RandomScores:
+        nonlocal views
+        views += 1
+        return RandomScores(N_BUNDLES, seed=views)
+
+    outcome = train(cross_view(data), data, TrainingConfig(epochs=3, batch_size=32, seed=2), tune_view=random_view)
+
+    expected = [evaluate(RandomScores(N_BUNDLES, seed=epoch), data.tune).metrics for epoch in (1, 2, 3)]
+    assert [record.tune for record in outcome.history] == expected
+    assert outcome.best_tune == max(expected, key=lambda tune: tune["recall@20"])
