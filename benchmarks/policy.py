@@ -7,9 +7,11 @@ simulated truth, and the policy updater on the real Kafka and PostgreSQL.
   expected clicks over ``impressions`` impressions relative to the non-adaptive ranker's, averaged over
   ``seeds`` shopper streams (0.10 = +10%). The ranker is MF-BPR trained on Youshu's training split
   (``--epochs`` epochs at lr 1e-2, best tune epoch; about 30 s on one thread); random and oracle lists
-  and the regret to the oracle are reported beside it, and the bandit without its shopper-feedback
-  features as an ablation. Cumulative reward over the stream is drawn to
+  and the regret to the oracle are reported beside it, and the bandit and the neural policy without
+  their shopper-feedback features as ablations. Cumulative reward over the stream is drawn to
   ``docs/policy-cumulative-reward.svg``.
+- ``neural_reward_lift``: the same for the neural policy (:mod:`services.policy.neural`), the deep
+  option behind the same interface, on the same streams.
 - ``ope_coverage``: the share of ``--ope-runs`` logged datasets (``--ope-impressions`` impressions each,
   the ranker explored with ε = 0.3) in which each estimator's 95% interval covers the exact value of a
   candidate policy, averaged over five candidates from near the logging policy to far from it; per
@@ -43,11 +45,13 @@ from sqlalchemy import text
 
 from benchmarks.provenance import REPO_ROOT, run_metadata
 from services.policy.contextual import BanditConfig
+from services.policy.neural import NeuralConfig
 from services.policy.settings import PolicySettings
 from services.policy.simulator import (
     BanditPolicy,
     FloatArray,
     IntArray,
+    NeuralPolicy,
     Run,
     ShopperModel,
     World,
@@ -103,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     world, ranker_quality = build_world(args.epochs)
     say(f"world: {world.n_users} shoppers, ranker test recall@20 {ranker_quality:.4f}")
     simulation, runs = simulate_policies(world, args.impressions, args.batch, args.seeds)
-    say(f"lift {simulation['reward_lift']:+.3f} over the ranker")
+    say(
+        f"lift over the ranker: bandit {simulation['reward_lift']:+.3f}, neural {simulation['neural_reward_lift']:+.3f}"
+    )
     satiated = simulate_satiation(world, args.impressions, args.batch, args.seeds)
-    say(f"with satiation 1: lift {satiated['bandit_lift_over_ranker']:+.3f}")
+    say(
+        f"with satiation 1: lift bandit {satiated['bandit_lift_over_ranker']:+.3f}, "
+        f"neural {satiated['neural_lift_over_ranker']:+.3f}"
+    )
     args.plot.write_text(cumulative_reward_svg(runs, args.batch))
     coverage = ope_coverage(world, runs=args.ope_runs, impressions=args.ope_impressions, seed=20171204)
     ope_mean = float(np.mean([c.coverage for c in coverage]))
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": NAME,
         "impressions": args.impressions,
         "reward_lift": round(simulation["reward_lift"], 4),
+        "neural_reward_lift": round(simulation["neural_reward_lift"], 4),
         "seeds": args.seeds,
         "ope_coverage": round(ope_mean, 4),
         "outcomes_per_s": servers.get("outcomes_per_s"),
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "details": {
             "shopper_model": asdict(world.model),
             "bandit": asdict(BanditConfig()),
+            "neural": asdict(NeuralConfig()),
             "ranker": {
                 "model": "mf_bpr",
                 "epochs": args.epochs,
@@ -183,14 +194,32 @@ class _WithoutShopperFeedback(BanditPolicy):
         return features
 
 
+class _NeuralWithoutShopperFeedback(NeuralPolicy):
+    """The same ablation for the neural policy."""
+
+    name = "neural_without_shopper_feedback"
+
+    def _features(self, users: IntArray) -> FloatArray:
+        features = super()._features(users)
+        features[:, :, 4:] = 0.0
+        return features
+
+
 def simulate_policies(world: World, impressions: int, batch: int, seeds: int) -> tuple[dict[str, Any], list[Run]]:
     """Every policy over ``seeds`` streams; the figures, and the runs of the first seed (for the plot)."""
     totals: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
     first_runs: list[Run] = []
     for seed in range(seeds):
-        policies = [*standard_policies(world, BanditConfig()), _WithoutShopperFeedback(world, BanditConfig())]
+        policies = [
+            *standard_policies(world, BanditConfig(), NeuralConfig()),
+            _WithoutShopperFeedback(world, BanditConfig()),
+            _NeuralWithoutShopperFeedback(world, NeuralConfig()),
+        ]
         for policy in policies:
+            started = time.monotonic()
             run = simulate(world, policy, impressions, batch, seed)
+            seconds.setdefault(run.policy, []).append(time.monotonic() - started)
             totals.setdefault(run.policy, []).append(run.total_expected)
             if seed == 0:
                 first_runs.append(run)
@@ -198,11 +227,13 @@ def simulate_policies(world: World, impressions: int, batch: int, seeds: int) ->
     ranker = np.array(totals["ranker"])
     oracle = np.array(totals["oracle"])
     lifts = np.array(totals["contextual_bandit"]) / ranker - 1.0
+    neural_lifts = np.array(totals["neural"]) / ranker - 1.0
     per_policy = {
         name: {
             "clicks_per_impression": round(float(np.mean(values)) / impressions, 5),
             "lift_over_ranker": round(float(np.mean(np.array(values) / ranker - 1.0)), 4),
             "regret_to_oracle_per_impression": round(float(np.mean(oracle - np.array(values))) / impressions, 5),
+            "seconds_per_run": round(float(np.mean(seconds[name])), 2),
         }
         for name, values in totals.items()
     }
@@ -210,17 +241,22 @@ def simulate_policies(world: World, impressions: int, batch: int, seeds: int) ->
         "reward_lift": float(lifts.mean()),
         "reward_lift_by_seed": [round(float(x), 4) for x in lifts],
         "reward_lift_std": float(lifts.std(ddof=1)) if seeds > 1 else 0.0,
+        "neural_reward_lift": float(neural_lifts.mean()),
+        "neural_reward_lift_by_seed": [round(float(x), 4) for x in neural_lifts],
+        "neural_reward_lift_std": float(neural_lifts.std(ddof=1)) if seeds > 1 else 0.0,
+        "neural_minus_bandit_by_seed": [round(float(x), 4) for x in neural_lifts - lifts],
         "policies": per_policy,
         "reward": "expected clicks of the shown lists (exact under the click model; lower noise than sampled clicks)",
     }, first_runs
 
 
 def simulate_satiation(world: World, impressions: int, batch: int, seeds: int) -> dict[str, Any]:
-    """The ranker, random lists and the bandit when a clicked bundle never draws a click again."""
+    """The ranker, random lists, the bandit and the neural policy when a clicked bundle never draws a
+    click again."""
     satiated = replace(world, model=replace(world.model, satiation=1.0))
     totals: dict[str, list[float]] = {}
     for seed in range(seeds):
-        for policy in standard_policies(satiated, BanditConfig()):
+        for policy in standard_policies(satiated, BanditConfig(), NeuralConfig()):
             if policy.name == "oracle":  # its fixed lists ignore satiation: not an upper bound here
                 continue
             totals.setdefault(policy.name, []).append(
@@ -231,13 +267,14 @@ def simulate_satiation(world: World, impressions: int, batch: int, seeds: int) -
         "satiation": 1.0,
         "clicks_per_impression": {name: round(float(np.mean(v)) / impressions, 5) for name, v in totals.items()},
         "bandit_lift_over_ranker": round(float(np.mean(np.array(totals["contextual_bandit"]) / ranker - 1.0)), 4),
+        "neural_lift_over_ranker": round(float(np.mean(np.array(totals["neural"]) / ranker - 1.0)), 4),
         "random_lift_over_ranker": round(float(np.mean(np.array(totals["random"]) / ranker - 1.0)), 4),
     }
 
 
 def cumulative_reward_svg(runs: Sequence[Run], batch: int, width: int = 800, height: int = 420) -> str:
     """A line chart of cumulative expected clicks against impressions, one line per run (SVG text)."""
-    colours = ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd"]
+    colours = ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b"]
     left, right, top, bottom = 70, 250, 30, 50
     plot_w, plot_h = width - left - right, height - top - bottom
     series = [(run.policy, run.cumulative_expected()) for run in runs]
@@ -437,6 +474,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     """This benchmark's section of docs/benchmarks.md."""
     details, run, goal = results["details"], results["run"], results["goals"]
     simulation = details["simulation"]
+    satiated = details["simulation_with_satiation"]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -446,9 +484,11 @@ def markdown(results: Mapping[str, Any]) -> str:
     rows = [
         ("reward_lift", f"{results['reward_lift']:+.3f} (± {simulation['reward_lift_std']:.3f} over seeds)",
          f"≥ {goal['reward_lift']}", verdict(results["reward_lift"] >= goal["reward_lift"])),
+        ("neural_reward_lift", f"{results['neural_reward_lift']:+.3f} (± {simulation['neural_reward_lift_std']:.3f} "
+         "over seeds)", "", ""),
         ("reward_lift, clicked bundles lose all appeal",
-         f"{details['simulation_with_satiation']['bandit_lift_over_ranker']:+.3f} (random lists "
-         f"{details['simulation_with_satiation']['random_lift_over_ranker']:+.3f})", "", ""),
+         f"bandit {satiated['bandit_lift_over_ranker']:+.3f}, neural {satiated['neural_lift_over_ranker']:+.3f} "
+         f"(random lists {satiated['random_lift_over_ranker']:+.3f})", "", ""),
         ("ope_coverage", f"{results['ope_coverage']:.3f}", f"{low} to {high}",
          verdict(low <= results["ope_coverage"] <= high)),
         ("outcomes_per_s", "–" if results.get("outcomes_per_s") is None else f"{results['outcomes_per_s']:,}", "", ""),
@@ -458,7 +498,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     table = "\n".join(f"| `{name}` | {value} | {target} | {state} |" for name, value, target, state in rows)
     policies = "\n".join(
         f"| {name} | {p['clicks_per_impression']:.4f} | {p['lift_over_ranker']:+.3f} | "
-        f"{p['regret_to_oracle_per_impression']:.4f} |"
+        f"{p['regret_to_oracle_per_impression']:.4f} | {p['seconds_per_run']:.1f} |"
         for name, p in simulation["policies"].items()
     )
     machine = run["machine"]
@@ -477,8 +517,9 @@ def markdown(results: Mapping[str, Any]) -> str:
             "|---|---|---|---|",
             table,
             "",
-            "| policy | expected clicks per impression | lift over the ranker | regret to the oracle per impression |",
-            "|---|---:|---:|---:|",
+            "| policy | expected clicks per impression | lift over the ranker | regret to the oracle per impression "
+            "| seconds per run |",
+            "|---|---:|---:|---:|---:|",
             policies,
             "",
             f"{machine['cpu_model']}, {machine['cores']} cores shared with other work (load average "

@@ -30,6 +30,7 @@ import torch
 
 from services.policy.contextual import BanditConfig, HybridLinUCB, greedy_lists
 from services.policy.exploration import EpsilonMixture
+from services.policy.neural import NeuralConfig, NeuralSlateLearner
 from services.policy.ope_estimators import LoggedSlates, estimate_all
 from services.ranker.offline.data import BundleRecData
 
@@ -175,6 +176,31 @@ class RandomPolicy(FixedListPolicy):
         super().__init__("random", lists, pool_size, epsilon=1.0)
 
 
+class ShopperFeedback:
+    """Each shopper's own feedback on each of their candidates, the last two :data:`FEATURES`: looks
+    without a click (weighted by the examination of the position shown at; ``log1p`` of that sum) and
+    whether they clicked it before. A learning policy keeps one and updates it after each batch."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self._looks = np.zeros(world.candidates.shape)
+        self._clicked = np.zeros(world.candidates.shape)
+
+    def features(self, users: IntArray) -> FloatArray:
+        """The world's features [n, M, d] of ``users``' candidates, with this feedback filled in."""
+        features = self._world.features[users].copy()
+        features[:, :, 4] = np.log1p(self._looks[users])
+        features[:, :, 5] = self._clicked[users] > 0
+        return features
+
+    def record(self, users: IntArray, shown: IntArray, rewards: FloatArray, examination: FloatArray) -> None:
+        """Adds the clicks [n, K] on ``shown`` [n, K], a look without a click counting ``examination_k``."""
+        rows = np.broadcast_to(users[:, None], shown.shape)
+        looks = examination[None, : rewards.shape[1]] * (rewards == 0)
+        np.add.at(self._looks, (rows, shown), looks)
+        np.add.at(self._clicked, (rows, shown), rewards)
+
+
 class BanditPolicy:
     """:class:`~services.policy.contextual.HybridLinUCB` over a world's candidates; refreshed per batch."""
 
@@ -183,15 +209,10 @@ class BanditPolicy:
     def __init__(self, world: World, config: BanditConfig) -> None:
         self._world = world
         self.learner = HybridLinUCB(config, world.n_bundles)
-        # Per shopper and candidate: looks without a click (examination-weighted), and clicks.
-        self._looks = np.zeros(world.candidates.shape)
-        self._clicked = np.zeros(world.candidates.shape)
+        self._feedback = ShopperFeedback(world)
 
     def _features(self, users: IntArray) -> FloatArray:
-        features = self._world.features[users].copy()
-        features[:, :, 4] = np.log1p(self._looks[users])
-        features[:, :, 5] = self._clicked[users] > 0
-        return features
+        return self._feedback.features(users)
 
     def choose(self, users: IntArray, rng: np.random.Generator) -> Choice:
         chosen = self.learner.choose(self._features(users), self._world.candidates[users], rng)
@@ -202,9 +223,33 @@ class BanditPolicy:
         rows = users[:, None]
         features = self._features(users)[np.arange(users.shape[0])[:, None], choice.shown]
         self.learner.observe(features, self._world.candidates[rows, choice.shown], rewards, choice.explored)
-        looks = self.learner.examination()[None, : rewards.shape[1]] * (rewards == 0)
-        np.add.at(self._looks, (np.broadcast_to(rows, choice.shown.shape), choice.shown), looks)
-        np.add.at(self._clicked, (np.broadcast_to(rows, choice.shown.shape), choice.shown), rewards)
+        self._feedback.record(users, choice.shown, rewards, self.learner.examination())
+
+
+class NeuralPolicy:
+    """:class:`~services.policy.neural.NeuralSlateLearner` over a world's candidates, with the bandit's
+    features (shopper feedback included); trained after each batch."""
+
+    name = "neural"
+
+    def __init__(self, world: World, config: NeuralConfig) -> None:
+        self._world = world
+        self.learner = NeuralSlateLearner(config, world.n_bundles, world.features.shape[2])
+        self._feedback = ShopperFeedback(world)
+
+    def _features(self, users: IntArray) -> FloatArray:
+        return self._feedback.features(users)
+
+    def choose(self, users: IntArray, rng: np.random.Generator) -> Choice:
+        chosen = self.learner.choose(self._features(users), self._world.candidates[users], rng)
+        explored = ~(chosen.shown == chosen.greedy).all(axis=1)
+        return Choice(chosen.shown, chosen.propensities, explored)
+
+    def observe(self, users: IntArray, choice: Choice, rewards: FloatArray) -> None:
+        rows = users[:, None]
+        features = self._features(users)[np.arange(users.shape[0])[:, None], choice.shown]
+        self.learner.observe(features, self._world.candidates[rows, choice.shown], rewards, choice.explored)
+        self._feedback.record(users, choice.shown, rewards, self.learner.examination())
 
 
 class SlatePolicy(Protocol):
@@ -270,15 +315,19 @@ def simulate(
     return run
 
 
-def standard_policies(world: World, bandit: BanditConfig) -> list[SlatePolicy]:
-    """The non-adaptive ranker, random, oracle and the contextual bandit, fresh."""
+def standard_policies(world: World, bandit: BanditConfig, neural: NeuralConfig | None = None) -> list[SlatePolicy]:
+    """The non-adaptive ranker, random, oracle, the contextual bandit and (given ``neural``) the neural
+    policy, fresh."""
     m = world.model
-    return [
+    policies: list[SlatePolicy] = [
         FixedListPolicy("ranker", world.ranker_lists(), m.pool_size),
         RandomPolicy(world.n_users, m.pool_size, m.slate_size),
         FixedListPolicy("oracle", world.oracle_lists(), m.pool_size),
         BanditPolicy(world, bandit),
     ]
+    if neural is not None:
+        policies.append(NeuralPolicy(world, neural))
+    return policies
 
 
 # --- off-policy evaluation against the simulated truth ------------------------------------------------

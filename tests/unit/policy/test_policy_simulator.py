@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from services.policy.contextual import BanditConfig
+from services.policy.neural import NeuralConfig
 from services.policy.simulator import (
     BanditPolicy,
     FixedListPolicy,
     MixtureTarget,
+    NeuralPolicy,
     ShopperModel,
     World,
     ope_coverage,
@@ -48,6 +51,20 @@ def test_the_contextual_bandit_beats_the_non_adaptive_ranker(world: World, seed:
 
     assert bandit.total_expected > 1.10 * ranker.total_expected
     assert bandit.total_expected < oracle.total_expected
+
+
+def test_the_neural_policy_beats_the_non_adaptive_ranker(world: World) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark runs it; threads only contend on a shared machine
+    try:
+        neural = simulate(world, NeuralPolicy(world, NeuralConfig()), 60_000, 1000, seed=11)
+    finally:
+        torch.set_num_threads(threads)
+    ranker = simulate(world, FixedListPolicy("ranker", world.ranker_lists(), world.model.pool_size), 60_000, 1000, 11)
+    oracle = simulate(world, FixedListPolicy("oracle", world.oracle_lists(), world.model.pool_size), 60_000, 1000, 11)
+
+    assert neural.total_expected > 1.10 * ranker.total_expected
+    assert neural.total_expected < oracle.total_expected
 
 
 def test_the_bandit_logs_the_exact_probability_of_every_shown_position(world: World) -> None:
