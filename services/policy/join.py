@@ -100,15 +100,36 @@ class JoinCounts:
     unattributed: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
-    event: BundleImpressionEvent
+    """One open impression, kept small: a window may hold hundreds of thousands, and every container
+    object here is one more for the garbage collector to scan. The facts are tuples of plain values
+    (untracked once a collection has seen them); the tallies are made at the first outcome."""
+
+    catalog_id: str
+    impression_id: str
+    user_id: str
+    event_time: datetime
     ends_at: datetime
-    positions: dict[str, int]
+    policy_version: str
+    context: tuple[tuple[str, str], ...]
+    shown: tuple[tuple[str, int, float], ...]  # (bundle id, position, propensity), by position
+    origin: Origin | None
+    tallies: _Tallies | None = None
+
+    def index_of(self, bundle_id: str) -> int | None:
+        """The first shown position of ``bundle_id`` (its index in ``shown``)."""
+        for index, (shown_id, _, _) in enumerate(self.shown):
+            if shown_id == bundle_id:
+                return index
+        return None
+
+
+@dataclass(slots=True)
+class _Tallies:
     clicks: list[int]
     purchases: list[int]
     revenue: list[float]
-    origin: Origin | None
     seen_outcomes: set[tuple[str, str]] = field(default_factory=set)
 
 
@@ -235,12 +256,18 @@ class ImpressionJoin:
         if key in self._open or key in self._closed_ids:
             self.counts.duplicate_impressions += 1
             return
-        positions: dict[str, int] = {}
-        for index, shown in enumerate(sorted(event.bundles, key=lambda b: b.position)):
-            positions.setdefault(shown.bundle_id, index)
-        size = len(event.bundles)
-        ends_at = event.event_time + self.window
-        state = _Open(event, ends_at, positions, [0] * size, [0] * size, [0.0] * size, origin)
+        ordered = sorted(event.bundles, key=lambda b: b.position)
+        state = _Open(
+            event.catalog_id,
+            event.impression_id,
+            event.user_id,
+            event.event_time,
+            event.event_time + self.window,
+            event.policy_version,
+            tuple(event.context.items()),
+            tuple((b.bundle_id, b.position, b.propensity) for b in ordered),
+            origin,
+        )
         self._open[key] = state
         self._hold(origin)
         heapq.heappush(self._closing, (state.ends_at, key))
@@ -271,52 +298,54 @@ class ImpressionJoin:
             heapq.heappush(self._waiting_order, (event.event_time, key))
 
     def _credit(self, state: _Open, outcome: BundleOutcomeEvent, late: bool) -> None:
-        start = state.event.event_time
-        if not start <= outcome.event_time <= state.ends_at:
+        if not state.event_time <= outcome.event_time <= state.ends_at:
             self.counts.expired += 1
             return
-        index = state.positions.get(outcome.bundle_id)
+        index = state.index_of(outcome.bundle_id)
         if index is None:
             self.counts.unmatched += 1
             return
         kind = EventType(outcome.type)
-        if (kind, outcome.bundle_id) in state.seen_outcomes:
+        if state.tallies is None:
+            size = len(state.shown)
+            state.tallies = _Tallies([0] * size, [0] * size, [0.0] * size)
+        tallies = state.tallies
+        if (kind, outcome.bundle_id) in tallies.seen_outcomes:
             self.counts.duplicate_outcomes += 1
             return
-        state.seen_outcomes.add((kind, outcome.bundle_id))
-        before = self._reward(state, index)
+        tallies.seen_outcomes.add((kind, outcome.bundle_id))
+        before = self._reward(tallies, index)
         if kind is EventType.BUNDLE_PURCHASE:
-            state.purchases[index] += 1
-            state.revenue[index] += outcome.revenue or 0.0
+            tallies.purchases[index] += 1
+            tallies.revenue[index] += outcome.revenue or 0.0
         else:
-            state.clicks[index] += 1
+            tallies.clicks[index] += 1
         self.counts.outcomes_credited += 1
         self.counts.late_outcomes += int(late)
         if self._record_credits:
-            shown = state.event
-            after = self._reward(state, index)
+            after = self._reward(tallies, index)
             self._credits.append(
-                Credit(shown.catalog_id, shown.impression_id, outcome.bundle_id, kind, before, after, late)
+                Credit(state.catalog_id, state.impression_id, outcome.bundle_id, kind, before, after, late)
             )
 
-    def _reward(self, state: _Open, index: int) -> float:
+    def _reward(self, tallies: _Tallies, index: int) -> float:
         w = self.weights
-        return w.click * state.clicks[index] + w.purchase * state.purchases[index] + w.revenue * state.revenue[index]
+        return (
+            w.click * tallies.clicks[index] + w.purchase * tallies.purchases[index] + w.revenue * tallies.revenue[index]
+        )
 
     def _joined(self, state: _Open) -> JoinedImpression:
-        event = state.event
-        ordered = sorted(event.bundles, key=lambda b: b.position)
-        shown = tuple(ShownPosition(b.bundle_id, b.position, b.propensity) for b in ordered)
-        rewards = tuple(self._reward(state, index) for index in range(len(state.clicks)))
+        size = len(state.shown)
+        tallies = state.tallies or _Tallies([0] * size, [0] * size, [0.0] * size)
         return JoinedImpression(
-            catalog_id=event.catalog_id,
-            impression_id=event.impression_id,
-            user_id=event.user_id,
-            event_time=event.event_time,
-            policy_version=event.policy_version,
-            context=dict(event.context),
-            shown=shown,
-            rewards=rewards,
-            clicks=tuple(state.clicks),
-            purchases=tuple(state.purchases),
+            catalog_id=state.catalog_id,
+            impression_id=state.impression_id,
+            user_id=state.user_id,
+            event_time=state.event_time,
+            policy_version=state.policy_version,
+            context=dict(state.context),
+            shown=tuple(ShownPosition(*shown) for shown in state.shown),
+            rewards=tuple(self._reward(tallies, index) for index in range(size)),
+            clicks=tuple(tallies.clicks),
+            purchases=tuple(tallies.purchases),
         )
