@@ -41,6 +41,7 @@ event time after each impression:
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -392,7 +393,7 @@ class PolicyUpdater:
             OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.OTHER).inc()
             return
         catalog = event.catalog_id
-        counted_before = replace(self._join.counts)
+        counted_before = copy.copy(self._join.counts)
         self._join.add(event, origin=(position, offset))
         credits = self._join.drain_credits()
         if offset < self._snapshot_positions.get(catalog, {}).get(position, 0):
@@ -405,10 +406,13 @@ class PolicyUpdater:
             if self._join.counts.impressions == counted_before.impressions:
                 OUTCOMES.labels(OutcomeKind.DUPLICATE).inc(len(bundles))
             else:
-                for bundle_id in bundles:
-                    observed = self._learner.observe_impression(catalog, event.impression_id, bundle_id)
-                    OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc()
-                    changed |= observed is Observation.COUNTED
+                observations = Tally(
+                    self._learner.observe_impression(catalog, event.impression_id, bundle_id) for bundle_id in bundles
+                )
+                # One metric update per kind, not per bundle: this loop runs for every bundle shown.
+                for observed, times in observations.items():
+                    OUTCOMES.labels(_OBSERVATION_KIND.get(observed, OutcomeKind.IMPRESSION)).inc(times)
+                changed = Observation.COUNTED in observations
         for credit in credits:
             changed |= self._learn(credit)
         _count_unlearned(counted_before, self._join.counts)
