@@ -57,7 +57,7 @@ from shared.store.migrate import make_engine
 TRAINED_MODELS = ("mf_bpr", "lightgcn", "crossview")
 POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 """With ``--bundle-priors``, the weights of log(1 + training pairs of the bundle) tried on tune."""
-NEW_BUNDLE_BOOSTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+NEW_BUNDLE_BOOSTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """With ``--bundle-priors``, the boosts of bundles without a training pair tried on tune."""
 MEMBER_SEED_STRIDE = 1000
 COLD_FIRST_BOOST = 1e4
