@@ -91,15 +91,17 @@ def events_topic(infra: None) -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kafka_producer(infra: None) -> Iterator[KafkaProducer]:
+    """One per test, closed before its topic is deleted: a producer outliving the topic keeps asking
+    the cluster for it and logs errors after the test run has closed its output."""
     producer = make_producer(KAFKA_BOOTSTRAP, "policytest")
     yield producer
     producer.close()
 
 
 @pytest.fixture
-def produce(kafka_producer: KafkaProducer, events_topic: str) -> Callable[[list[Event | bytes]], None]:
+def produce(events_topic: str, kafka_producer: KafkaProducer) -> Callable[[list[Event | bytes]], None]:
     """Sends events (or raw bytes) to the test's topic and waits until Kafka acknowledged them."""
 
     def send(messages: list[Event | bytes]) -> None:
