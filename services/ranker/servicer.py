@@ -50,6 +50,10 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
         )
         metrics.RECOMMENDATIONS.labels("cold" if result.cold_start else "warm").inc()
         metrics.POLICY_VERSION.labels(request.catalog_id).set(result.policy_version)
+        if result.shadow_policy is not None:
+            metrics.SHADOW_ANSWERS.labels(request.catalog_id, result.shadow_policy).inc()
+            for bundle in result.bundles:
+                metrics.SHADOW_PROPENSITY.labels(request.catalog_id).observe(bundle.shadow_propensity or 0.0)
         reply = pb.RecommendBundlesResponse(
             model_version=result.model_version,
             policy_version=str(result.policy_version),

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from bundlewise.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from prometheus_client import REGISTRY
 
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
 from services.ranker.recommender import Recommendation, Recommender
@@ -234,3 +235,30 @@ def test_the_grpc_answer_carries_the_shadow_policy_and_each_bundles_shadow_prope
     assert all(b.HasField("shadow_propensity") for b in shadowed.bundles)
     assert other.shadow_policy == ""
     assert not any(b.HasField("shadow_propensity") for b in other.bundles)
+
+
+def test_shadowed_answers_and_the_candidates_propensities_are_exported_as_metrics(
+    ranker_stub: ranker_pb2_grpc.RankerStub,
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    answers = {"catalog": "garden", "policy": "served-copy:v7"}
+    before = (
+        sample("bundlewise_ranker_shadow_answers_total", **answers),
+        sample("bundlewise_ranker_shadow_propensity_count", catalog="garden"),
+        sample("bundlewise_ranker_shadow_propensity_sum", catalog="garden"),
+    )
+    request = ranker_pb2.RecommendBundlesRequest(catalog_id="garden", user_id="shopper-1", k=3, request_id="r2")
+
+    shadowed = ranker_stub.RecommendBundles(request, timeout=5)
+    ranker_stub.RecommendBundles(
+        ranker_pb2.RecommendBundlesRequest(catalog_id="amazon", user_id="shopper-1", k=3, request_id="r2"), timeout=5
+    )
+
+    assert sample("bundlewise_ranker_shadow_answers_total", **answers) - before[0] == 1
+    assert sample("bundlewise_ranker_shadow_propensity_count", catalog="garden") - before[1] == 3
+    assert sample("bundlewise_ranker_shadow_propensity_sum", catalog="garden") - before[2] == pytest.approx(
+        sum(b.shadow_propensity for b in shadowed.bundles)
+    )
+    assert sample("bundlewise_ranker_shadow_answers_total", catalog="amazon", policy="served-copy:v7") == 0
