@@ -51,6 +51,7 @@ from services.policy.simulator import (
     BanditPolicy,
     FloatArray,
     IntArray,
+    LearningPolicy,
     NeuralPolicy,
     Run,
     ShopperModel,
@@ -183,26 +184,21 @@ def build_world(epochs: int) -> tuple[World, float]:
     return youshu_world(data, scorer.score_users, ShopperModel()), quality
 
 
-class _WithoutShopperFeedback(BanditPolicy):
-    """The ablation: the bandit blind to each shopper's own looks and clicks."""
+class _WithoutShopperFeedback(LearningPolicy):
+    """The ablation: a learning policy blind to each shopper's own looks and clicks."""
 
+    def _features(self, users: IntArray) -> FloatArray:
+        features = super()._features(users)
+        features[:, :, 4:] = 0.0
+        return features
+
+
+class _BanditWithoutShopperFeedback(_WithoutShopperFeedback, BanditPolicy):
     name = "bandit_without_shopper_feedback"
 
-    def _features(self, users: IntArray) -> FloatArray:
-        features = super()._features(users)
-        features[:, :, 4:] = 0.0
-        return features
 
-
-class _NeuralWithoutShopperFeedback(NeuralPolicy):
-    """The same ablation for the neural policy."""
-
+class _NeuralWithoutShopperFeedback(_WithoutShopperFeedback, NeuralPolicy):
     name = "neural_without_shopper_feedback"
-
-    def _features(self, users: IntArray) -> FloatArray:
-        features = super()._features(users)
-        features[:, :, 4:] = 0.0
-        return features
 
 
 def simulate_policies(world: World, impressions: int, batch: int, seeds: int) -> tuple[dict[str, Any], list[Run]]:
@@ -213,7 +209,7 @@ def simulate_policies(world: World, impressions: int, batch: int, seeds: int) ->
     for seed in range(seeds):
         policies = [
             *standard_policies(world, BanditConfig(), NeuralConfig()),
-            _WithoutShopperFeedback(world, BanditConfig()),
+            _BanditWithoutShopperFeedback(world, BanditConfig()),
             _NeuralWithoutShopperFeedback(world, NeuralConfig()),
         ]
         for policy in policies:

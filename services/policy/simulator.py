@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from services.policy.contextual import BanditConfig, HybridLinUCB, greedy_lists
+from services.policy.contextual import BanditConfig, HybridLinUCB, SlateChoice, greedy_lists
 from services.policy.exploration import EpsilonMixture
 from services.policy.neural import NeuralConfig, NeuralSlateLearner
 from services.policy.ope_estimators import LoggedSlates, estimate_all
@@ -126,7 +126,7 @@ def youshu_world(data: BundleRecData, scorer: UserScorer, model: ShopperModel) -
 def candidate_features(scores: FloatArray, log_popularity: FloatArray) -> FloatArray:
     """[n, M, 6] features of :data:`~services.policy.contextual.FEATURES` from the ranker's scores and
     the candidates' log(1 + training purchases) [n, M], each row's candidates best score first; the
-    shopper-feedback features start at 0 (:class:`BanditPolicy` fills them in as it learns).
+    shopper-feedback features start at 0 (a :class:`LearningPolicy` fills them in as it learns).
 
     The score is standardised within the shopper's candidates (ranker scores have no common scale
     across shoppers); popularity is scaled to about [0, 1].
@@ -201,55 +201,65 @@ class ShopperFeedback:
         np.add.at(self._clicked, (rows, shown), rewards)
 
 
-class BanditPolicy:
-    """:class:`~services.policy.contextual.HybridLinUCB` over a world's candidates; refreshed per batch."""
+class SlateLearner(Protocol):
+    """What :class:`LearningPolicy` drives: :class:`~services.policy.contextual.HybridLinUCB` and
+    :class:`~services.policy.neural.NeuralSlateLearner` both are."""
+
+    def choose(self, features: FloatArray, bundles: IntArray, rng: np.random.Generator) -> SlateChoice: ...
+
+    def observe(
+        self, features: FloatArray, bundles: IntArray, rewards: FloatArray, explored: npt.NDArray[np.bool_]
+    ) -> None: ...
+
+    def examination(self) -> FloatArray: ...
+
+
+class LearningPolicy:
+    """A learner over a world's candidates, with the shopper-feedback features it keeps filling in;
+    it learns after each batch."""
+
+    name: str
+    learner: SlateLearner
+
+    def __init__(self, world: World, learner: SlateLearner) -> None:
+        self._world = world
+        self.learner = learner
+        self._feedback = ShopperFeedback(world)
+
+    def _features(self, users: IntArray) -> FloatArray:
+        return self._feedback.features(users)
+
+    def choose(self, users: IntArray, rng: np.random.Generator) -> Choice:
+        chosen = self.learner.choose(self._features(users), self._world.candidates[users], rng)
+        explored = ~(chosen.shown == chosen.greedy).all(axis=1)
+        return Choice(chosen.shown, chosen.propensities, explored)
+
+    def observe(self, users: IntArray, choice: Choice, rewards: FloatArray) -> None:
+        rows = users[:, None]
+        features = self._features(users)[np.arange(users.shape[0])[:, None], choice.shown]
+        self.learner.observe(features, self._world.candidates[rows, choice.shown], rewards, choice.explored)
+        self._feedback.record(users, choice.shown, rewards, self.learner.examination())
+
+
+class BanditPolicy(LearningPolicy):
+    """:class:`~services.policy.contextual.HybridLinUCB` over a world's candidates."""
 
     name = "contextual_bandit"
+    learner: HybridLinUCB
 
     def __init__(self, world: World, config: BanditConfig) -> None:
-        self._world = world
-        self.learner = HybridLinUCB(config, world.n_bundles)
-        self._feedback = ShopperFeedback(world)
-
-    def _features(self, users: IntArray) -> FloatArray:
-        return self._feedback.features(users)
-
-    def choose(self, users: IntArray, rng: np.random.Generator) -> Choice:
-        chosen = self.learner.choose(self._features(users), self._world.candidates[users], rng)
-        explored = ~(chosen.shown == chosen.greedy).all(axis=1)
-        return Choice(chosen.shown, chosen.propensities, explored)
-
-    def observe(self, users: IntArray, choice: Choice, rewards: FloatArray) -> None:
-        rows = users[:, None]
-        features = self._features(users)[np.arange(users.shape[0])[:, None], choice.shown]
-        self.learner.observe(features, self._world.candidates[rows, choice.shown], rewards, choice.explored)
-        self._feedback.record(users, choice.shown, rewards, self.learner.examination())
+        super().__init__(world, HybridLinUCB(config, world.n_bundles))
 
 
-class NeuralPolicy:
+class NeuralPolicy(LearningPolicy):
     """:class:`~services.policy.neural.NeuralSlateLearner` over a world's candidates, with the bandit's
-    features (shopper feedback included); trained after each batch."""
+    features (shopper feedback included)."""
 
     name = "neural"
+    learner: NeuralSlateLearner
 
     def __init__(self, world: World, config: NeuralConfig) -> None:
-        self._world = world
-        self.learner = NeuralSlateLearner(config, world.n_bundles, world.features.shape[2])
-        self._feedback = ShopperFeedback(world)
-
-    def _features(self, users: IntArray) -> FloatArray:
-        return self._feedback.features(users)
-
-    def choose(self, users: IntArray, rng: np.random.Generator) -> Choice:
-        chosen = self.learner.choose(self._features(users), self._world.candidates[users], rng)
-        explored = ~(chosen.shown == chosen.greedy).all(axis=1)
-        return Choice(chosen.shown, chosen.propensities, explored)
-
-    def observe(self, users: IntArray, choice: Choice, rewards: FloatArray) -> None:
-        rows = users[:, None]
-        features = self._features(users)[np.arange(users.shape[0])[:, None], choice.shown]
-        self.learner.observe(features, self._world.candidates[rows, choice.shown], rewards, choice.explored)
-        self._feedback.record(users, choice.shown, rewards, self.learner.examination())
+        super().__init__(world, NeuralSlateLearner(config, world.n_bundles, world.features.shape[2]))
 
 
 class SlatePolicy(Protocol):
