@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,6 +15,8 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine
 
+from services.policy.settings import PolicySettings
+from services.policy.wiring import PolicyService, build_policy_service
 from shared.events import Event, encode_event, partition_key
 from shared.kafka import ensure_topics, make_producer
 from shared.store.migrate import make_engine
@@ -113,3 +116,32 @@ def produce(events_topic: str, kafka_producer: KafkaProducer) -> Callable[[list[
         kafka_producer.flush(timeout=30)
 
     return send
+
+
+@pytest.fixture
+def settings(namespace: str, events_topic: str) -> PolicySettings:
+    """The policy service's settings on this test's schema and topic, publishing every 0.2 s."""
+    return PolicySettings(
+        postgres_url=POSTGRES_URL,
+        namespace=namespace,
+        kafka_bootstrap=KAFKA_BOOTSTRAP,
+        events_topic=events_topic,
+        metrics_port=0,
+        policy_publish_every_s=0.2,
+    )
+
+
+@pytest.fixture
+def start_service(settings: PolicySettings) -> Iterator[Callable[..., PolicyService]]:
+    """Builds and starts policy services; closes every one of them afterwards."""
+    started: list[PolicyService] = []
+
+    def start(**overrides: Any) -> PolicyService:
+        service = build_policy_service(settings.model_copy(update=overrides))
+        started.append(service)
+        service.updater.start()
+        return service
+
+    yield start
+    for service in started:
+        service.close()

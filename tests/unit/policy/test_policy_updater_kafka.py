@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,12 +12,10 @@ from sqlalchemy import Engine
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.policy.settings import PolicySettings
 from services.policy.updater import PolicyUpdater
-from services.policy.wiring import PolicyService, build_policy_service, consumer_group
+from services.policy.wiring import PolicyService, consumer_group
 from shared.events import Event
 from shared.kafka import make_consumer
 from tests.unit.policy.policy_testkit import (
-    KAFKA_BOOTSTRAP,
-    POSTGRES_URL,
     click,
     counts,
     impression,
@@ -30,34 +28,6 @@ from tests.unit.policy.policy_testkit import (
 pytestmark = pytest.mark.integration
 
 Produce = Callable[[list[Event | bytes]], None]
-
-
-@pytest.fixture
-def settings(namespace: str, events_topic: str) -> PolicySettings:
-    return PolicySettings(
-        postgres_url=POSTGRES_URL,
-        namespace=namespace,
-        kafka_bootstrap=KAFKA_BOOTSTRAP,
-        events_topic=events_topic,
-        metrics_port=0,
-        policy_publish_every_s=0.2,
-    )
-
-
-@pytest.fixture
-def start_service(settings: PolicySettings) -> Iterator[Callable[..., PolicyService]]:
-    """Builds and starts policy services; closes every one of them afterwards."""
-    started: list[PolicyService] = []
-
-    def start(**overrides: Any) -> PolicyService:
-        service = build_policy_service(settings.model_copy(update=overrides))
-        started.append(service)
-        service.updater.start()
-        return service
-
-    yield start
-    for service in started:
-        service.close()
 
 
 def already_counted() -> float:

@@ -3,47 +3,20 @@ and PostgreSQL: the restarted updater reads its join window again from the log."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
 
 from services.policy.domain import Arm
-from services.policy.settings import PolicySettings
-from services.policy.wiring import PolicyService, build_policy_service
+from services.policy.wiring import PolicyService
 from shared.events import Event
-from tests.unit.policy.policy_testkit import KAFKA_BOOTSTRAP, POSTGRES_URL, click, impression, purchase, wait_for
+from tests.unit.policy.policy_testkit import click, impression, purchase, wait_for
 
 pytestmark = pytest.mark.integration
 
 Produce = Callable[[list[Event | bytes]], None]
-
-
-@pytest.fixture
-def start_service(namespace: str, events_topic: str) -> Iterator[Callable[..., PolicyService]]:
-    settings = PolicySettings(
-        postgres_url=POSTGRES_URL,
-        namespace=namespace,
-        kafka_bootstrap=KAFKA_BOOTSTRAP,
-        events_topic=events_topic,
-        metrics_port=0,
-        policy_publish_every_s=0.2,
-        policy_click_weight=0.25,
-        policy_purchase_weight=0.25,
-        policy_revenue_weight=0.0625,
-    )
-    started: list[PolicyService] = []
-
-    def start(**overrides: Any) -> PolicyService:
-        service = build_policy_service(settings.model_copy(update=overrides))
-        started.append(service)
-        service.updater.start()
-        return service
-
-    yield start
-    for service in started:
-        service.close()
+WEIGHTS = {"policy_click_weight": 0.25, "policy_purchase_weight": 0.25, "policy_revenue_weight": 0.0625}
 
 
 def outcomes(kind: str) -> float:
@@ -61,7 +34,7 @@ def wait_for_arms(service: PolicyService, expected: tuple[Arm, ...]) -> None:
 def test_a_purchase_after_a_restart_is_credited_once_to_the_impression_shown_before_it(
     start_service: Callable[..., PolicyService], produce: Produce
 ) -> None:
-    first = start_service()
+    first = start_service(**WEIGHTS)
     produce([impression("shop", "imp-1", ["b1", "b2"]), click("shop", "imp-1", "b1")])
     wait_for_arms(
         first,
@@ -73,7 +46,7 @@ def test_a_purchase_after_a_restart_is_credited_once_to_the_impression_shown_bef
     first.close()
     before = {kind: outcomes(kind) for kind in ("rejoined", "duplicate", "purchase", "orphan")}
 
-    second = start_service()
+    second = start_service(**WEIGHTS)
     paid = purchase("shop", "imp-1", "b1").model_copy(update={"revenue": 4.0})  # 0.25 + 0.0625 × 4
     produce([click("shop", "imp-1", "b1"), paid])
     wait_for_arms(
