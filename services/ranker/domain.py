@@ -225,8 +225,7 @@ def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, se
     remaining = list(pool)
     chosen: list[Chosen] = []
     while remaining and len(chosen) < k:
-        top = max(s for _, s in remaining)
-        weights = [math.exp((s - top) / policy.temperature) for _, s in remaining]
+        weights = _softmax_weights(remaining, policy.temperature)
         total = sum(weights)
         pick = rng.random() * total
         index = 0
@@ -248,11 +247,27 @@ def choose_epsilon_mixture(
     shown = list(pool[:k])
     if rng.random() < epsilon:
         shown = rng.sample(list(pool), min(k, len(pool)))
+    marginals = _epsilon_marginals(pool, k, epsilon, [bundle_id for bundle_id, _ in shown])
+    return [Chosen(bundle_id, score, q) for (bundle_id, score), q in zip(shown, marginals, strict=True)]
+
+
+def _softmax_weights(remaining: Sequence[tuple[str, float]], temperature: float) -> list[float]:
+    """Unnormalised softmax(score / temperature) over ``remaining``, shifted by the best score."""
+    top = max(s for _, s in remaining)
+    return [math.exp((s - top) / temperature) for _, s in remaining]
+
+
+def _epsilon_marginals(pool: Sequence[tuple[str, float]], k: int, epsilon: float, shown: Sequence[str]) -> list[float]:
+    """Each shown bundle's marginal probability of being at its position under the ε-mixture over
+    ``pool``: ``(1 - epsilon) * [the greedy bundle there] + epsilon / len(pool)``; 0 outside ``pool``."""
     greedy = [bundle_id for bundle_id, _ in pool[:k]]
+    in_pool = {bundle_id for bundle_id, _ in pool}
     uniform = epsilon / len(pool) if pool else 0.0
     return [
-        Chosen(bundle_id, score, (1.0 - epsilon) * (greedy[position] == bundle_id) + uniform)
-        for position, (bundle_id, score) in enumerate(shown)
+        (1.0 - epsilon) * (position < len(greedy) and greedy[position] == bundle_id) + uniform
+        if bundle_id in in_pool
+        else 0.0
+        for position, bundle_id in enumerate(shown)
     ]
 
 
@@ -275,15 +290,7 @@ def shown_propensities(
     """
     pool = _pool(scored, k)
     if policy.exploration == "epsilon_mixture":
-        greedy = [bundle_id for bundle_id, _ in pool[:k]]
-        in_pool = {bundle_id for bundle_id, _ in pool}
-        uniform = policy.epsilon / len(pool) if pool else 0.0
-        return [
-            (1.0 - policy.epsilon) * (position < len(greedy) and greedy[position] == bundle_id) + uniform
-            if bundle_id in in_pool
-            else 0.0
-            for position, bundle_id in enumerate(shown)
-        ]
+        return _epsilon_marginals(pool, k, policy.epsilon, shown)
     remaining = list(pool)
     probabilities: list[float] = []
     for bundle_id in shown:
@@ -294,9 +301,8 @@ def shown_propensities(
         if policy.temperature <= 0:
             probabilities.append(1.0 if index == 0 else 0.0)
         else:
-            # The same arithmetic as choose(), so a policy evaluated on its own list reproduces its log.
-            top = max(s for _, s in remaining)
-            weights = [math.exp((s - top) / policy.temperature) for _, s in remaining]
+            # The same weights as choose(), so a policy evaluated on its own list reproduces its log.
+            weights = _softmax_weights(remaining, policy.temperature)
             probabilities.append(weights[index] / sum(weights))
         remaining.pop(index)
     return probabilities
