@@ -201,10 +201,6 @@ def policy_scores(base_scores: Sequence[tuple[str, float]], policy: PolicyParams
     return [(bundle_id, policy_score(base, bundle_id, policy)) for bundle_id, base in base_scores]
 
 
-def final_score(evidence_score: float, bundle: BundleInfo, policy: PolicyParams) -> float:
-    return policy_score(base_score(evidence_score, bundle), bundle.bundle_id, policy)
-
-
 def _pool(scored: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]]:
     """The candidates a policy chooses ``k`` from: the best ``3k`` by score, ties by bundle id."""
     return sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]

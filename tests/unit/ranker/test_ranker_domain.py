@@ -110,8 +110,9 @@ def test_retired_bought_or_empty_bundles_are_never_served() -> None:
 def test_the_learned_click_rate_lifts_a_bundle_by_the_policy_weight() -> None:
     policy = PolicyParams(version=2, temperature=0.1, ctr_weight=2.0, arms={"b": (3.0, 1.0)})
 
-    assert domain.final_score(1.0, bundle("b", ("a",)), policy) == pytest.approx(1.0 + 2.0 * 0.75)
-    assert domain.final_score(1.0, bundle("b", ("a",)), DEFAULT_POLICY) == 1.0
+    base = domain.base_score(1.0, bundle("b", ("a",)))
+    assert domain.policy_score(base, "b", policy) == pytest.approx(1.0 + 2.0 * 0.75)
+    assert domain.policy_score(base, "b", DEFAULT_POLICY) == 1.0
 
 
 def test_explanations_name_the_real_signal() -> None:
