@@ -53,6 +53,13 @@ class EventType(StrEnum):
 # No commas (the log joins values with them) and no spaces: a label an operator can type to the OPE command.
 SHADOW_POLICY_LABEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,32}$"
 """``name:version`` of a candidate policy run in shadow, as an impression's context logs it."""
+# The impression context keys under which a shadow candidate is logged for off-policy evaluation.
+SHADOW_POLICY_CONTEXT_KEY = "shadow_policy"
+SHADOW_PROPENSITIES_CONTEXT_KEY = "shadow_propensities"
+MAX_CONTEXT_VALUE_CHARS = 256
+
+ContextKey = Annotated[FreeText, Field(max_length=64)]
+ContextValue = Annotated[FreeText, Field(max_length=MAX_CONTEXT_VALUE_CHARS)]
 
 
 class _EventBase(BaseModel):
@@ -64,7 +71,7 @@ class _EventBase(BaseModel):
     user_id: EntityId
     session_id: EntityId | None = None
     event_time: AwareDatetime = Field(description="When it happened at the storefront (not ingest time).")
-    context: dict[Annotated[FreeText, Field(max_length=64)], Annotated[FreeText, Field(max_length=256)]] = Field(
+    context: dict[ContextKey, ContextValue] = Field(
         default_factory=dict, max_length=32, description="Free-form context: device, page, locale."
     )
 

@@ -23,7 +23,10 @@ from services.gateway.dependencies import GuardedRoute, Metrics, Publisher, requ
 from services.gateway.errors import UnprocessableRequest
 from services.gateway.problems import access_responses, problem_doc
 from shared.events import (
+    MAX_CONTEXT_VALUE_CHARS,
+    SHADOW_POLICY_CONTEXT_KEY,
     SHADOW_POLICY_LABEL_PATTERN,
+    SHADOW_PROPENSITIES_CONTEXT_KEY,
     BundleImpressionEvent,
     BundleOutcomeEvent,
     CatalogId,
@@ -39,13 +42,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"], route_class=GuardedRoute)
 
 _EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
-
-# The impression context keys that services/policy/ope.py reads.
-SHADOW_POLICY_KEY = "shadow_policy"
-SHADOW_PROPENSITIES_KEY = "shadow_propensities"
-# As the ranker names its shadow candidates (name:version): no commas, no spaces.
-# What one context value of an event holds (shared/events.py): about 25 shadow propensities.
-MAX_CONTEXT_VALUE_CHARS = 256
 
 
 def shadow_propensities_text(propensities: list[float]) -> str:
@@ -132,7 +128,7 @@ class ShownFeedback(_FeedbackBase):
         propensities = self.shadow_propensities()
         if self.shadow_policy is None or propensities is None:
             return {}
-        return {SHADOW_POLICY_KEY: self.shadow_policy, SHADOW_PROPENSITIES_KEY: propensities}
+        return {SHADOW_POLICY_CONTEXT_KEY: self.shadow_policy, SHADOW_PROPENSITIES_CONTEXT_KEY: propensities}
 
 
 class ClickedFeedback(_FeedbackBase):

@@ -51,11 +51,18 @@ from services.policy.ope_estimators import (
     factorised_pi_weights,
     mean_estimate,
 )
-from shared.events import BundleImpressionEvent, BundleOutcomeEvent, InvalidEvent, parse_event
+from shared.events import (
+    SHADOW_POLICY_CONTEXT_KEY,
+    SHADOW_PROPENSITIES_CONTEXT_KEY,
+    BundleImpressionEvent,
+    BundleOutcomeEvent,
+    InvalidEvent,
+    parse_event,
+)
 from shared.settings import KafkaSettings, load_settings
 
-SHADOW_POLICY = "shadow_policy"
-SHADOW_PROPENSITIES = "shadow_propensities"
+SHADOW_POLICY = SHADOW_POLICY_CONTEXT_KEY
+SHADOW_PROPENSITIES = SHADOW_PROPENSITIES_CONTEXT_KEY
 SHADOW_PREDICTIONS = "shadow_predictions"
 SHADOW_VALUE = "shadow_value"
 
