@@ -42,28 +42,35 @@ class GatewayContext:
 
 
 def gateway_context(request: Request) -> GatewayContext:
+    """The app's context. Plain, for code outside FastAPI's injection (see :func:`_context`)."""
     context = request.app.state.gateway
     if not isinstance(context, GatewayContext):
         raise TypeError("app.state.gateway is not a GatewayContext: build the app with create_app")
     return context
 
 
-Context = Annotated[GatewayContext, Depends(gateway_context)]
+# The dependencies below are coroutines although they never wait: FastAPI runs a plain ``def``
+# dependency on a worker thread, a thread hand-off per dependency per request.
+async def _context(request: Request) -> GatewayContext:
+    return gateway_context(request)
 
 
-def _settings(context: Context) -> GatewaySettings:
+Context = Annotated[GatewayContext, Depends(_context)]
+
+
+async def _settings(context: Context) -> GatewaySettings:
     return context.settings
 
 
-def _publisher(context: Context) -> EventPublisher:
+async def _publisher(context: Context) -> EventPublisher:
     return context.publisher
 
 
-def _bundles(context: Context) -> BundleSource:
+async def _bundles(context: Context) -> BundleSource:
     return context.bundles
 
 
-def _metrics(context: Context) -> GatewayMetrics:
+async def _metrics(context: Context) -> GatewayMetrics:
     return context.metrics
 
 

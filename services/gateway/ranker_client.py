@@ -48,6 +48,7 @@ class RankerBundleSource:
         self._timeout_s = timeout_s
         self._health_timeout_s = health_timeout_s
         self._channel: grpc.aio.Channel | None = None
+        self._stub: ranker_pb2_grpc.RankerStub | None = None
 
     async def recommend(
         self,
@@ -65,7 +66,7 @@ class RankerBundleSource:
             NotFound: unknown catalog. InvalidArgument: the ranker refused the arguments.
             Unavailable: the ranker is down or missed the deadline.
         """
-        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        stub = self._ranker()
         request = ranker_pb2.RecommendBundlesRequest(
             catalog_id=catalog_id,
             user_id=user_id,
@@ -88,7 +89,7 @@ class RankerBundleSource:
 
     async def related_items(self, *, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
         """``Ranker.RelatedItems`` within ``timeout_s``; see the port for the contract."""
-        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        stub = self._ranker()
         request = ranker_pb2.RelatedItemsRequest(catalog_id=catalog_id, item_id=item_id, k=k)
         try:
             response = await stub.RelatedItems(request, timeout=self._timeout_s)
@@ -118,7 +119,7 @@ class RankerBundleSource:
             SearchNotConfigured: UNIMPLEMENTED (the ranker cannot search).
             NotFound, InvalidArgument, Unavailable: as for :meth:`recommend`.
         """
-        stub = ranker_pb2_grpc.RankerStub(self._open_channel())
+        stub = self._ranker()
         request = ranker_pb2.SearchBundlesRequest(catalog_id=catalog_id, query=query, k=k)
         try:
             response = await stub.SearchBundles(request, timeout=self._timeout_s)
@@ -155,7 +156,7 @@ class RankerBundleSource:
 
     async def close(self) -> None:
         """Closes the channel, cancelling calls still in flight."""
-        channel, self._channel = self._channel, None
+        channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
 
@@ -163,6 +164,13 @@ class RankerBundleSource:
         if self._channel is None:
             self._channel = open_aio_channel(self._address)
         return self._channel
+
+    def _ranker(self) -> ranker_pb2_grpc.RankerStub:
+        """The stub of the open channel, made once (a stub per call builds its method objects anew)."""
+        channel = self._open_channel()
+        if self._stub is None:
+            self._stub = ranker_pb2_grpc.RankerStub(channel)
+        return self._stub
 
 
 def recommendation_from_proto(response: ranker_pb2.RecommendBundlesResponse) -> Recommendation:

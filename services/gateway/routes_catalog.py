@@ -41,7 +41,7 @@ class CatalogSyncNotConfigured(BundlewiseError):
     http_status = 501
 
 
-def catalog_editor(request: Request) -> CatalogEditor:
+async def catalog_editor(request: Request) -> CatalogEditor:
     editor: CatalogEditor | None = request.app.state.gateway.catalog
     if editor is None:
         raise CatalogSyncNotConfigured(

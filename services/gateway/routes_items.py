@@ -42,7 +42,7 @@ class RelatedItemsResponse(BaseModel):
     items: list[RelatedItemOut]
 
 
-def related_source(request: Request) -> RelatedItemsSource:
+async def related_source(request: Request) -> RelatedItemsSource:
     source: RelatedItemsSource | None = request.app.state.gateway.related
     if source is None:
         raise RelatedItemsNotConfigured("related items are not configured on this gateway (no ranker)")

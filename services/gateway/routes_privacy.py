@@ -47,7 +47,7 @@ class UserDeletion(BaseModel):
     denylisted: bool = True
 
 
-def user_data_eraser(request: Request) -> UserDataEraser:
+async def user_data_eraser(request: Request) -> UserDataEraser:
     eraser: UserDataEraser | None = getattr(request.app.state, "privacy", None)
     if eraser is None:
         raise ErasureNotConfigured(

@@ -69,14 +69,14 @@ class SpokenSearchResponse(BundleSearchResponse):
 AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
 
 
-def transcriber(request: Request) -> Transcriber:
+async def transcriber(request: Request) -> Transcriber:
     source: Transcriber | None = request.app.state.gateway.transcriber
     if source is None:
         raise SearchNotConfigured("spoken search is not configured on this gateway: set BUNDLEWISE_EMBEDDING_ADDR")
     return source
 
 
-def search_source(request: Request) -> BundleSearchSource:
+async def search_source(request: Request) -> BundleSearchSource:
     source: BundleSearchSource | None = request.app.state.gateway.search
     if source is None:
         raise SearchNotConfigured("bundle search is not configured on this gateway (no ranker)")

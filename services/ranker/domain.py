@@ -47,6 +47,20 @@ class BundleInfo:
     purchases: int
     source: str = "catalog"
 
+    def with_purchases(self, purchases: int) -> BundleInfo:
+        """This bundle, bought ``purchases`` times. Built directly: on the serving path (every
+        shortlisted bundle of every request) ``dataclasses.replace`` cost five times as much."""
+        return BundleInfo(
+            self.bundle_id,
+            self.name,
+            self.item_ids,
+            self.price,
+            self.discounted_price,
+            self.retired,
+            purchases,
+            self.source,
+        )
+
 
 @dataclass(frozen=True)
 class UserSignals:

@@ -11,7 +11,6 @@ service reads it to serve the same reads over gRPC to everyone else.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -136,7 +135,7 @@ class RedisFeatureSource:
             return {}
         purchases = batch.bundle_purchases(known)
         self._run(batch)
-        return {b: dataclasses.replace(snapshot.bundles[b], purchases=purchases.value[b]) for b in known}
+        return {b: snapshot.bundles[b].with_purchases(purchases.value[b]) for b in known}
 
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         snapshot, current = self._catalog(catalog_id)
