@@ -25,9 +25,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from services.ingestion.replay import ReplayError, make_reader, offset_ranges, quiet_kafka_client, read_ranges
 from shared.events import InvalidEvent, parse_event, partition_key
 from shared.kafka import DEADLETTER_REASON_HEADER, make_producer
+from shared.kafka_replay import ReplayError, make_reader, offset_ranges, quiet_kafka_client, read_ranges
 from shared.log import configure_logging
 from shared.settings import KafkaSettings, PostgresSettings, SettingsError, load_settings
 from shared.store.migrate import make_engine

@@ -4,7 +4,7 @@ What is read: one topic, every partition (or the partitions of ``--offsets``), f
 ``--from`` (a Kafka timestamp, via offsets_for_times) or the beginning, up to ``--to`` or the end
 offsets captured when the replay starts, so a replay of a busy topic terminates. Events may further
 be filtered by event time, type, catalog and user. Reading uses a plain consumer with assigned
-partitions and no group: it commits nothing and moves no one's offsets.
+partitions and no group (:mod:`shared.kafka_replay`): it commits nothing and moves no one's offsets.
 
 Where it goes, one of:
 
@@ -30,9 +30,9 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TextIO
 
 import redis
@@ -42,6 +42,16 @@ from sqlalchemy import Engine, select, text
 
 from shared.events import Event, EventType, InvalidEvent, parse_event
 from shared.kafka import ensure_topics, make_producer
+from shared.kafka_replay import (
+    OffsetRange,
+    ReplayError,
+    epoch_ms,
+    make_reader,
+    offset_ranges,
+    parse_time,
+    quiet_kafka_client,
+    read_ranges,
+)
 from shared.log import configure_logging
 from shared.settings import KafkaSettings, PostgresSettings, RedisSettings, SettingsError, load_settings
 from shared.store import tables
@@ -49,7 +59,6 @@ from shared.store.catalog import CatalogWriter
 from shared.store.feature_updates import DeliveredEvent, FeatureWriter
 from shared.store.migrate import make_engine, upgrade_to_head
 from shared.store.privacy import DenyList, DenyListUnavailable, load_denylist
-from shared.tls import kafka_security
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +70,6 @@ CATALOG_TABLES = (tables.catalogs, tables.items, tables.bundles, tables.bundle_i
 
 
 # --- what to read -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OffsetRange:
-    """Offsets ``start`` (inclusive) to ``end`` (exclusive; None: the end when the replay starts)."""
-
-    partition: int
-    start: int
-    end: int | None = None
 
 
 def parse_offsets(spec: str) -> tuple[OffsetRange, ...]:
@@ -93,23 +93,6 @@ def parse_offsets(spec: str) -> tuple[OffsetRange, ...]:
     if len(set(partitions)) != len(partitions):
         raise ValueError("a partition appears more than once in --offsets")
     return tuple(ranges)
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 time (``2014-07-22``, ``2014-07-22T10:00:00+02:00``; UTC when no offset given) or
-    epoch milliseconds.
-
-    Raises:
-        ValueError: neither.
-    """
-    if value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -264,98 +247,6 @@ def parse_args(argv: Sequence[str] | None) -> ReplayOptions:
         as_json=args.as_json,
         quiet=args.quiet,
     )
-
-
-# --- reading a range of offsets ---------------------------------------------------------------
-
-
-class ReplayError(RuntimeError):
-    """The replay cannot start or cannot finish; the message says why."""
-
-
-def make_reader(bootstrap: str, client_id: str, max_poll_records: int = 5000) -> KafkaConsumer:
-    """A consumer for assigned partitions: no group, no commits, committed records only."""
-    return KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        client_id=client_id,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        max_poll_records=max_poll_records,
-        fetch_max_wait_ms=100,
-        **kafka_security().client_options(),
-    )
-
-
-def offset_ranges(
-    consumer: KafkaConsumer,
-    topic: str,
-    kafka_from: datetime | None = None,
-    kafka_to: datetime | None = None,
-    offsets: Sequence[OffsetRange] = (),
-) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition, the offsets ``[start, end)`` to read; ends never pass the current end offsets.
-
-    Raises:
-        ReplayError: the topic does not exist, or ``offsets`` names a partition it does not have.
-    """
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise ReplayError(f"topic {topic!r} does not exist (or has no partitions)")
-    every = [TopicPartition(topic, p) for p in sorted(partitions)]
-    begin, end = consumer.beginning_offsets(every), consumer.end_offsets(every)
-    if offsets:
-        missing = sorted({r.partition for r in offsets} - set(partitions))
-        if missing:
-            raise ReplayError(f"topic {topic!r} has no partition {missing}; it has {sorted(partitions)}")
-        ranges = {}
-        for r in offsets:
-            tp = TopicPartition(topic, r.partition)
-            stop = end[tp] if r.end is None else min(r.end, end[tp])
-            ranges[tp] = (max(r.start, begin[tp]), stop)
-        return ranges
-    starts = dict(begin)
-    stops = dict(end)
-    if kafka_from is not None:
-        for tp, found in consumer.offsets_for_times(dict.fromkeys(every, epoch_ms(kafka_from))).items():
-            starts[tp] = end[tp] if found is None else found.offset
-    if kafka_to is not None:
-        for tp, found in consumer.offsets_for_times(dict.fromkeys(every, epoch_ms(kafka_to))).items():
-            stops[tp] = end[tp] if found is None else min(found.offset, end[tp])
-    return {tp: (starts[tp], max(starts[tp], stops[tp])) for tp in every}
-
-
-def read_ranges(
-    consumer: KafkaConsumer,
-    ranges: Mapping[TopicPartition, tuple[int, int]],
-    stall_timeout_s: float = 30.0,
-) -> Iterator[list[ConsumerRecord]]:
-    """Yields the records of ``ranges`` in chunks, each chunk from one partition in offset order.
-
-    Raises:
-        ReplayError: no record arrived for ``stall_timeout_s`` while some range was unfinished.
-    """
-    pending = {tp: stop for tp, (start, stop) in ranges.items() if stop > start}
-    if not pending:
-        return
-    consumer.assign(list(pending))
-    for tp in pending:
-        consumer.seek(tp, ranges[tp][0])
-    last_progress = time.monotonic()
-    while pending:
-        for tp, records in consumer.poll(timeout_ms=500).items():
-            if tp in pending:
-                kept = [r for r in records if r.offset < pending[tp]]
-                if kept:
-                    last_progress = time.monotonic()
-                    yield kept
-        for tp in [tp for tp, stop in pending.items() if consumer.position(tp) >= stop]:
-            consumer.pause(tp)
-            del pending[tp]
-        if pending and time.monotonic() - last_progress > stall_timeout_s:
-            stuck = ", ".join(f"{tp.partition} at {consumer.position(tp)} of {stop}" for tp, stop in pending.items())
-            raise ReplayError(f"no records for {stall_timeout_s:.0f}s; partitions unfinished: {stuck}")
 
 
 # --- pacing and progress ----------------------------------------------------------------------
@@ -673,12 +564,6 @@ def replay(
 def _describe_ranges(topic: str, ranges: Mapping[TopicPartition, tuple[int, int]]) -> str:
     parts = ", ".join(f"{tp.partition}:{start}-{stop}" for tp, (start, stop) in sorted(ranges.items()))
     return f"{topic} [{parts}]"
-
-
-def quiet_kafka_client() -> None:
-    """kafka-python warns about its own slow event-loop turns while a command reads at full speed:
-    noise on an operator's terminal (connection problems still end the command with an error)."""
-    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 class ReplaySettings(PostgresSettings, RedisSettings, KafkaSettings):

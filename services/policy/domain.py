@@ -131,11 +131,10 @@ class BetaArms:
     A bundle's posterior is ``alpha = prior_alpha + reward`` and
     ``beta = prior_beta + max(impressions - reward, 0)``, where ``reward`` sums the rewards of its
     showings, each a share of one success in [0, 1] (a click is 1). An (impression id, bundle) pair counts
-    at most once as an impression and once as a click through :meth:`observe_impression` and
-    :meth:`observe_click` while it is among the last ``dedup_window`` pairs seen of its kind, so a
-    redelivered or retried event does not count twice; :meth:`credit` leaves that to its caller (the
-    updater's join). A catalog learns at most ``max_arms`` bundles; observations of further bundles are
-    dropped.
+    at most once as an impression through :meth:`observe_impression` while it is among the last
+    ``dedup_window`` pairs seen, so a repeated impression does not count twice; :meth:`credit` does not
+    deduplicate: its caller credits each outcome once (the updater's join). A catalog learns at most
+    ``max_arms`` bundles; observations of further bundles are dropped.
 
     Not thread-safe: one updater thread owns it.
     """
@@ -164,27 +163,18 @@ class BetaArms:
         self._max_arms = max_arms
         self._arms: dict[str, dict[str, _Counts]] = {}
         self._seen_impressions = RecentKeys(dedup_window)
-        self._seen_clicks = RecentKeys(dedup_window)
 
     def observe_impression(self, catalog_id: str, impression_id: str, bundle_id: str) -> Observation:
         """Counts one showing of ``bundle_id`` in impression ``impression_id``."""
+        # The updater's join ignores a repeated impression id only while it remembers the impression (a
+        # window past its close, in event time); this also catches a later repeat, while the pair is
+        # among the last ``dedup_window``.
         if not self._seen_impressions.add((catalog_id, impression_id, bundle_id)):
             return Observation.DUPLICATE
         counts = self._counts(catalog_id, bundle_id)
         if counts is None:
             return Observation.OVER_ARM_LIMIT
         counts.impressions += 1
-        return Observation.COUNTED
-
-    def observe_click(self, catalog_id: str, impression_id: str, bundle_id: str) -> Observation:
-        """Counts a click on ``bundle_id`` as shown in impression ``impression_id``."""
-        if not self._seen_clicks.add((catalog_id, impression_id, bundle_id)):
-            return Observation.DUPLICATE
-        counts = self._counts(catalog_id, bundle_id)
-        if counts is None:
-            return Observation.OVER_ARM_LIMIT
-        counts.clicks += 1
-        counts.reward += 1.0
         return Observation.COUNTED
 
     def credit(self, catalog_id: str, bundle_id: str, reward: float, clicks: int = 0) -> Observation:

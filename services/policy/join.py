@@ -18,10 +18,12 @@ Rules (event time, not arrival order, decides; so a replay joins exactly as live
 Reward of a position = ``click_weight × clicks + purchase_weight × purchases + revenue_weight ×
 revenue`` (each click or purchase counted once per impression and bundle).
 
-Two uses: the OPE command reads the closed impressions (:meth:`ImpressionJoin.add`'s result); the live
-updater reads each credit as it happens (:meth:`ImpressionJoin.drain_credits`), and asks which log
-offsets the join still holds (:meth:`ImpressionJoin.held_from`) so that it can rebuild the join after
-a restart by reading those again.
+:meth:`ImpressionJoin.add` answers each event with a :class:`Verdict`: what became of the event, the
+outcomes it turned down, the impressions it closed. Two uses: the OPE command reads the closed
+impressions; the live updater reads the verdicts and each credit as it happens
+(:meth:`ImpressionJoin.drain_credits`), and asks which log offsets the join still holds
+(:meth:`ImpressionJoin.held_from`) so that it can rebuild the join after a restart by reading those
+again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
 
@@ -98,6 +101,35 @@ class JoinCounts:
     unmatched: int = 0
     expired: int = 0
     unattributed: int = 0
+
+
+class Fate(StrEnum):
+    """What became of one event given to the join."""
+
+    OPENED = "opened"  # an impression, open from now on
+    CREDITED = "credited"  # an outcome credited to the position of its open impression
+    WAITING = "waiting"  # an outcome waiting for its impression
+    DUPLICATE = "duplicate"  # an impression or an outcome seen before
+    ORPHAN = "orphan"  # an outcome whose impression never came within the window, or had closed
+    EXPIRED = "expired"  # an outcome outside the window of its impression
+    UNMATCHED = "unmatched"  # an outcome for a bundle its impression did not show
+    UNATTRIBUTED = "unattributed"  # an outcome without an impression id
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :meth:`ImpressionJoin.add` did with one event.
+
+    ``fate`` is what became of the event itself. ``turned_down`` is the fate of each outcome the call
+    turned down, as :class:`JoinCounts` counts them (duplicate, orphan, expired, unmatched, unattributed;
+    a duplicate impression is not an outcome): the event itself, if it is one; outcomes that waited for
+    the event's impression; outcomes orphaned as the watermark moved on. ``closed`` are the impressions
+    the call closed, in the order their windows ended.
+    """
+
+    fate: Fate
+    turned_down: tuple[Fate, ...]
+    closed: list[JoinedImpression]
 
 
 @dataclass(slots=True)
@@ -180,21 +212,22 @@ class ImpressionJoin:
     def open_impressions(self) -> int:
         return len(self._open)
 
-    def add(
-        self, event: BundleImpressionEvent | BundleOutcomeEvent, origin: Origin | None = None
-    ) -> list[JoinedImpression]:
-        """Takes one event; returns the impressions it closed (by advancing the watermark).
+    def add(self, event: BundleImpressionEvent | BundleOutcomeEvent, origin: Origin | None = None) -> Verdict:
+        """Takes one event; returns what became of it, with the impressions it closed (by advancing the
+        watermark) and the outcomes it turned down.
 
         ``origin`` (partition, offset) is where the event came from in the log, for :meth:`held_from`;
         events of one partition must then be added in offset order."""
         latest = event.event_time if self._latest_bound is None else min(event.event_time, self._latest_bound())
         if self._latest is None or latest > self._latest:
             self._latest = latest
+        turned_down: list[Fate] = []
         if isinstance(event, BundleImpressionEvent):
-            self._add_impression(event, origin)
+            fate = self._add_impression(event, origin, turned_down)
         else:
-            self._add_outcome(event, origin)
-        return self.advance(self._latest - self.allowed_lateness)
+            fate = self._add_outcome(event, origin, turned_down)
+        closed = self._advance(self._latest - self.allowed_lateness, turned_down)
+        return Verdict(fate, tuple(turned_down), closed)
 
     def drain_credits(self) -> list[Credit]:
         """The outcomes credited since the last call, in the order they were credited (always empty
@@ -211,6 +244,9 @@ class ImpressionJoin:
     def advance(self, watermark: datetime) -> list[JoinedImpression]:
         """Closes every impression whose window ended at or before ``watermark``; orphans the waiting
         outcomes older than the window."""
+        return self._advance(watermark, [])
+
+    def _advance(self, watermark: datetime, turned_down: list[Fate]) -> list[JoinedImpression]:
         closed = []
         while self._closing and self._closing[0][0] <= watermark:
             _, key = heapq.heappop(self._closing)
@@ -223,7 +259,7 @@ class ImpressionJoin:
             outcomes = self._waiting.get(key, [])
             expired = [o for o in outcomes if o.event.event_time == moment]
             if expired:
-                self.counts.orphans += 1
+                self._turn_down(Fate.ORPHAN, turned_down)
                 self._release(expired[0].origin)
                 outcomes.remove(expired[0])
                 if not outcomes:
@@ -251,11 +287,28 @@ class ImpressionJoin:
         if origin is not None:
             self._held.get(origin[0], OrderedDict()).pop(origin[1], None)
 
-    def _add_impression(self, event: BundleImpressionEvent, origin: Origin | None) -> None:
+    def _turn_down(self, fate: Fate, turned_down: list[Fate]) -> None:
+        """Counts an outcome turned down, in :attr:`counts` and in ``turned_down``."""
+        counts = self.counts
+        if fate is Fate.DUPLICATE:
+            counts.duplicate_outcomes += 1
+        elif fate is Fate.ORPHAN:
+            counts.orphans += 1
+        elif fate is Fate.EXPIRED:
+            counts.expired += 1
+        elif fate is Fate.UNMATCHED:
+            counts.unmatched += 1
+        elif fate is Fate.UNATTRIBUTED:
+            counts.unattributed += 1
+        else:
+            raise ValueError(f"{fate} is not the fate of an outcome turned down")
+        turned_down.append(fate)
+
+    def _add_impression(self, event: BundleImpressionEvent, origin: Origin | None, turned_down: list[Fate]) -> Fate:
         key = (event.catalog_id, event.impression_id)
         if key in self._open or key in self._closed_ids:
             self.counts.duplicate_impressions += 1
-            return
+            return Fate.DUPLICATE
         ordered = sorted(event.bundles, key=lambda b: b.position)
         state = _Open(
             event.catalog_id,
@@ -274,45 +327,48 @@ class ImpressionJoin:
         self.counts.impressions += 1
         for waiting in self._waiting.pop(key, []):
             self._release(waiting.origin)
-            self._credit(state, waiting.event, late=True)
+            self._credit(state, waiting.event, turned_down, late=True)
+        return Fate.OPENED
 
-    def _add_outcome(self, event: BundleOutcomeEvent, origin: Origin | None) -> None:
+    def _add_outcome(self, event: BundleOutcomeEvent, origin: Origin | None, turned_down: list[Fate]) -> Fate:
         if event.event_id in self._event_ids:
-            self.counts.duplicate_outcomes += 1
-            return
+            self._turn_down(Fate.DUPLICATE, turned_down)
+            return Fate.DUPLICATE
         self._event_ids[event.event_id] = None
         if len(self._event_ids) > self._max_event_ids:
             self._event_ids.popitem(last=False)
         if event.impression_id is None:
-            self.counts.unattributed += 1
-            return
+            self._turn_down(Fate.UNATTRIBUTED, turned_down)
+            return Fate.UNATTRIBUTED
         key = (event.catalog_id, event.impression_id)
         state = self._open.get(key)
         if state is not None:
-            self._credit(state, event, late=self._latest is not None and event.event_time < self._latest)
-        elif key in self._closed_ids:
-            self.counts.orphans += 1
-        else:
-            self._waiting.setdefault(key, []).append(_Waiting(event, origin))
-            self._hold(origin)
-            heapq.heappush(self._waiting_order, (event.event_time, key))
+            late = self._latest is not None and event.event_time < self._latest
+            return self._credit(state, event, turned_down, late=late)
+        if key in self._closed_ids:
+            self._turn_down(Fate.ORPHAN, turned_down)
+            return Fate.ORPHAN
+        self._waiting.setdefault(key, []).append(_Waiting(event, origin))
+        self._hold(origin)
+        heapq.heappush(self._waiting_order, (event.event_time, key))
+        return Fate.WAITING
 
-    def _credit(self, state: _Open, outcome: BundleOutcomeEvent, late: bool) -> None:
+    def _credit(self, state: _Open, outcome: BundleOutcomeEvent, turned_down: list[Fate], late: bool) -> Fate:
         if not state.event_time <= outcome.event_time <= state.ends_at:
-            self.counts.expired += 1
-            return
+            self._turn_down(Fate.EXPIRED, turned_down)
+            return Fate.EXPIRED
         index = state.index_of(outcome.bundle_id)
         if index is None:
-            self.counts.unmatched += 1
-            return
+            self._turn_down(Fate.UNMATCHED, turned_down)
+            return Fate.UNMATCHED
         kind = EventType(outcome.type)
         if state.tallies is None:
             size = len(state.shown)
             state.tallies = _Tallies([0] * size, [0] * size, [0.0] * size)
         tallies = state.tallies
         if (kind, outcome.bundle_id) in tallies.seen_outcomes:
-            self.counts.duplicate_outcomes += 1
-            return
+            self._turn_down(Fate.DUPLICATE, turned_down)
+            return Fate.DUPLICATE
         tallies.seen_outcomes.add((kind, outcome.bundle_id))
         before = self._reward(tallies, index)
         if kind is EventType.BUNDLE_PURCHASE:
@@ -327,6 +383,7 @@ class ImpressionJoin:
             self._credits.append(
                 Credit(state.catalog_id, state.impression_id, outcome.bundle_id, kind, before, after, late)
             )
+        return Fate.CREDITED
 
     def _reward(self, tallies: _Tallies, index: int) -> float:
         w = self.weights

@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from services.ingestion.replay import make_reader, offset_ranges, parse_time, read_ranges
 from services.policy.join import ImpressionJoin, JoinCounts, JoinedImpression, RewardWeights
 from services.policy.ope_estimators import (
     Estimate,
@@ -59,6 +58,7 @@ from shared.events import (
     InvalidEvent,
     parse_event,
 )
+from shared.kafka_replay import make_reader, offset_ranges, parse_time, read_ranges
 from shared.settings import KafkaSettings, load_settings
 
 SHADOW_POLICY = SHADOW_POLICY_CONTEXT_KEY
@@ -152,7 +152,7 @@ def join_events(
     join = ImpressionJoin(window, weights, allowed_lateness=window)
     joined: list[JoinedImpression] = []
     for event in sorted(events, key=lambda e: e.event_time):
-        joined.extend(join.add(event))
+        joined.extend(join.add(event).closed)
     joined.extend(join.flush())
     return joined, join.counts
 

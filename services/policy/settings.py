@@ -27,7 +27,8 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
     policy_dedup_window: int = Field(
         default=200_000,
         ge=1,
-        description="Recent (impression, bundle) pairs remembered to ignore repeated events, per kind.",
+        description="Recent (impression, bundle) pairs, and recent outcome event ids, remembered to ignore "
+        "repeated events.",
     )
     policy_click_weight: float = Field(
         default=1.0, ge=0, description="Reward of a click on a shown bundle (see policy_purchase_weight)."

@@ -41,7 +41,6 @@ event time after each impression:
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -55,7 +54,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.policy.domain import BetaArms, LogPartition, Observation, PolicyParams
-from services.policy.join import Credit, ImpressionJoin, JoinCounts, RewardWeights
+from services.policy.join import Credit, Fate, ImpressionJoin, RewardWeights
 from services.policy.metrics import (
     CONSUMER_REPLACEMENTS,
     GROUP_MEMBER,
@@ -78,13 +77,13 @@ _OBSERVATION_KIND = {
     Observation.DUPLICATE: OutcomeKind.DUPLICATE,
     Observation.OVER_ARM_LIMIT: OutcomeKind.OVER_ARM_LIMIT,
 }
-# JoinCounts fields that are outcomes not learned from, with their label.
-_JOIN_KINDS = {
-    "duplicate_outcomes": OutcomeKind.DUPLICATE,
-    "orphans": OutcomeKind.ORPHAN,
-    "expired": OutcomeKind.EXPIRED,
-    "unmatched": OutcomeKind.UNMATCHED,
-    "unattributed": OutcomeKind.UNATTRIBUTED,
+# The label of each fate of an outcome the join turned down (not learned from).
+_TURNED_DOWN_KIND = {
+    Fate.DUPLICATE: OutcomeKind.DUPLICATE,
+    Fate.ORPHAN: OutcomeKind.ORPHAN,
+    Fate.EXPIRED: OutcomeKind.EXPIRED,
+    Fate.UNMATCHED: OutcomeKind.UNMATCHED,
+    Fate.UNATTRIBUTED: OutcomeKind.UNATTRIBUTED,
 }
 RESTORE_RETRY_S = 2.0
 
@@ -393,8 +392,7 @@ class PolicyUpdater:
             OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.OTHER).inc()
             return
         catalog = event.catalog_id
-        counted_before = copy.copy(self._join.counts)
-        self._join.add(event, origin=(position, offset))
+        verdict = self._join.add(event, origin=(position, offset))
         credits = self._join.drain_credits()
         if offset < self._snapshot_positions.get(catalog, {}).get(position, 0):
             # The arms already count it; the join needed it for the outcomes still to come.
@@ -403,7 +401,7 @@ class PolicyUpdater:
         changed = False
         if isinstance(event, BundleImpressionEvent):
             bundles = dict.fromkeys(shown.bundle_id for shown in event.bundles)
-            if self._join.counts.impressions == counted_before.impressions:
+            if verdict.fate is Fate.DUPLICATE:
                 OUTCOMES.labels(OutcomeKind.DUPLICATE).inc(len(bundles))
             else:
                 observations = Tally(
@@ -415,7 +413,7 @@ class PolicyUpdater:
                 changed = Observation.COUNTED in observations
         for credit in credits:
             changed |= self._learn(credit)
-        _count_unlearned(counted_before, self._join.counts)
+        _count_turned_down(verdict.turned_down)
         if changed:
             self._unpublished[catalog] += 1
 
@@ -520,9 +518,9 @@ class PolicyUpdater:
         return True
 
 
-def _count_unlearned(before: JoinCounts, after: JoinCounts) -> None:
-    """Counts the outcomes the join turned down (duplicates, orphans, ...) since ``before``."""
-    for name, kind in _JOIN_KINDS.items():
-        turned_down = getattr(after, name) - getattr(before, name)
-        if turned_down:
-            OUTCOMES.labels(kind).inc(turned_down)
+def _count_turned_down(turned_down: Sequence[Fate]) -> None:
+    """Counts the outcomes the join turned down (duplicates, orphans, ...), one metric update per kind."""
+    if not turned_down:
+        return
+    for fate, times in Tally(turned_down).items():
+        OUTCOMES.labels(_TURNED_DOWN_KIND[fate]).inc(times)

@@ -13,7 +13,6 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from sqlalchemy import Engine
 
-from services.ingestion.replay import ReplayError, make_reader, read_ranges
 from services.policy.domain import BetaArms, LogPartition
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.policy.rollout import RefreshGuard
@@ -23,6 +22,7 @@ from services.policy.updater import LogRecord, PolicyUpdater, RewardJoin
 from shared.errors import Unavailable
 from shared.grpc_server import ServiceRegistration
 from shared.kafka import make_consumer
+from shared.kafka_replay import ReplayError, make_reader, read_ranges
 from shared.kafka_stall import GroupMembership
 from shared.store.migrate import make_engine
 

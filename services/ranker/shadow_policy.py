@@ -1,10 +1,10 @@
 """A candidate policy run in shadow: it scores the served candidates of its catalog and its
 probabilities for the served list are returned beside the answer, which it never changes.
 
-The candidate comes from a file in the ``policy_versions`` JSON shape, the file that
-``python -m services.policy.rollout promote --params`` takes (``services/policy/postgres_snapshots.py``),
-so the candidate evaluated in shadow is the one later promoted. It is named ``name:version``, the
-``shadow_policy`` the impressions log and ``python -m services.policy.ope --shadow-policy`` selects.
+The candidate comes from a file in the ``policy_versions`` JSON shape (:mod:`shared.policy_params`), the
+file that ``python -m services.policy.rollout promote --params`` takes, so the candidate evaluated in
+shadow is the one later promoted. It is named ``name:version``, the ``shadow_policy`` the impressions
+log and ``python -m services.policy.ope --shadow-policy`` selects.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from services.ranker.domain import PolicyParams
+from shared.policy_params import ServingParamsDocument
 from shared.settings import SettingsError
 
 
@@ -29,23 +29,6 @@ class ShadowPolicy:
     params: PolicyParams
 
 
-class _CandidateDocument(BaseModel):
-    """The fields serving reads; the learning state beside them is accepted and not used."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(ge=0)
-    ctr_weight: float
-    arms: dict[str, tuple[float, float]]
-    exploration: Literal["softmax", "epsilon_mixture"] = "softmax"
-    epsilon: float = Field(default=0.0, ge=0, le=1)
-    prior_alpha: float | None = None
-    prior_beta: float | None = None
-    counts: dict[str, Any] | None = None
-    log_positions: dict[str, Any] | None = None
-    window_positions: dict[str, Any] | None = None
-
-
 def load_shadow_policy(path: Path, catalog_id: str, label: str) -> ShadowPolicy:
     """The candidate of ``catalog_id`` in ``path``.
 
@@ -54,7 +37,7 @@ def load_shadow_policy(path: Path, catalog_id: str, label: str) -> ShadowPolicy:
             message says which and what to fix.
     """
     try:
-        document = _CandidateDocument.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        document = ServingParamsDocument.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise SettingsError(f"BUNDLEWISE_SHADOW_POLICY_FILE {path} cannot be read: {exc.strerror}") from None
     except (json.JSONDecodeError, ValidationError) as exc:
@@ -62,6 +45,11 @@ def load_shadow_policy(path: Path, catalog_id: str, label: str) -> ShadowPolicy:
             f"BUNDLEWISE_SHADOW_POLICY_FILE {path} is not candidate policy params (the policy_versions JSON "
             f"that `python -m services.policy.rollout promote --params` takes): {exc}"
         ) from None
+    if not document.temperature >= 0:  # NaN too
+        raise SettingsError(
+            f"BUNDLEWISE_SHADOW_POLICY_FILE {path}: temperature must be at least 0 (0 is greedy), "
+            f"got {document.temperature}"
+        )
     bad_arms = sorted(b for b, (alpha, beta) in document.arms.items() if alpha <= 0 or beta <= 0)
     if bad_arms:
         raise SettingsError(

@@ -28,7 +28,7 @@ CANDIDATE = "ctr-heavy:v2"
 ITEMS = {f"g{n}": (f"Garden thing {n}", 5.0 + n, ("Garden", "Tools" if n % 2 else "Seeds")) for n in range(12)}
 KITS = {f"kit-{c}": (f"g{n}", f"g{n + 1}", f"g{n + 2}") for n, c in enumerate("abcdefghij")}
 PURCHASES = {kit: 20 - n for n, kit in enumerate(KITS)}
-# The promotion format (services/policy/postgres_snapshots.py): a candidate that believes in kit-h.
+# The promotion format (shared/policy_params.py): a candidate that believes in kit-h.
 CANDIDATE_PARAMS = {
     "temperature": 0.3,
     "ctr_weight": 3.0,

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.ingestion import redrive
-from services.ingestion.replay import OffsetRange, parse_args, parse_offsets, parse_time
+from services.ingestion.replay import parse_args, parse_offsets
+from shared.kafka_replay import OffsetRange, parse_time
 
 
 def test_offsets_name_a_partition_and_an_end_exclusive_range() -> None:

@@ -14,16 +14,14 @@ from kafka.structs import OffsetAndTimestamp
 
 from services.ingestion.replay import (
     EventFilter,
-    OffsetRange,
     Pacer,
-    ReplayError,
     Selected,
     format_progress,
-    offset_ranges,
     parse_args,
     replay,
 )
 from shared.events import EVENT_ADAPTER, Event
+from shared.kafka_replay import OffsetRange, ReplayError, offset_ranges
 from shared.store.privacy import DenyList, user_digest
 
 TOPIC = "t"

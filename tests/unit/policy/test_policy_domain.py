@@ -12,7 +12,7 @@ def test_alpha_adds_clicks_and_beta_adds_impressions_without_a_click() -> None:
     arms = learner(prior_alpha=1.0, prior_beta=20.0)
     for impression_id in ("i1", "i2", "i3"):
         arms.observe_impression("shop", impression_id, "b1")
-    arms.observe_click("shop", "i2", "b1")
+    arms.credit("shop", "b1", 1.0, clicks=1)
 
     assert arms.snapshot("shop").arms == (Arm("b1", impressions=3, clicks=1, alpha=2.0, beta=22.0),)
 
@@ -26,33 +26,14 @@ def test_snapshot_carries_the_configured_exploration_settings_and_prior() -> Non
 def test_more_clicks_than_impressions_leave_beta_at_the_prior() -> None:
     arms = learner(prior_alpha=1.0, prior_beta=20.0)
     arms.observe_impression("shop", "i1", "b1")
-    arms.observe_click("shop", "i1", "b1")
-    arms.observe_click("shop", "i2", "b1")
+    arms.credit("shop", "b1", 1.0, clicks=1)
+    arms.credit("shop", "b1", 1.0, clicks=1)
 
     assert arms.snapshot("shop").arms == (Arm("b1", impressions=1, clicks=2, alpha=3.0, beta=20.0),)
 
 
 def test_expected_click_rate_is_the_beta_mean() -> None:
     assert Arm("b1", impressions=3, clicks=1, alpha=2.0, beta=6.0).expected_click_rate == 0.25
-
-
-def test_a_repeated_click_on_the_same_shown_bundle_counts_once() -> None:
-    arms = learner()
-    arms.observe_impression("shop", "i1", "b1")
-
-    assert arms.observe_click("shop", "i1", "b1") is Observation.COUNTED
-    assert arms.observe_click("shop", "i1", "b1") is Observation.DUPLICATE
-    assert arms.snapshot("shop").arms[0].clicks == 1
-
-
-def test_clicks_on_the_same_bundle_in_different_impressions_each_count() -> None:
-    arms = learner()
-    assert arms.observe_click("shop", "i1", "b1") is Observation.COUNTED
-    assert arms.observe_click("shop", "i2", "b1") is Observation.COUNTED
-    assert arms.observe_click("other-shop", "i1", "b1") is Observation.COUNTED
-
-    assert arms.snapshot("shop").arms[0].clicks == 2
-    assert arms.snapshot("other-shop").arms[0].clicks == 1
 
 
 def test_a_repeated_impression_of_a_bundle_counts_once() -> None:
@@ -63,15 +44,23 @@ def test_a_repeated_impression_of_a_bundle_counts_once() -> None:
     assert arms.snapshot("shop").arms[0].impressions == 1
 
 
+def test_the_same_impression_id_in_another_catalog_or_of_another_bundle_counts() -> None:
+    arms = learner()
+    arms.observe_impression("shop", "i1", "b1")
+
+    assert arms.observe_impression("shop", "i1", "b2") is Observation.COUNTED
+    assert arms.observe_impression("other-shop", "i1", "b1") is Observation.COUNTED
+
+
 def test_duplicates_are_recognised_only_within_the_dedup_window() -> None:
     arms = learner(dedup_window=2)
-    arms.observe_click("shop", "i1", "b1")
-    arms.observe_click("shop", "i2", "b1")
-    arms.observe_click("shop", "i3", "b1")  # forgets (i1, b1), the oldest
+    arms.observe_impression("shop", "i1", "b1")
+    arms.observe_impression("shop", "i2", "b1")
+    arms.observe_impression("shop", "i3", "b1")  # forgets (i1, b1), the oldest
 
-    assert arms.observe_click("shop", "i3", "b1") is Observation.DUPLICATE
-    assert arms.observe_click("shop", "i1", "b1") is Observation.COUNTED
-    assert arms.snapshot("shop").arms[0].clicks == 4
+    assert arms.observe_impression("shop", "i3", "b1") is Observation.DUPLICATE
+    assert arms.observe_impression("shop", "i1", "b1") is Observation.COUNTED
+    assert arms.snapshot("shop").arms[0].impressions == 4
 
 
 def test_recent_keys_forget_the_oldest_key_first() -> None:
@@ -92,8 +81,8 @@ def test_bundles_beyond_max_arms_are_not_learned_but_known_ones_still_are() -> N
     arms.observe_impression("shop", "i1", "b2")
 
     assert arms.observe_impression("shop", "i1", "b3") is Observation.OVER_ARM_LIMIT
-    assert arms.observe_click("shop", "i1", "b3") is Observation.OVER_ARM_LIMIT
-    assert arms.observe_click("shop", "i1", "b1") is Observation.COUNTED
+    assert arms.credit("shop", "b3", 1.0, clicks=1) is Observation.OVER_ARM_LIMIT
+    assert arms.credit("shop", "b1", 1.0, clicks=1) is Observation.COUNTED
     assert arms.observe_impression("other-shop", "i1", "b3") is Observation.COUNTED
     assert [(a.bundle_id, a.impressions, a.clicks) for a in arms.snapshot("shop").arms] == [
         ("b1", 1, 1),
@@ -117,9 +106,9 @@ def test_a_restored_learner_has_the_same_snapshot_and_keeps_counting() -> None:
     for impression_id in ("i1", "i2", "i3"):
         original.observe_impression("shop", impression_id, "b1")
         original.observe_impression("shop", impression_id, "b2")
-    original.observe_click("shop", "i1", "b1")
+    original.credit("shop", "b1", 1.0, clicks=1)
     # b3 clicked more often than shown: only raw counts make the round trip exact.
-    original.observe_click("shop", "i1", "b3")
+    original.credit("shop", "b3", 1.0, clicks=1)
     published = original.snapshot("shop")
 
     restored = learner()
@@ -127,7 +116,7 @@ def test_a_restored_learner_has_the_same_snapshot_and_keeps_counting() -> None:
     assert restored.snapshot("shop") == published
 
     restored.observe_impression("shop", "i4", "b3")
-    restored.observe_click("shop", "i4", "b1")
+    restored.credit("shop", "b1", 1.0, clicks=1)
     assert [(a.bundle_id, a.impressions, a.clicks, a.alpha, a.beta) for a in restored.snapshot("shop").arms] == [
         ("b1", 3, 2, 3.0, 21.0),
         ("b2", 3, 0, 1.0, 23.0),
@@ -139,7 +128,7 @@ def test_loading_applies_this_learners_prior_to_the_restored_counts() -> None:
     original = learner(prior_alpha=1.0, prior_beta=20.0)
     original.observe_impression("shop", "i1", "b1")
     original.observe_impression("shop", "i2", "b1")
-    original.observe_click("shop", "i1", "b1")
+    original.credit("shop", "b1", 1.0, clicks=1)
 
     restored = learner(prior_alpha=0.5, prior_beta=5.0)
     restored.load("shop", original.snapshot("shop"))

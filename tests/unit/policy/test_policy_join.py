@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.policy.join import Credit, ImpressionJoin, JoinCounts, RewardWeights
+from services.policy.join import Credit, Fate, ImpressionJoin, JoinCounts, RewardWeights
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
 from tests.unit.policy.policy_testkit import EVENT_TIME, click, impression, purchase
 
@@ -25,7 +25,7 @@ def test_outcomes_within_the_window_are_credited_to_their_position_with_weights(
         at(click("shop", "i1", "b3"), 29),
         at(impression("shop", "i2", ["b1"]), 31),  # moves the watermark past i1's window
     ]:
-        closed += join.add(event)
+        closed += join.add(event).closed
 
     assert [c.impression_id for c in closed] == ["i1"]
     assert closed[0].clicks == (0, 1, 1)
@@ -50,8 +50,8 @@ def test_an_event_stamped_past_the_clock_bound_does_not_close_open_impressions()
     bound = EVENT_TIME + timedelta(minutes=5)  # the clock plus the skew a storefront may have
     join = ImpressionJoin(WINDOW, RewardWeights(), latest_bound=lambda: bound)
     join.add(at(impression("shop", "i1", ["b1"]), 0))
-    closed = join.add(at(impression("shop", "i2", ["b1"]), 60 * 24 * 365))  # a clock a year ahead
-    closed += join.add(at(click("shop", "i1", "b1"), 4))
+    closed = join.add(at(impression("shop", "i2", ["b1"]), 60 * 24 * 365)).closed  # a clock a year ahead
+    closed += join.add(at(click("shop", "i1", "b1"), 4)).closed
 
     assert closed == []
     assert join.counts.outcomes_credited == 1
@@ -103,6 +103,40 @@ def test_orphans_expired_unmatched_and_unattributed_outcomes_are_counted_not_cre
     counts = join.counts
     assert (counts.orphans, counts.unmatched, counts.unattributed, counts.outcomes_credited) == (2, 1, 1, 0)
     assert counts.expired == 1
+
+
+def test_each_event_is_answered_with_its_fate_and_the_outcomes_it_turned_down() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    shown = at(impression("shop", "i1", ["b1"]), 0)
+
+    verdicts = [
+        join.add(shown),
+        join.add(at(click("shop", "i1", "b1"), 1)),
+        join.add(shown),  # a duplicate impression: not an outcome turned down
+        join.add(at(click("shop", "never-shown", "b1"), 2)),
+        join.add(at(click("shop", "i2", "b9"), 2)),  # waits for i2, which will not show b9
+        join.add(at(impression("shop", "i2", ["b1"]), 1)),  # takes its waiting click: unmatched
+        join.add(at(click("shop", None, "b1"), 3)),
+        # The watermark (40 min) closes i1 and i2 and orphans the click waiting for "never-shown".
+        join.add(at(impression("shop", "i3", ["b1"]), 40)),
+        join.add(at(click("shop", "i1", "b1"), 20)),  # i1 has closed
+    ]
+
+    assert [(v.fate, v.turned_down) for v in verdicts] == [
+        (Fate.OPENED, ()),
+        (Fate.CREDITED, ()),
+        (Fate.DUPLICATE, ()),
+        (Fate.WAITING, ()),
+        (Fate.WAITING, ()),
+        (Fate.OPENED, (Fate.UNMATCHED,)),
+        (Fate.UNATTRIBUTED, (Fate.UNATTRIBUTED,)),
+        (Fate.OPENED, (Fate.ORPHAN,)),
+        (Fate.ORPHAN, (Fate.ORPHAN,)),
+    ]
+    assert [[c.impression_id for c in v.closed] for v in verdicts if v.closed] == [["i1", "i2"]]
+    assert join.counts == JoinCounts(
+        impressions=3, outcomes_credited=1, duplicate_impressions=1, orphans=2, unmatched=1, unattributed=1
+    )
 
 
 def test_each_credit_reports_the_reward_of_its_showing_before_and_after_it() -> None:

@@ -240,6 +240,28 @@ def test_a_redelivered_or_repeated_outcome_counts_once(runs: list[Run]) -> None:
     assert since(before) == {"click": 1, "purchase": 1, "duplicate": 3}
 
 
+def test_an_impression_repeated_after_the_join_forgot_it_counts_once_while_among_the_recent_pairs(
+    runs: list[Run],
+) -> None:
+    store = InMemorySnapshotStore()
+    shown = at(impression("shop", "i1", ["b1"]), 0)
+    before = tally("impression", "duplicate")
+
+    run(
+        runs,
+        store,
+        [
+            shown,
+            at(impression("shop", "i2", ["b1"]), 100),  # the watermark closes i1 and the join forgets it
+            shown,  # the same impression produced again, later: the learner's recent pairs still hold it
+        ],
+        RewardJoin(CLICK_AND_PURCHASE, WINDOW, lateness=timedelta(0)),
+    )
+
+    assert arms(store) == (Arm("b1", impressions=2, clicks=0, alpha=1.0, beta=22.0),)
+    assert since(before) == {"impression": 2, "duplicate": 1}
+
+
 def test_snapshots_record_where_the_join_window_must_be_read_again_from(runs: list[Run]) -> None:
     store = InMemorySnapshotStore()
     rewards = RewardJoin(CLICK_AND_PURCHASE, WINDOW, lateness=timedelta(0))

@@ -26,7 +26,7 @@ SERVED = PolicyParams(version=7, temperature=0.5, ctr_weight=1.0, arms={"kit-a":
 CANDIDATE = PolicyParams(
     version=0, temperature=0.2, ctr_weight=4.0, arms={"kit-c": (9.0, 1.0)}, exploration="epsilon_mixture", epsilon=0.1
 )
-# What `python -m services.policy.rollout promote --params` takes (services/policy/postgres_snapshots.py).
+# What `python -m services.policy.rollout promote --params` takes (shared/policy_params.py).
 CANDIDATE_PARAMS = {
     "temperature": 0.2,
     "ctr_weight": 4.0,
@@ -52,12 +52,21 @@ def test_a_candidate_params_file_as_promotion_takes_it_becomes_the_shadow_policy
     assert shadow == ShadowPolicy("garden", "ctr-heavy:v3", CANDIDATE)
 
 
+def test_a_candidate_without_its_learning_state_is_the_same_shadow_policy(tmp_path: Path) -> None:
+    serving_part = {k: CANDIDATE_PARAMS[k] for k in ("temperature", "ctr_weight", "arms", "exploration", "epsilon")}
+
+    shadow = load_shadow_policy(write(tmp_path, serving_part), "garden", "ctr-heavy:v3")
+
+    assert shadow == ShadowPolicy("garden", "ctr-heavy:v3", CANDIDATE)
+
+
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
         ({**CANDIDATE_PARAMS, "epsilion": 0.1}, "is not candidate policy params"),
         ({**CANDIDATE_PARAMS, "exploration": "thompson"}, "is not candidate policy params"),
         ({**CANDIDATE_PARAMS, "arms": {"kit-c": [0.0, 1.0]}}, "arms need alpha > 0 and beta > 0"),
+        ({**CANDIDATE_PARAMS, "temperature": -0.1}, "temperature must be at least 0"),
         ("not an object", "is not candidate policy params"),
     ],
 )

@@ -1,0 +1,100 @@
+"""The policy params document: the JSON of a published policy version (``policy_versions.params``) and
+of a candidate's params file (what ``python -m services.policy.rollout promote --params`` takes and the
+ranker's shadow candidate is read from). The policy service writes and reads it; the ranker serves a
+shadow candidate from it.
+
+Its shape (``arms`` is what serving a policy needs; the prior, ``counts`` and ``log_positions`` are the
+learning state, with which the updater resumes exactly where the snapshot left off)::
+
+    {"temperature": 0.1, "ctr_weight": 1.0, "prior_alpha": 1.0, "prior_beta": 20.0,
+     "arms": {"<bundle_id>": [alpha, beta]},
+     "counts": {"<bundle_id>": [impressions, clicks] | [impressions, clicks, reward]},
+     "log_positions": {"<topic>": {"<partition>": next_offset}},
+     "exploration": "softmax" | "epsilon_mixture", "epsilon": 0.05,
+     "window_positions": {"<topic>": {"<partition>": offset}}}
+
+``exploration`` and ``epsilon`` are optional (documents written before they existed are softmax). A
+bundle's ``reward`` is written only where it differs from its clicks (rewards from purchases or
+revenue), and ``window_positions`` only where known, so documents of click-only learning keep their
+older shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Exploration = Literal["softmax", "epsilon_mixture"]
+# A bundle's counts: [impressions, clicks] or [impressions, clicks, reward].
+ArmCounts = tuple[int, int] | tuple[int, int, float]
+# Per topic, per partition (a string key in JSON), an offset of the event log.
+PositionsJson = dict[str, dict[int, int]]
+
+
+class ServingParamsDocument(BaseModel):
+    """The document as a reader that only serves the policy reads it (the ranker's shadow candidate).
+
+    The serving fields are checked. The learning state beside them may be absent and its inside is not
+    checked: serving does not use it. A key the document does not have is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float
+    ctr_weight: float
+    arms: dict[str, tuple[float, float]]
+    exploration: Exploration = "softmax"
+    epsilon: float = Field(default=0.0, ge=0, le=1)
+    prior_alpha: float | None = None
+    prior_beta: float | None = None
+    counts: dict[str, Any] | None = None
+    log_positions: dict[str, Any] | None = None
+    window_positions: dict[str, Any] | None = None
+
+
+class PolicyParamsDocument(ServingParamsDocument):
+    """The whole document, learning state included and checked: what the policy service publishes and
+    reads back (snapshots, promoted candidates).
+
+    Validation raises ``pydantic.ValidationError`` for a document of another shape, including one whose
+    ``arms`` and ``counts`` name different bundles.
+    """
+
+    prior_alpha: float = Field(gt=0)
+    prior_beta: float = Field(gt=0)
+    counts: dict[str, ArmCounts]
+    log_positions: PositionsJson = Field(default_factory=dict)
+    window_positions: PositionsJson = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _arms_and_counts_name_the_same_bundles(self) -> Self:
+        if self.arms.keys() != self.counts.keys():
+            raise ValueError("policy params: 'arms' and 'counts' name different bundles")
+        return self
+
+
+def positions_to_json(positions: Mapping[tuple[str, int], int]) -> dict[str, dict[str, int]]:
+    """``{(topic, partition): offset}`` as the document's ``{topic: {"partition": offset}}``, sorted."""
+    by_topic: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(positions.items()):
+        by_topic.setdefault(topic, {})[str(partition)] = offset
+    return by_topic
+
+
+def positions_from_json(by_topic: Mapping[str, Mapping[int, int]]) -> dict[tuple[str, int], int]:
+    """The inverse of :func:`positions_to_json`, from a validated document's positions."""
+    return {(topic, partition): offset for topic, offsets in by_topic.items() for partition, offset in offsets.items()}
+
+
+def counts_to_json(impressions: int, clicks: int, reward: float | None) -> list[float]:
+    """A bundle's ``counts`` entry; ``reward`` is None where it equals ``clicks`` (and is left out)."""
+    if reward is None:
+        return [impressions, clicks]
+    return [impressions, clicks, reward]
+
+
+def reward_from_json(counts: ArmCounts) -> float | None:
+    """The ``reward`` of a ``counts`` entry; None where it was left out (it equals the clicks)."""
+    return counts[2] if len(counts) == 3 else None
