@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from shared.bandit_features import MAX_ABS_FEATURE_VALUE, MAX_LOGGED_FEATURES
+
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -97,12 +99,22 @@ class SearchEvent(_EventBase):
     query: FreeText = Field(min_length=1, max_length=512)
 
 
+# One contextual-bandit feature value as an impression logs it (see shared.bandit_features).
+PolicyFeature = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_FEATURE_VALUE, le=MAX_ABS_FEATURE_VALUE)]
+
+
 class ShownBundle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bundle_id: EntityId
     position: int = Field(ge=0, le=1000)
     propensity: float = Field(gt=0, le=1, description="Probability the policy put it at this position.")
+    policy_features: list[PolicyFeature] | None = Field(
+        default=None,
+        max_length=MAX_LOGGED_FEATURES,
+        description="The contextual bandit's features of this bundle when the list was chosen "
+        "(shared.bandit_features.FEATURES), as the answer gave them; the policy learns from them.",
+    )
 
 
 class BundleImpressionEvent(_EventBase):

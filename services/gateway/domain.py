@@ -44,6 +44,8 @@ class RankedBundle:
     source: str
     propensity: float
     shadow_propensity: float | None = None
+    policy_features: tuple[float, ...] = ()
+    """The contextual bandit's features of the bundle when it chose; empty under other policies."""
 
 
 @dataclass(frozen=True, slots=True)

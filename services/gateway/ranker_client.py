@@ -206,6 +206,7 @@ def ranked_bundle_from_proto(bundle: ranker_pb2.RankedBundle) -> RankedBundle:
         source=bundle.source,
         propensity=bundle.propensity,
         shadow_propensity=bundle.shadow_propensity if bundle.HasField("shadow_propensity") else None,
+        policy_features=tuple(bundle.policy_features),
     )
 
 

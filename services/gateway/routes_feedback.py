@@ -171,7 +171,12 @@ def feedback_event(feedback: ShownFeedback | ClickedFeedback | BoughtFeedback, e
         return BundleImpressionEvent(
             type="bundle_impression",
             bundles=[
-                ShownBundle(bundle_id=b.bundle_id, position=b.position, propensity=b.propensity)
+                ShownBundle(
+                    bundle_id=b.bundle_id,
+                    position=b.position,
+                    propensity=b.propensity,
+                    policy_features=b.policy_features,
+                )
                 for b in feedback.bundles
             ],
             model_version=feedback.model_version,

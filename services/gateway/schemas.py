@@ -34,6 +34,11 @@ class BundleOut(BaseModel):
         "bundle at this position; it did not change the answer. Send it back with the `shown` feedback. "
         "Null when no candidate runs in shadow.",
     )
+    policy_features: list[float] | None = Field(
+        description="The contextual bandit's features of this bundle when it chose the list; send them back "
+        "with the `shown` feedback, unchanged (the policy learns from them). Null under other policies "
+        "and on a fallback.",
+    )
 
 
 class Fallback(BaseModel):
@@ -96,6 +101,7 @@ class BundlesResponse(BaseModel):
                     source=bundle.source,
                     propensity=bundle.propensity,
                     shadow_propensity=bundle.shadow_propensity,
+                    policy_features=list(bundle.policy_features) or None,
                 )
                 for bundle in recommendation.bundles
             ],

@@ -19,6 +19,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from shared.bandit_features import candidate_features
+
 ANCHOR_WEIGHT = 3.0
 RECENT_WEIGHT = 1.0
 NEIGHBOUR_WEIGHT = 0.5
@@ -67,6 +69,11 @@ class UserSignals:
     recent_item_ids: tuple[str, ...]
     purchased_bundle_ids: frozenset[str]
     top_categories: tuple[str, ...]
+    bundle_looks: Mapping[str, float] = field(default_factory=dict)
+    """Bundle id -> the shopper's looks at it: each impression that showed it at position ``p`` adds
+    ``shared.bandit_features.examination_prior(p)`` (absent: never shown)."""
+    clicked_bundle_ids: frozenset[str] = frozenset()
+    """Bundles the shopper clicked in an answer."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,22 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class LinearBandit:
+    """A contextual bandit's point estimate: a candidate's attractiveness (its click probability once
+    looked at) is ``weights · features + bundle_bias[bundle]`` over ``shared.bandit_features.FEATURES``."""
+
+    weights: tuple[float, ...]
+    bundle_bias: Mapping[str, float] = field(default_factory=dict)
+
+    def attractiveness(self, bundle_id: str, features: Sequence[float]) -> float:
+        return sum(w * x for w, x in zip(self.weights, features, strict=True)) + self.bundle_bias.get(bundle_id, 0.0)
+
+
+@dataclass(frozen=True)
 class PolicyParams:
-    """What the ranker needs of a policy snapshot."""
+    """What the ranker needs of a policy snapshot. With ``bandit``, the list is chosen by the bandit's
+    attractiveness through the ε-mixture (``exploration`` is then ``epsilon_mixture``); without, by the
+    score plus ``ctr_weight`` times the arm's click rate."""
 
     version: int
     temperature: float
@@ -98,6 +119,7 @@ class PolicyParams:
     arms: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     exploration: str = "softmax"  # or "epsilon_mixture"
     epsilon: float = 0.0
+    bandit: LinearBandit | None = None
 
     def click_rate(self, bundle_id: str) -> float:
         alpha, beta = self.arms.get(bundle_id, (1.0, 20.0))
@@ -125,6 +147,8 @@ class Chosen:
     bundle_id: str
     score: float
     propensity: float
+    policy_features: tuple[float, ...] = ()
+    """The contextual bandit's features of the bundle when it chose; empty under other policies."""
 
 
 def item_weights(
@@ -220,6 +244,35 @@ def _pool(scored: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]
     return sorted(scored, key=lambda pair: (-pair[1], pair[0]))[: max(3 * k, k)]
 
 
+def choose_by_bandit(
+    scored: Sequence[tuple[str, float]],
+    k: int,
+    policy: PolicyParams,
+    purchases: Mapping[str, int],
+    signals: UserSignals,
+    seed: str,
+) -> list[Chosen]:
+    """Picks ``k`` bundles with ``policy``'s contextual bandit: over the pool :func:`choose` would use
+    (the best ``3k`` of ``scored``, the ranker's scores), the greedy list is the most attractive first
+    (ties in the ranker's order), shown through the ε-mixture with exact marginal propensities. Each
+    chosen bundle carries its features (``shared.bandit_features``), to be logged with the impression.
+    """
+    bandit = policy.bandit
+    if bandit is None:
+        raise ValueError("choose_by_bandit needs a policy with a bandit; use choose()")
+    pool = _pool(scored, k)
+    features = candidate_features(pool, purchases, signals.bundle_looks, signals.clicked_bundle_ids)
+    attractiveness = [bandit.attractiveness(b, f) for (b, _), f in zip(pool, features, strict=True)]
+    order = sorted(range(len(pool)), key=lambda i: (-attractiveness[i], i))
+    by_id = {pool[i][0]: features[i] for i in order}
+    chosen = choose_epsilon_mixture([pool[i] for i in order], k, policy.epsilon, _seeded(seed))
+    return [Chosen(c.bundle_id, c.score, c.propensity, by_id[c.bundle_id]) for c in chosen]
+
+
+def _seeded(seed: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
+
+
 def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, seed: str) -> list[Chosen]:
     """Picks ``k`` bundles by Plackett-Luce sampling from softmax(score / temperature).
 
@@ -227,7 +280,7 @@ def choose(scored: Sequence[tuple[str, float]], k: int, policy: PolicyParams, se
     ones above it. Temperature 0 is greedy (probability 1). ``seed`` makes a request reproducible.
     """
     pool = _pool(scored, k)
-    rng = random.Random(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big"))
+    rng = _seeded(seed)
     if policy.exploration == "epsilon_mixture":
         return choose_epsilon_mixture(pool, k, policy.epsilon, rng)
     if policy.temperature <= 0:

@@ -8,19 +8,41 @@ import threading
 import grpc
 from bundlewise.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.ranker.domain import DEFAULT_POLICY, PolicyParams
+from services.ranker.domain import DEFAULT_POLICY, LinearBandit, PolicyParams
+from shared.bandit_features import FEATURES
 
 log = logging.getLogger(__name__)
 
 
 def params_from_snapshot(snapshot: policy_pb2.PolicySnapshot) -> PolicyParams:
+    """The ranker's view of a snapshot. A contextual bandit over features other than this ranker's
+    (a policy service of another release) is not served: the arms' click rates are, with a warning."""
+    bandit = None
+    if snapshot.feature_names:
+        if tuple(snapshot.feature_names) == FEATURES and len(snapshot.feature_weights) == len(FEATURES):
+            bandit = LinearBandit(
+                weights=tuple(snapshot.feature_weights),
+                bundle_bias={arm.bundle_id: arm.bandit_bias for arm in snapshot.arms if arm.bandit_bias},
+            )
+        else:
+            log.warning(
+                "policy %s v%d is a contextual bandit over features %s, but this ranker computes %s; "
+                "serving its arms' click rates instead (upgrade the ranker or the policy service)",
+                snapshot.catalog_id,
+                snapshot.version,
+                list(snapshot.feature_names),
+                list(FEATURES),
+            )
     return PolicyParams(
         version=snapshot.version,
         temperature=snapshot.temperature,
         ctr_weight=snapshot.ctr_weight,
         arms={arm.bundle_id: (arm.alpha, arm.beta) for arm in snapshot.arms},
-        exploration="epsilon_mixture" if snapshot.exploration == policy_pb2.EXPLORATION_EPSILON_MIXTURE else "softmax",
+        exploration="epsilon_mixture"
+        if bandit is not None or snapshot.exploration == policy_pb2.EXPLORATION_EPSILON_MIXTURE
+        else "softmax",
         epsilon=snapshot.epsilon,
+        bandit=bandit,
     )
 
 

@@ -31,6 +31,8 @@ class Recommended:
     explanation: str
     shadow_propensity: float | None = None
     """The shadow candidate's probability of this bundle here; None when the catalog runs none."""
+    policy_features: tuple[float, ...] = ()
+    """The contextual bandit's features of this bundle when it chose (empty under other policies)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,11 @@ class Recommender:
                 )
                 for bundle_id, bundle in servable.items()
             ]
-        chosen = domain.choose(
-            domain.policy_scores(base, policy), k, policy, seed=f"{catalog_id}:{user_id}:{request_id}"
+        seed = f"{catalog_id}:{user_id}:{request_id}"
+        chosen = (
+            domain.choose_by_bandit(base, k, policy, {b: servable[b].purchases for b, _ in base}, signals, seed=seed)
+            if policy.bandit is not None
+            else domain.choose(domain.policy_scores(base, policy), k, policy, seed=seed)
         )
         shadow = self._shadows.get(catalog_id)
         shadow_propensities: Sequence[float | None] = (
@@ -152,6 +157,7 @@ class Recommender:
                     total_price=domain.effective_price(servable[c.bundle_id], items),
                     explanation=self._explain(c.bundle_id, servable, evidence, items, signals, bool(personal)),
                     shadow_propensity=shadow_propensity,
+                    policy_features=c.policy_features,
                 )
                 for c, shadow_propensity in zip(chosen, shadow_propensities, strict=True)
             ),

@@ -79,6 +79,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
                 ranked.discounted_price = r.bundle.discounted_price
             if r.shadow_propensity is not None:
                 ranked.shadow_propensity = r.shadow_propensity
+            ranked.policy_features.extend(r.policy_features)
         return reply
 
     def RelatedItems(self, request: pb.RelatedItemsRequest, context: grpc.ServicerContext) -> pb.RelatedItemsResponse:

@@ -96,6 +96,7 @@ TWO_BUNDLES = Recommendation(
             explanation="often bought with Two-person tent",
             source="catalog",
             propensity=0.61,
+            policy_features=(1.0, 0.8, 0.1, 1.0, 0.0, 0.0),
         ),
         RankedBundle(
             bundle_id="b-2",

@@ -51,6 +51,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
                 "source": "catalog",
                 "propensity": 0.61,
                 "shadow_propensity": None,
+                "policy_features": [1.0, 0.8, 0.1, 1.0, 0.0, 0.0],
             },
             {
                 "bundle_id": "b-2",
@@ -63,6 +64,7 @@ def test_the_bundles_of_the_ranker_are_returned_with_every_field(
                 "source": "generated",
                 "propensity": 0.2,
                 "shadow_propensity": None,
+                "policy_features": None,
             },
         ],
         "model_version": "m-7",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -165,9 +166,42 @@ def test_a_shadow_candidates_propensities_are_logged_in_the_impression_context_i
     [[event]] = publisher.batches
     assert isinstance(event, BundleImpressionEvent)
     assert event.context == {"shadow_policy": "ctr-heavy:v3", "shadow_propensities": "0.75,0.1235,0"}
-    assert [b.model_dump() for b in event.bundles] == [
+    assert [b.model_dump(exclude_none=True) for b in event.bundles] == [
         {"bundle_id": b["bundle_id"], "position": b["position"], "propensity": b["propensity"]} for b in SHADOWED
     ]
+
+
+def test_the_contextual_bandits_features_of_each_shown_bundle_are_logged_with_the_impression(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    shown = [
+        {"bundle_id": "b-1", "position": 0, "propensity": 0.96, "policy_features": [1.0, 1.2, 0.1, 1.0, 0.0, 0.0]},
+        {"bundle_id": "b-2", "position": 1, "propensity": 0.01, "policy_features": [1.0, -0.4, 0.0, 0.25, 1.1, 1.0]},
+    ]
+
+    response = client.post("/v1/feedback", json=feedback("shown", bundles=shown))
+
+    assert response.status_code == 200, response.text
+    [[event]] = publisher.batches
+    assert isinstance(event, BundleImpressionEvent)
+    assert [b.policy_features for b in event.bundles] == [b["policy_features"] for b in shown]
+
+
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [([float("nan")] * 6, "finite"), ([1.0] * 17, "at most 16"), ([1.0, 2e6], "less than or equal")],
+)
+def test_policy_features_that_no_ranker_sends_are_refused_with_the_reason(
+    client: TestClient, publisher: RecordingPublisher, features: list[float], reason: str
+) -> None:
+    shown = [{"bundle_id": "b-1", "position": 0, "propensity": 0.9, "policy_features": features}]
+
+    body = json.dumps(feedback("shown", bundles=shown))  # NaN as JavaScript writes it
+    response = client.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert reason in response.text
+    assert publisher.batches == []
 
 
 def test_the_off_policy_evaluation_reads_the_logged_shadow_candidate_position_by_position(

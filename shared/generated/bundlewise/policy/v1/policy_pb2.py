@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!bundlewise/policy/v1/policy.proto\x12\x14\x62undlewise.policy.v1\"-\n\x17GetCurrentPolicyRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\";\n\tBundleArm\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\r\n\x05\x61lpha\x18\x02 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\x01\"\xe4\x01\n\x0ePolicySnapshot\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x12\n\nctr_weight\x18\x05 \x01(\x01\x12-\n\x04\x61rms\x18\x06 \x03(\x0b\x32\x1f.bundlewise.policy.v1.BundleArm\x12\x36\n\x0b\x65xploration\x18\x07 \x01(\x0e\x32!.bundlewise.policy.v1.Exploration\x12\x0f\n\x07\x65psilon\x18\x08 \x01(\x01*d\n\x0b\x45xploration\x12\x1b\n\x17\x45XPLORATION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPLORATION_SOFTMAX\x10\x01\x12\x1f\n\x1b\x45XPLORATION_EPSILON_MIXTURE\x10\x02\x32q\n\x06Policy\x12g\n\x10GetCurrentPolicy\x12-.bundlewise.policy.v1.GetCurrentPolicyRequest\x1a$.bundlewise.policy.v1.PolicySnapshotb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!bundlewise/policy/v1/policy.proto\x12\x14\x62undlewise.policy.v1\"-\n\x17GetCurrentPolicyRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\"P\n\tBundleArm\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\r\n\x05\x61lpha\x18\x02 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\x01\x12\x13\n\x0b\x62\x61ndit_bias\x18\x04 \x01(\x01\"\x94\x02\n\x0ePolicySnapshot\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x12\n\nctr_weight\x18\x05 \x01(\x01\x12-\n\x04\x61rms\x18\x06 \x03(\x0b\x32\x1f.bundlewise.policy.v1.BundleArm\x12\x36\n\x0b\x65xploration\x18\x07 \x01(\x0e\x32!.bundlewise.policy.v1.Exploration\x12\x0f\n\x07\x65psilon\x18\x08 \x01(\x01\x12\x15\n\rfeature_names\x18\t \x03(\t\x12\x17\n\x0f\x66\x65\x61ture_weights\x18\n \x03(\x01*d\n\x0b\x45xploration\x12\x1b\n\x17\x45XPLORATION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPLORATION_SOFTMAX\x10\x01\x12\x1f\n\x1b\x45XPLORATION_EPSILON_MIXTURE\x10\x02\x32q\n\x06Policy\x12g\n\x10GetCurrentPolicy\x12-.bundlewise.policy.v1.GetCurrentPolicyRequest\x1a$.bundlewise.policy.v1.PolicySnapshotb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bundlewise.policy.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLORATION']._serialized_start=398
-  _globals['_EXPLORATION']._serialized_end=498
+  _globals['_EXPLORATION']._serialized_start=467
+  _globals['_EXPLORATION']._serialized_end=567
   _globals['_GETCURRENTPOLICYREQUEST']._serialized_start=59
   _globals['_GETCURRENTPOLICYREQUEST']._serialized_end=104
   _globals['_BUNDLEARM']._serialized_start=106
-  _globals['_BUNDLEARM']._serialized_end=165
-  _globals['_POLICYSNAPSHOT']._serialized_start=168
-  _globals['_POLICYSNAPSHOT']._serialized_end=396
-  _globals['_POLICY']._serialized_start=500
-  _globals['_POLICY']._serialized_end=613
+  _globals['_BUNDLEARM']._serialized_end=186
+  _globals['_POLICYSNAPSHOT']._serialized_start=189
+  _globals['_POLICYSNAPSHOT']._serialized_end=465
+  _globals['_POLICY']._serialized_start=569
+  _globals['_POLICY']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

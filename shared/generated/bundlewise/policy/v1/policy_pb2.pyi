@@ -81,20 +81,24 @@ class BundleArm(_message.Message):
     BUNDLE_ID_FIELD_NUMBER: _builtins.int
     ALPHA_FIELD_NUMBER: _builtins.int
     BETA_FIELD_NUMBER: _builtins.int
+    BANDIT_BIAS_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     alpha: _builtins.float
     """Beta posterior of the bundle's click rate: successes + prior, failures + prior."""
     beta: _builtins.float
+    bandit_bias: _builtins.float
+    """The contextual bandit's own term for this bundle (added to weights . features); 0 when unknown."""
     def __init__(
         self,
         *,
         bundle_id: _builtins.str = ...,
         alpha: _builtins.float = ...,
         beta: _builtins.float = ...,
+        bandit_bias: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "beta", b"beta", "bundle_id", b"bundle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "bandit_bias", b"bandit_bias", "beta", b"beta", "bundle_id", b"bundle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -112,6 +116,8 @@ class PolicySnapshot(_message.Message):
     ARMS_FIELD_NUMBER: _builtins.int
     EXPLORATION_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
+    FEATURE_NAMES_FIELD_NUMBER: _builtins.int
+    FEATURE_WEIGHTS_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     version: _builtins.int
     """Monotonic per catalog: consumers swap only when it goes up."""
@@ -125,6 +131,16 @@ class PolicySnapshot(_message.Message):
     """Probability of a uniformly random list under EXPLORATION_EPSILON_MIXTURE, in [0, 1]."""
     @_builtins.property
     def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleArm]: ...
+    @_builtins.property
+    def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Set for a contextual bandit (then exploration is EXPLORATION_EPSILON_MIXTURE): a candidate's
+        attractiveness is feature_weights . features + its arm's bandit_bias, over the features named
+        here in order (shared/bandit_features.py FEATURES); the ranker shows the most attractive first.
+        Empty: the policy is the click rates of the arms (ctr_weight).
+        """
+
+    @_builtins.property
+    def feature_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -136,10 +152,12 @@ class PolicySnapshot(_message.Message):
         arms: _abc.Iterable[Global___BundleArm] | None = ...,
         exploration: Global___Exploration.ValueType = ...,
         epsilon: _builtins.float = ...,
+        feature_names: _abc.Iterable[_builtins.str] | None = ...,
+        feature_weights: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "catalog_id", b"catalog_id", "ctr_weight", b"ctr_weight", "epsilon", b"epsilon", "exploration", b"exploration", "name", b"name", "temperature", b"temperature", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "catalog_id", b"catalog_id", "ctr_weight", b"ctr_weight", "epsilon", b"epsilon", "exploration", b"exploration", "feature_names", b"feature_names", "feature_weights", b"feature_weights", "name", b"name", "temperature", b"temperature", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

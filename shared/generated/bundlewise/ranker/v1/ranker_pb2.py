@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!bundlewise/ranker/v1/ranker.proto\x12\x14\x62undlewise.ranker.v1\"e\n\x0b\x43onstraints\x12\x1c\n\x0fmax_total_price\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tmin_items\x18\x02 \x01(\r\x12\x11\n\tmax_items\x18\x03 \x01(\rB\x12\n\x10_max_total_price\"\xae\x01\n\x17RecommendBundlesRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x17\n\x0f\x61nchor_item_ids\x18\x04 \x03(\t\x12\x36\n\x0b\x63onstraints\x18\x05 \x01(\x0b\x32!.bundlewise.ranker.v1.Constraints\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"]\n\nBundleItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\x05price\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\timage_url\x18\x04 \x01(\tB\x08\n\x06_price\"\xbc\x02\n\x0cRankedBundle\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x05items\x18\x03 \x03(\x0b\x32 .bundlewise.ranker.v1.BundleItem\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x18\n\x0btotal_price\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x64iscounted_price\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x12\n\npropensity\x18\x08 \x01(\x01\x12\x0e\n\x06source\x18\t \x01(\t\x12\x1e\n\x11shadow_propensity\x18\n \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_total_priceB\x13\n\x11_discounted_priceB\x14\n\x12_shadow_propensity\"\xa9\x01\n\x18RecommendBundlesResponse\x12\x33\n\x07\x62undles\x18\x01 \x03(\x0b\x32\".bundlewise.ranker.v1.RankedBundle\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x15\n\rshadow_policy\x18\x05 \x01(\t\"E\n\x13RelatedItemsRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"k\n\x0bRelatedItem\x12.\n\x04item\x18\x01 \x01(\x0b\x32 .bundlewise.ranker.v1.BundleItem\x12\x17\n\x0f\x62ought_together\x18\x02 \x01(\x01\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\"H\n\x14RelatedItemsResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.bundlewise.ranker.v1.RelatedItem\"D\n\x14SearchBundlesRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"c\n\x15SearchBundlesResponse\x12\x33\n\x07\x62undles\x18\x01 \x03(\x0b\x32\".bundlewise.ranker.v1.RankedBundle\x12\x15\n\rmodel_version\x18\x02 \x01(\t2\xcc\x02\n\x06Ranker\x12q\n\x10RecommendBundles\x12-.bundlewise.ranker.v1.RecommendBundlesRequest\x1a..bundlewise.ranker.v1.RecommendBundlesResponse\x12\x65\n\x0cRelatedItems\x12).bundlewise.ranker.v1.RelatedItemsRequest\x1a*.bundlewise.ranker.v1.RelatedItemsResponse\x12h\n\rSearchBundles\x12*.bundlewise.ranker.v1.SearchBundlesRequest\x1a+.bundlewise.ranker.v1.SearchBundlesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!bundlewise/ranker/v1/ranker.proto\x12\x14\x62undlewise.ranker.v1\"e\n\x0b\x43onstraints\x12\x1c\n\x0fmax_total_price\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tmin_items\x18\x02 \x01(\r\x12\x11\n\tmax_items\x18\x03 \x01(\rB\x12\n\x10_max_total_price\"\xae\x01\n\x17RecommendBundlesRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x17\n\x0f\x61nchor_item_ids\x18\x04 \x03(\t\x12\x36\n\x0b\x63onstraints\x18\x05 \x01(\x0b\x32!.bundlewise.ranker.v1.Constraints\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"]\n\nBundleItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\x05price\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\timage_url\x18\x04 \x01(\tB\x08\n\x06_price\"\xd5\x02\n\x0cRankedBundle\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x05items\x18\x03 \x03(\x0b\x32 .bundlewise.ranker.v1.BundleItem\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x18\n\x0btotal_price\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x64iscounted_price\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x12\n\npropensity\x18\x08 \x01(\x01\x12\x0e\n\x06source\x18\t \x01(\t\x12\x1e\n\x11shadow_propensity\x18\n \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fpolicy_features\x18\x0b \x03(\x01\x42\x0e\n\x0c_total_priceB\x13\n\x11_discounted_priceB\x14\n\x12_shadow_propensity\"\xa9\x01\n\x18RecommendBundlesResponse\x12\x33\n\x07\x62undles\x18\x01 \x03(\x0b\x32\".bundlewise.ranker.v1.RankedBundle\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x15\n\rshadow_policy\x18\x05 \x01(\t\"E\n\x13RelatedItemsRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"k\n\x0bRelatedItem\x12.\n\x04item\x18\x01 \x01(\x0b\x32 .bundlewise.ranker.v1.BundleItem\x12\x17\n\x0f\x62ought_together\x18\x02 \x01(\x01\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\"H\n\x14RelatedItemsResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.bundlewise.ranker.v1.RelatedItem\"D\n\x14SearchBundlesRequest\x12\x12\n\ncatalog_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"c\n\x15SearchBundlesResponse\x12\x33\n\x07\x62undles\x18\x01 \x03(\x0b\x32\".bundlewise.ranker.v1.RankedBundle\x12\x15\n\rmodel_version\x18\x02 \x01(\t2\xcc\x02\n\x06Ranker\x12q\n\x10RecommendBundles\x12-.bundlewise.ranker.v1.RecommendBundlesRequest\x1a..bundlewise.ranker.v1.RecommendBundlesResponse\x12\x65\n\x0cRelatedItems\x12).bundlewise.ranker.v1.RelatedItemsRequest\x1a*.bundlewise.ranker.v1.RelatedItemsResponse\x12h\n\rSearchBundles\x12*.bundlewise.ranker.v1.SearchBundlesRequest\x1a+.bundlewise.ranker.v1.SearchBundlesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUNDLEITEM']._serialized_start=339
   _globals['_BUNDLEITEM']._serialized_end=432
   _globals['_RANKEDBUNDLE']._serialized_start=435
-  _globals['_RANKEDBUNDLE']._serialized_end=751
-  _globals['_RECOMMENDBUNDLESRESPONSE']._serialized_start=754
-  _globals['_RECOMMENDBUNDLESRESPONSE']._serialized_end=923
-  _globals['_RELATEDITEMSREQUEST']._serialized_start=925
-  _globals['_RELATEDITEMSREQUEST']._serialized_end=994
-  _globals['_RELATEDITEM']._serialized_start=996
-  _globals['_RELATEDITEM']._serialized_end=1103
-  _globals['_RELATEDITEMSRESPONSE']._serialized_start=1105
-  _globals['_RELATEDITEMSRESPONSE']._serialized_end=1177
-  _globals['_SEARCHBUNDLESREQUEST']._serialized_start=1179
-  _globals['_SEARCHBUNDLESREQUEST']._serialized_end=1247
-  _globals['_SEARCHBUNDLESRESPONSE']._serialized_start=1249
-  _globals['_SEARCHBUNDLESRESPONSE']._serialized_end=1348
-  _globals['_RANKER']._serialized_start=1351
-  _globals['_RANKER']._serialized_end=1683
+  _globals['_RANKEDBUNDLE']._serialized_end=776
+  _globals['_RECOMMENDBUNDLESRESPONSE']._serialized_start=779
+  _globals['_RECOMMENDBUNDLESRESPONSE']._serialized_end=948
+  _globals['_RELATEDITEMSREQUEST']._serialized_start=950
+  _globals['_RELATEDITEMSREQUEST']._serialized_end=1019
+  _globals['_RELATEDITEM']._serialized_start=1021
+  _globals['_RELATEDITEM']._serialized_end=1128
+  _globals['_RELATEDITEMSRESPONSE']._serialized_start=1130
+  _globals['_RELATEDITEMSRESPONSE']._serialized_end=1202
+  _globals['_SEARCHBUNDLESREQUEST']._serialized_start=1204
+  _globals['_SEARCHBUNDLESREQUEST']._serialized_end=1272
+  _globals['_SEARCHBUNDLESRESPONSE']._serialized_start=1274
+  _globals['_SEARCHBUNDLESRESPONSE']._serialized_end=1373
+  _globals['_RANKER']._serialized_start=1376
+  _globals['_RANKER']._serialized_end=1708
 # @@protoc_insertion_point(module_scope)

@@ -131,6 +131,7 @@ class RankedBundle(_message.Message):
     PROPENSITY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     SHADOW_PROPENSITY_FIELD_NUMBER: _builtins.int
+    POLICY_FEATURES_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     name: _builtins.str
     score: _builtins.float
@@ -150,6 +151,13 @@ class RankedBundle(_message.Message):
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleItem]: ...
+    @_builtins.property
+    def policy_features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The contextual bandit's features of this bundle when the list was chosen (shared.bandit_features
+        FEATURES, in that order); empty unless the catalog's policy is a contextual bandit. Logged with
+        the impression, the policy learns from exactly these values.
+        """
+
     def __init__(
         self,
         *,
@@ -163,10 +171,11 @@ class RankedBundle(_message.Message):
         propensity: _builtins.float = ...,
         source: _builtins.str = ...,
         shadow_propensity: _builtins.float | None = ...,
+        policy_features: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_shadow_propensity", b"_shadow_propensity", "_total_price", b"_total_price", "discounted_price", b"discounted_price", "shadow_propensity", b"shadow_propensity", "total_price", b"total_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_shadow_propensity", b"_shadow_propensity", "_total_price", b"_total_price", "bundle_id", b"bundle_id", "discounted_price", b"discounted_price", "explanation", b"explanation", "items", b"items", "name", b"name", "propensity", b"propensity", "score", b"score", "shadow_propensity", b"shadow_propensity", "source", b"source", "total_price", b"total_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price", "_shadow_propensity", b"_shadow_propensity", "_total_price", b"_total_price", "bundle_id", b"bundle_id", "discounted_price", b"discounted_price", "explanation", b"explanation", "items", b"items", "name", b"name", "policy_features", b"policy_features", "propensity", b"propensity", "score", b"score", "shadow_propensity", b"shadow_propensity", "source", b"source", "total_price", b"total_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__discounted_price: _TypeAlias = _typing.Literal["discounted_price"]  # noqa: Y015
     _WhichOneofArgType__discounted_price: _TypeAlias = _typing.Literal["_discounted_price", b"_discounted_price"]  # noqa: Y015
