@@ -98,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.start(SERVICES)
             headers = auth_headers(stack)
             paths = [bundles_path(catalog.catalog_id, user) for user in users]
-            full = asyncio.run(measure_levels("127.0.0.1", stack.ports["gateway"], paths, headers, args))
+            meter = CpuMeter({name: stack.processes[name].process.pid for name in ("gateway", "ranker")}, client)
+            full = asyncio.run(measure_levels("127.0.0.1", stack.ports["gateway"], paths, headers, args, meter))
         finally:
             stack.stop()
-        with bare_endpoint() as port:
-            bare = asyncio.run(measure_levels("127.0.0.1", port, ["/constant"], {}, args))
+        with bare_endpoint() as (port, pid):
+            bare = asyncio.run(measure_levels("127.0.0.1", port, ["/constant"], {}, args, CpuMeter({"bare": pid})))
     finally:
         cleanup(settings.postgres_url, engine, client, namespace)
     results = summarise(full, bare, users)
@@ -155,16 +156,50 @@ class Level:
     seconds: float = 0.0
     answers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process spent during the level (see :class:`CpuMeter`)."""
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used so far by each process on the path: the services by their pid
+    (Linux ``/proc``), Redis by its own INFO, and this process (the load generator). Where the time of
+    a request goes, and so what the ratio to the bare endpoint is made of."""
+
+    def __init__(self, pids: Mapping[str, int], redis_client: redis.Redis | None = None) -> None:
+        self._pids = dict(pids)
+        self._redis = redis_client
+
+    def read(self) -> dict[str, float]:
+        used = {name: process_cpu_s(pid) for name, pid in self._pids.items()}
+        if self._redis is not None:
+            info = self._redis.info("cpu")
+            used["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        own = os.times()
+        used["load_generator"] = own.user + own.system
+        return used
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its threads so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure_levels(
-    host: str, port: int, paths: Sequence[str], headers: Mapping[str, str], args: argparse.Namespace
+    host: str,
+    port: int,
+    paths: Sequence[str],
+    headers: Mapping[str, str],
+    args: argparse.Namespace,
+    cpu: CpuMeter,
 ) -> list[Level]:
     levels = []
     for concurrency in LEVELS:
         await run_level(host, port, paths, headers, concurrency, args.warmup_seconds, Level(concurrency))
         level = Level(concurrency)
+        before = cpu.read()
         await run_level(host, port, paths, headers, concurrency, args.seconds, level)
+        level.cpu_s = {name: used - before[name] for name, used in cpu.read().items()}
         levels.append(level)
         print(
             f"[bench] :{port} c={concurrency}: {len(level.latencies_s) / level.seconds:.0f} req/s, "
@@ -244,8 +279,9 @@ async def constant() -> dict[str, str]:
 
 
 @contextmanager
-def bare_endpoint() -> Iterator[int]:
-    """A FastAPI app returning a constant, under uvicorn with one worker (as the gateway runs)."""
+def bare_endpoint() -> Iterator[tuple[int, int]]:
+    """A FastAPI app returning a constant, under uvicorn with one worker (as the gateway runs); yields
+    its port and pid."""
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     (folder / "bare_app.py").write_text(BARE_APP)
@@ -272,7 +308,7 @@ def bare_endpoint() -> Iterator[int]:
                 break
             except OSError:
                 time.sleep(0.2)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -293,6 +329,9 @@ def summarise(full: list[Level], bare: list[Level], users: Sequence[str]) -> dic
             "errors": level.errors,
             "fallbacks": level.fallbacks,
             "statuses": {str(s): n for s, n in sorted(level.statuses.items())},
+            "cpu_ms_per_request": {
+                name: round(1000 * used / max(len(level.latencies_s), 1), 3) for name, used in level.cpu_s.items()
+            },
         }
 
     levels = {f"c{level.concurrency}": describe(level) for level in full}
@@ -312,6 +351,8 @@ def summarise(full: list[Level], bare: list[Level], users: Sequence[str]) -> dic
         "p99_ms_c32": levels["c32"]["p99_ms"],
         "bare_rps_c32": bare_levels["c32"]["rps"],
         "ratio": round(levels["c32"]["rps"] / bare_levels["c32"]["rps"], 3),
+        "cpu_ms_per_request_c32": levels["c32"]["cpu_ms_per_request"],
+        "bare_cpu_ms_per_request_c32": bare_levels["c32"]["cpu_ms_per_request"],
         "errors": sum(level["errors"] for level in levels.values()),
         "fallbacks": sum(level["fallbacks"] for level in levels.values()),
         "distinct_answers": round(distinct, 3),
@@ -343,12 +384,29 @@ def markdown(results: Mapping[str, Any]) -> str:
 |---|---|---|---|---|---|---|---|
 {rows}
 
+{cpu_paragraph(results)}
 ratio (req/s at 32 clients over the bare endpoint's): **{results["ratio"]}**; distinct answers:
 **{results["distinct_answers"]}** of {results["users_answered"]} shoppers. Goal: p50 under 5 ms and p99 under
 15 ms for one client, ratio at least 0.3, no errors or fallbacks, distinct answers at least 0.5.
 Commit `{results["commit"][:10]}`, {results["date"]}, {results["machine"]["cpu_model"]} ×
 {results["machine"]["cores"]}; `{results["command"]}`.
 """
+
+
+def cpu_paragraph(results: Mapping[str, Any]) -> str:
+    """Where the CPU of a request goes, full path and bare; empty for results measured before it was."""
+    if "cpu_ms_per_request_c32" not in results:
+        return ""
+    return (
+        f"CPU per request at 32 clients, in ms: {cpu_line(results['cpu_ms_per_request_c32'])}; the bare "
+        f"endpoint: {cpu_line(results['bare_cpu_ms_per_request_c32'])}. With every process on the same two "
+        "cores, the ratio is close to the bare request's total CPU over the full path's.\n"
+    )
+
+
+def cpu_line(per_process: Mapping[str, float]) -> str:
+    total = sum(per_process.values())
+    return ", ".join(f"{name} {ms:.2f}" for name, ms in per_process.items()) + f" (total {total:.2f})"
 
 
 if __name__ == "__main__":
