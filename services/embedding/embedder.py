@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
+import torch
 
 from services.embedding import metrics
 from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
-from services.embedding.batcher import AudioBatcher, TextBatcher, Vectors
+from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher, Vectors
+from services.embedding.image_encoder import ImageEncoder
+from services.embedding.image_input import ImageLimits, check_image_bytes, decode_image
 from services.embedding.text_encoder import TextEncoder, TextRole
 from services.embedding.vector_cache import CacheUnavailable, VectorCache, content_key
 from shared.errors import Unavailable
@@ -18,6 +23,8 @@ from shared.errors import Unavailable
 log = logging.getLogger(__name__)
 
 _VALUE_DTYPE = np.dtype("<f4")
+# The "role" of an image in its content key: the hash of the encoded bytes stands in for the text.
+IMAGE_KEY_ROLE = "image"
 
 
 def wait_for_vectors(future: Future[Vectors], timeout_s: float | None) -> Vectors:
@@ -64,44 +71,79 @@ class TextEmbedder:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         encoder = self._batcher.encoder
         keys = [content_key(encoder.version, role.value, text) for text in texts]
-        vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
-        missing: dict[str, list[int]] = {}
-        value_bytes = encoder.dim * _VALUE_DTYPE.itemsize
-        for index, (key, value) in enumerate(zip(keys, self._read(keys), strict=True)):
-            if value is not None and len(value) == value_bytes:
-                vectors[index] = np.frombuffer(value, dtype=_VALUE_DTYPE)
-            else:
-                missing.setdefault(key, []).append(index)
-        misses = sum(len(indices) for indices in missing.values())
-        metrics.CACHE_LOOKUPS.labels("hit").inc(len(texts) - misses)
-        metrics.CACHE_LOOKUPS.labels("miss").inc(misses)
+        vectors, missing = _read_cached(self._cache, keys, encoder.dim, "text")
         if not missing:
             return vectors
-        remaining_s = None if deadline is None else max(0.0, deadline - time.monotonic())
         encoded = wait_for_vectors(
-            self._batcher.submit([texts[indices[0]] for indices in missing.values()], role), remaining_s
+            self._batcher.submit([texts[indices[0]] for indices in missing.values()], role), _seconds_left(deadline)
         )
         for row, indices in zip(encoded, missing.values(), strict=True):
             vectors[indices] = row
-        self._write({key: row.astype(_VALUE_DTYPE).tobytes() for key, row in zip(missing, encoded, strict=True)})
+        _write_back(self._cache, missing, encoded)
         return vectors
 
-    def _read(self, keys: list[str]) -> list[bytes | None]:
-        assert self._cache is not None
-        try:
-            return self._cache.get_many(keys)
-        except CacheUnavailable as exc:
-            metrics.CACHE_ERRORS.labels("read").inc()
-            log.warning("%s; encoding without the cache", exc)
-            return [None] * len(keys)
 
-    def _write(self, values: dict[str, bytes]) -> None:
-        assert self._cache is not None
-        try:
-            self._cache.put_many(values)
-        except CacheUnavailable as exc:
-            metrics.CACHE_ERRORS.labels("write").inc()
-            log.warning("%s; the vectors were returned uncached", exc)
+class ImageEmbedder:
+    """Embeds encoded images (JPEG, PNG, ...) with one image encoder, reading and filling an optional vector cache.
+
+    Cache keys are the encoder's version and the SHA-256 of the image's encoded bytes, so a cached
+    image is answered without being decoded at all; only the others are decoded, checked and
+    preprocessed, on the calling thread, and then batched with other calls' images. Only images
+    that were encoded are written, so an invalid image is never cached. Byte-identical images
+    within one call are decoded and encoded once; the same picture in another encoding (another
+    JPEG quality, PNG instead of JPEG) is another key.
+    """
+
+    def __init__(self, batcher: ImageBatcher, cache: VectorCache | None, limits: ImageLimits) -> None:
+        """``cache`` None: every image is decoded and encoded. ``limits`` apply to every image, cached or not."""
+        self._batcher = batcher
+        self._cache = cache
+        self._limits = limits
+
+    @property
+    def encoder(self) -> ImageEncoder:
+        """The encoder behind the batcher."""
+        return self._batcher.encoder
+
+    @property
+    def limits(self) -> ImageLimits:
+        """What one image may be (encoded bytes, pixels)."""
+        return self._limits
+
+    def embed(self, images: Sequence[bytes], timeout_s: float | None) -> Vectors:
+        """float32 ``(len(images), dim)`` unit vectors in the order of ``images``.
+
+        Every image's byte count is checked first; decoding (and so the format and pixel checks)
+        happens only for images not in the cache. Error messages name the image ``images[<index>]``.
+
+        Raises:
+            InvalidArgument: an image is empty or has more bytes than the limit; an image not in
+                the cache is not decodable, has more pixels than the limit or is corrupt (see
+                :func:`decode_image`); or more images than the batcher's queue holds.
+            Unavailable: not done within ``timeout_s`` seconds (decoding included), or the batcher is closing.
+            ResourceExhausted: the batcher's queue is full.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for index, data in enumerate(images):
+            check_image_bytes(data, self._limits, _image_label(index))
+        if self._cache is None:
+            pixels = [self._preprocess(data, index) for index, data in enumerate(images)]
+            return wait_for_vectors(self._batcher.submit(pixels, None), _seconds_left(deadline))
+        encoder = self._batcher.encoder
+        keys = [content_key(encoder.version, IMAGE_KEY_ROLE, hashlib.sha256(data).hexdigest()) for data in images]
+        vectors, missing = _read_cached(self._cache, keys, encoder.dim, "image")
+        if not missing:
+            return vectors
+        # In order of first appearance, so the lowest invalid index among the misses is the one refused.
+        pixels = [self._preprocess(images[indices[0]], indices[0]) for indices in missing.values()]
+        encoded = wait_for_vectors(self._batcher.submit(pixels, None), _seconds_left(deadline))
+        for row, indices in zip(encoded, missing.values(), strict=True):
+            vectors[indices] = row
+        _write_back(self._cache, missing, encoded)
+        return vectors
+
+    def _preprocess(self, data: bytes, index: int) -> torch.Tensor:
+        return self._batcher.encoder.preprocess(decode_image(data, self._limits, _image_label(index)))
 
 
 class AudioEmbedder:
@@ -141,11 +183,53 @@ class AudioEmbedder:
             raise
         vectors = np.empty((len(clips), self._batcher.encoder.dim), dtype=np.float32)
         for position, (indices, future) in enumerate(futures):
-            remaining_s = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                vectors[indices] = wait_for_vectors(future, remaining_s)
+                vectors[indices] = wait_for_vectors(future, _seconds_left(deadline))
             except Exception:
                 for _, later in futures[position + 1 :]:
                     later.cancel()
                 raise
         return vectors
+
+
+def _seconds_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _image_label(index: int) -> str:
+    return f"images[{index}]"
+
+
+def _read_cached(cache: VectorCache, keys: list[str], dim: int, modality: str) -> tuple[Vectors, dict[str, list[int]]]:
+    """float32 ``(len(keys), dim)`` with every cached row filled in, and the rows of each key not
+    found (keys in order of first appearance); counts the hits and misses under ``modality``."""
+    vectors = np.empty((len(keys), dim), dtype=np.float32)
+    missing: dict[str, list[int]] = {}
+    value_bytes = dim * _VALUE_DTYPE.itemsize
+    for index, (key, value) in enumerate(zip(keys, _get_many(cache, keys), strict=True)):
+        if value is not None and len(value) == value_bytes:
+            vectors[index] = np.frombuffer(value, dtype=_VALUE_DTYPE)
+        else:
+            missing.setdefault(key, []).append(index)
+    misses = sum(len(indices) for indices in missing.values())
+    metrics.CACHE_LOOKUPS.labels(modality, "hit").inc(len(keys) - misses)
+    metrics.CACHE_LOOKUPS.labels(modality, "miss").inc(misses)
+    return vectors, missing
+
+
+def _get_many(cache: VectorCache, keys: list[str]) -> list[bytes | None]:
+    try:
+        return cache.get_many(keys)
+    except CacheUnavailable as exc:
+        metrics.CACHE_ERRORS.labels("read").inc()
+        log.warning("%s; encoding without the cache", exc)
+        return [None] * len(keys)
+
+
+def _write_back(cache: VectorCache, keys: Iterable[str], rows: Vectors) -> None:
+    """Stores row ``i`` of ``rows`` under the ``i``-th key; a failure is logged and counted, never raised."""
+    try:
+        cache.put_many({key: row.astype(_VALUE_DTYPE).tobytes() for key, row in zip(keys, rows, strict=True)})
+    except CacheUnavailable as exc:
+        metrics.CACHE_ERRORS.labels("write").inc()
+        log.warning("%s; the vectors were returned uncached", exc)

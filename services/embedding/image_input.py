@@ -35,10 +35,7 @@ def decode_image(data: bytes, limits: ImageLimits, label: str) -> Image.Image:
         InvalidArgument: empty, too many bytes, not an image of an allowed format, too many
             pixels, or corrupt (truncated, bad data); the message starts with ``label``.
     """
-    if not data:
-        raise InvalidArgument(f"{label} is empty")
-    if len(data) > limits.max_bytes:
-        raise InvalidArgument(f"{label} has {len(data)} bytes; the limit is {limits.max_bytes}")
+    check_image_bytes(data, limits, label)
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -63,6 +60,18 @@ def decode_image(data: bytes, limits: ImageLimits, label: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidArgument(f"{label} is corrupt: {exc}") from None
     return _to_rgb(image)
+
+
+def check_image_bytes(data: bytes, limits: ImageLimits, label: str) -> None:
+    """Refuses encoded image bytes by their count alone, without looking inside them.
+
+    Raises:
+        InvalidArgument: empty, or more than ``limits.max_bytes``; the message starts with ``label``.
+    """
+    if not data:
+        raise InvalidArgument(f"{label} is empty")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(f"{label} has {len(data)} bytes; the limit is {limits.max_bytes}")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -32,12 +32,12 @@ ENCODED = Counter(
 )
 CACHE_LOOKUPS = Counter(
     metric_name(SERVICE, "cache_lookups_total"),
-    "Vector cache lookups by result (hit, miss); the hit rate is hit / (hit + miss).",
-    ["result"],
+    "Vector cache lookups by modality (text, image) and result (hit, miss); the hit rate is hit / (hit + miss).",
+    ["modality", "result"],
 )
 CACHE_ERRORS = Counter(
     metric_name(SERVICE, "cache_errors_total"),
-    "Vector cache reads or writes that failed (the texts were encoded anyway), by operation.",
+    "Vector cache reads or writes that failed (the inputs were encoded anyway), by operation.",
     ["operation"],
 )
 DEVICE_INFO = Gauge(

@@ -8,14 +8,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
-from PIL import Image
 
 from services.embedding.audio_encoder import AudioEncoder
 from services.embedding.audio_input import AudioLimits, decode_audio
-from services.embedding.batcher import ImageBatcher, Vectors
-from services.embedding.embedder import AudioEmbedder, TextEmbedder, wait_for_vectors
+from services.embedding.batcher import Vectors
+from services.embedding.embedder import AudioEmbedder, ImageEmbedder, TextEmbedder
 from services.embedding.image_encoder import ImageEncoder
-from services.embedding.image_input import ImageLimits, decode_image, read_image_file
+from services.embedding.image_input import read_image_file
 from services.embedding.settings import (
     MAX_AUDIO_CLIPS_PER_CALL,
     MAX_AUDIO_SECONDS,
@@ -37,23 +36,22 @@ _ROLES = {
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[misc]
-    """``bundlewise.embedding.v1.Embedding`` over one embedder per text encoder and one batcher per image encoder."""
+    """``bundlewise.embedding.v1.Embedding`` over one embedder per encoder."""
 
     def __init__(
         self,
         text_embedders: Sequence[TextEmbedder],
         max_text_chars: int,
-        image_batchers: Sequence[ImageBatcher] = (),
-        image_limits: ImageLimits | None = None,
+        image_embedders: Sequence[ImageEmbedder] = (),
         image_root: Path | None = None,
         audio_embedders: Sequence[AudioEmbedder] = (),
         audio_limits: AudioLimits | None = None,
         spoken_queries: SpokenQueryEmbedder | None = None,
     ) -> None:
-        """``text_embedders[0]`` is the default text model, ``image_batchers[0]`` the default image
+        """``text_embedders[0]`` is the default text model, ``image_embedders[0]`` the default image
         model, ``audio_embedders[0]`` the default audio model.
 
-        Texts past ``max_text_chars`` are refused; images past ``image_limits`` and clips past
+        Texts past ``max_text_chars`` are refused; images past their embedder's limits and clips past
         ``audio_limits`` too; images may be given by path only inside ``image_root`` (None: not at
         all). ``spoken_queries`` None: EmbedSpokenQuery answers NOT_FOUND.
         """
@@ -62,9 +60,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
         self._default_text = text_embedders[0]
         self._texts_by_name = {embedder.encoder.name: embedder for embedder in text_embedders}
         self._max_text_chars = max_text_chars
-        self._images_by_name = {batcher.encoder.name: batcher for batcher in image_batchers}
-        self._default_image = image_batchers[0] if image_batchers else None
-        self._image_limits = image_limits or ImageLimits(max_bytes=10 * 1024 * 1024, max_pixels=40_000_000)
+        self._images_by_name = {embedder.encoder.name: embedder for embedder in image_embedders}
+        self._default_image = image_embedders[0] if image_embedders else None
         self._image_root = image_root
         self._audio_by_name = {embedder.encoder.name: embedder for embedder in audio_embedders}
         self._default_audio = audio_embedders[0] if audio_embedders else None
@@ -98,9 +95,11 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
     def EmbedImages(
         self, request: embedding_pb2.EmbedImagesRequest, context: grpc.ServicerContext
     ) -> embedding_pb2.EmbedImagesResponse:
-        """Decodes, checks and embeds ``request.images``; see the proto for the contract.
+        """Checks and embeds ``request.images``; see the proto for the contract.
 
-        Images are decoded and preprocessed on this call's thread, then batched with other calls'.
+        Paths are read here; images in the vector cache (by the SHA-256 of their bytes) are answered
+        from it undecoded, the others decoded and preprocessed on this call's thread, then batched
+        with other calls'.
 
         Raises:
             NotFound: unknown image model, or a path that names no file in the image folder.
@@ -109,15 +108,15 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             ResourceExhausted: the batching queue is full.
             Unavailable: the call's deadline passed while it waited, or the server is stopping.
         """
-        batcher = self._image_batcher_for(request.model)
+        embedder = self._image_embedder_for(request.model)
         images = list(request.images)
         if not images:
             raise InvalidArgument("images is empty; send at least one image")
         if len(images) > MAX_IMAGES_PER_CALL:
             raise InvalidArgument(f"{len(images)} images in one call; the limit is {MAX_IMAGES_PER_CALL}, split it")
-        encoder = batcher.encoder
-        pixels = [encoder.preprocess(self._decode(image, f"images[{index}]")) for index, image in enumerate(images)]
-        vectors = wait_for_vectors(batcher.submit(pixels, None), context.time_remaining())
+        data = [self._image_bytes(image, embedder, f"images[{index}]") for index, image in enumerate(images)]
+        vectors = embedder.embed(data, context.time_remaining())
+        encoder = embedder.encoder
         return embedding_pb2.EmbedImagesResponse(
             vectors=_to_proto(vectors), model=encoder.name, model_version=encoder.version, dim=encoder.dim
         )
@@ -189,19 +188,17 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             embedder.encoder for embedder in self._texts_by_name.values() if embedder is not self._default_text
         ]
         infos = [_model_info(encoder, "text") for encoder in texts]
-        infos += [_model_info(batcher.encoder, "image") for batcher in self._images_by_name.values()]
+        infos += [_model_info(embedder.encoder, "image") for embedder in self._images_by_name.values()]
         infos += [_model_info(embedder.encoder, "audio") for embedder in self._audio_by_name.values()]
         return embedding_pb2.DescribeModelsResponse(models=infos)
 
-    def _decode(self, image: embedding_pb2.ImageInput, label: str) -> Image.Image:
+    def _image_bytes(self, image: embedding_pb2.ImageInput, embedder: ImageEmbedder, label: str) -> bytes:
         source = image.WhichOneof("source")
         if source == "data":
-            data = image.data
-        elif source == "path":
-            data = read_image_file(image.path, self._image_root, self._image_limits, label)
-        else:
-            raise InvalidArgument(f"{label} has neither data nor path")
-        return decode_image(data, self._image_limits, label)
+            return image.data
+        if source == "path":
+            return read_image_file(image.path, self._image_root, embedder.limits, label)
+        raise InvalidArgument(f"{label} has neither data nor path")
 
     def _text_embedder_for(self, model: str) -> TextEmbedder:
         if not model:
@@ -212,12 +209,12 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             raise NotFound(f"no text encoder named {model!r}; loaded: {known}")
         return embedder
 
-    def _image_batcher_for(self, model: str) -> ImageBatcher:
-        batcher = self._images_by_name.get(model) if model else self._default_image
-        if batcher is None:
+    def _image_embedder_for(self, model: str) -> ImageEmbedder:
+        embedder = self._images_by_name.get(model) if model else self._default_image
+        if embedder is None:
             known = ", ".join(sorted(self._images_by_name)) or "none"
             raise NotFound(f"no image encoder named {model!r}; loaded: {known}")
-        return batcher
+        return embedder
 
     def _audio_embedder_for(self, model: str) -> AudioEmbedder:
         embedder = self._audio_by_name.get(model) if model else self._default_audio

@@ -15,7 +15,7 @@ from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import SAMPLE_RATE, AudioLimits
 from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher
 from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
-from services.embedding.embedder import AudioEmbedder, TextEmbedder
+from services.embedding.embedder import AudioEmbedder, ImageEmbedder, TextEmbedder
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder, ImageEncoder
 from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
@@ -103,6 +103,9 @@ def build_service(
 ) -> tuple[EmbeddingServicer, list[Closeable]]:
     """Wraps the encoders (loaded here unless given) in batchers, the vector cache and the servicer.
 
+    Text and image embedders share one vector cache (keys carry the model version): on exactly
+    when ``BUNDLEWISE_REDIS_URL`` is set.
+
     Returns:
         The servicer, and what to close after the server stops (in that order).
 
@@ -128,6 +131,8 @@ def build_service(
     audio_batchers: list[AudioBatcher] = []
     transcribers: list[Transcriber] = []
     text_embedders = [TextEmbedder(batcher, cache) for batcher in text_batchers]
+    image_limits = ImageLimits(settings.embedding_max_image_bytes, settings.embedding_max_image_pixels)
+    image_embedders = [ImageEmbedder(batcher, cache, image_limits) for batcher in image_batchers]
     spoken_queries = None
     if encoders.whisper is not None:
         audio_batchers.append(
@@ -144,12 +149,11 @@ def build_service(
     servicer = EmbeddingServicer(
         text_embedders,
         settings.embedding_max_text_chars,
-        image_batchers,
-        ImageLimits(settings.embedding_max_image_bytes, settings.embedding_max_image_pixels),
-        settings.embedding_image_root,
-        [AudioEmbedder(batcher) for batcher in audio_batchers],
-        AudioLimits(settings.embedding_max_audio_bytes, settings.embedding_max_audio_seconds),
-        spoken_queries,
+        image_embedders=image_embedders,
+        image_root=settings.embedding_image_root,
+        audio_embedders=[AudioEmbedder(batcher) for batcher in audio_batchers],
+        audio_limits=AudioLimits(settings.embedding_max_audio_bytes, settings.embedding_max_audio_seconds),
+        spoken_queries=spoken_queries,
     )
     closeables: list[Closeable] = [*text_batchers, *image_batchers, *audio_batchers, *transcribers]
     if cache is not None:

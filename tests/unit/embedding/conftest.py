@@ -3,15 +3,18 @@
 The real encoders come from the service's own wiring (:func:`load_encoders`) on the CPU, with the
 model cache that ``make models`` prepares (``BUNDLEWISE_MODEL_CACHE``). Tests that need
 multilingual-e5-small or Whisper-base skip, saying so, when that cache has not been prepared;
-tests that speak skip, saying so, without Debian's ``espeak-ng``.
+tests that speak skip, saying so, without Debian's ``espeak-ng``. The vector-cache tests use the real
+Redis (:mod:`redis_namespaces`) and skip, saying so, when it is not reachable.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import torch
 
 from services.embedding.audio_encoder import WhisperBase
@@ -25,8 +28,10 @@ from services.embedding.text_encoder import (
     TextEncoder,
     tiny_random_bert_encoder,
 )
+from services.embedding.vector_cache import RedisVectorCache
 from services.embedding.wiring import LoadedEncoders, load_encoders
 from shared.settings import load_settings
+from tests.unit.embedding.redis_namespaces import CACHE_TTL_S, REDIS_URL, throwaway_namespace
 
 CPU_FLOAT32 = DevicePlacement(torch.device("cpu"), torch.float32)
 
@@ -109,3 +114,30 @@ def espeak_ng() -> str:
     if program is None:
         pytest.skip("espeak-ng is not installed (Debian package espeak-ng): speech cannot be synthesised")
     return program
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    """A client of the real Redis; skips the test when it is not reachable."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({exc}); start it with `make up`")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(redis_client: redis.Redis) -> Iterator[str]:
+    """A Redis namespace of this test's own, emptied afterwards."""
+    with throwaway_namespace(redis_client) as name:
+        yield name
+
+
+@pytest.fixture
+def cache(namespace: str) -> Iterator[RedisVectorCache]:
+    """The vector cache on the real Redis, in this test's namespace, entries living ``CACHE_TTL_S``."""
+    opened = RedisVectorCache.from_url(REDIS_URL, namespace, CACHE_TTL_S)
+    yield opened
+    opened.close()

@@ -13,6 +13,7 @@ import pytest
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import AudioLimits, decode_audio
@@ -91,6 +92,18 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (300, 200)) -> byte
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, format="PNG")
     return out.getvalue()
+
+
+def image_counts() -> list[float]:
+    """Images encoded, image cache hits, image cache misses: the process's counters now."""
+    return [
+        REGISTRY.get_sample_value(name, labels) or 0.0
+        for name, labels in (
+            ("bundlewise_embedding_encoded_total", {"modality": "image"}),
+            ("bundlewise_embedding_cache_lookups_total", {"modality": "image", "result": "hit"}),
+            ("bundlewise_embedding_cache_lookups_total", {"modality": "image", "result": "miss"}),
+        )
+    ]
 
 
 def test_embed_texts_returns_one_unit_vector_per_text_in_request_order(
@@ -204,6 +217,18 @@ def test_embed_images_returns_unit_vectors_in_request_order_from_bytes_and_paths
         1280,
     )
     np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+
+def test_without_a_redis_url_every_image_is_encoded_and_none_is_looked_up(
+    stub: embedding_pb2_grpc.EmbeddingStub,
+) -> None:
+    request = embedding_pb2.EmbedImagesRequest(images=[embedding_pb2.ImageInput(data=png((10, 160, 90)))])
+    before = image_counts()
+
+    stub.EmbedImages(request, timeout=DEADLINE_S)
+    stub.EmbedImages(request, timeout=DEADLINE_S)
+
+    assert [after - then for after, then in zip(image_counts(), before, strict=True)] == [2, 0, 0]
 
 
 @pytest.mark.parametrize(

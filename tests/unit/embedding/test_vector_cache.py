@@ -1,14 +1,14 @@
-"""The vector cache on the real Redis (``BUNDLEWISE_REDIS_URL``, default 127.0.0.1:6379), in a namespace of its own."""
+"""The vector cache on the real Redis (``BUNDLEWISE_REDIS_URL``, default 127.0.0.1:6379), in a namespace of its own.
+
+Texts here; images in ``test_image_cache``.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 import redis
 from prometheus_client import REGISTRY
 
@@ -16,9 +16,8 @@ from services.embedding.batcher import TextBatcher
 from services.embedding.embedder import TextEmbedder
 from services.embedding.text_encoder import MiniLMTextEncoder, TextEncoder, TextRole
 from services.embedding.vector_cache import KEY_LAYOUT, RedisVectorCache, content_key
+from tests.unit.embedding.redis_namespaces import CACHE_TTL_S
 
-REDIS_URL = os.environ.get("BUNDLEWISE_REDIS_URL", "redis://127.0.0.1:6379/0")
-TTL_S = 600
 WAIT_S = 10.0
 
 
@@ -36,36 +35,11 @@ class CountingEncoder:
         return self.inner.encode(texts, role)
 
 
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2.0, socket_connect_timeout=2.0)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({exc}); start it with `make up`")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def namespace(redis_client: redis.Redis) -> Iterator[str]:
-    """A namespace no other test or process uses; its keys are deleted afterwards (never a flush)."""
-    name = f"test_emb_{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(redis_client.scan_iter(match=f"{name}:*", count=100_000))
-    if keys:
-        redis_client.delete(*keys)
-
-
-@pytest.fixture
-def cache(namespace: str) -> Iterator[RedisVectorCache]:
-    opened = RedisVectorCache.from_url(REDIS_URL, namespace, TTL_S)
-    yield opened
-    opened.close()
-
-
 def cache_lookups(result: str) -> float:
-    return REGISTRY.get_sample_value("bundlewise_embedding_cache_lookups_total", {"result": result}) or 0.0
+    return (
+        REGISTRY.get_sample_value("bundlewise_embedding_cache_lookups_total", {"modality": "text", "result": result})
+        or 0.0
+    )
 
 
 def embedder_over(encoder: CountingEncoder, cache: RedisVectorCache | None) -> tuple[TextEmbedder, TextBatcher]:
@@ -90,7 +64,7 @@ def test_redis_round_trip_under_the_namespace_with_a_ttl(
 
     assert cache.get_many(["m@1:aa", "m@1:missing", "m@1:bb"]) == [b"\x01\x02", None, b"\x03"]
     assert cache.key_prefix == f"{namespace}:embedding:{KEY_LAYOUT}:"
-    assert 0 < redis_client.ttl(f"{namespace}:embedding:{KEY_LAYOUT}:m@1:aa") <= TTL_S
+    assert 0 < redis_client.ttl(f"{namespace}:embedding:{KEY_LAYOUT}:m@1:aa") <= CACHE_TTL_S
 
 
 def test_a_cached_text_is_not_encoded_again_and_gives_the_same_vector(
@@ -143,7 +117,7 @@ def test_a_text_repeated_within_one_call_is_encoded_once(
 
 
 def test_an_unreachable_redis_costs_the_cache_not_the_call(tiny_encoder: MiniLMTextEncoder) -> None:
-    unreachable = RedisVectorCache.from_url("redis://127.0.0.1:1/0", "test_emb_down", TTL_S, timeout_s=0.2)
+    unreachable = RedisVectorCache.from_url("redis://127.0.0.1:1/0", "test_emb_down", CACHE_TTL_S, timeout_s=0.2)
     encoder = CountingEncoder(tiny_encoder)
     embedder, batcher = embedder_over(encoder, unreachable)
     errors = REGISTRY.get_sample_value("bundlewise_embedding_cache_errors_total", {"operation": "read"}) or 0.0
