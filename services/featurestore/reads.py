@@ -42,6 +42,9 @@ class FeatureReader:
         return live.value
 
     def user_features(self, catalog_id: str, user_ids: Sequence[str], max_recent: int) -> list[pb.UserFeatures]:
+        """Each user's features, in the order of ``user_ids``: at most ``max_recent`` recent items,
+        the top :data:`TOP_CATEGORIES` categories, bought and clicked bundles in id order, and the
+        looks at each bundle shown to them. One round trip."""
         batch = self._batch(catalog_id)
         replies = [
             (
@@ -49,6 +52,7 @@ class FeatureReader:
                 batch.recent_items(user_id, max_recent),
                 batch.category_affinity(user_id, TOP_CATEGORIES),
                 batch.purchased_bundles(user_id),
+                batch.bundle_feedback(user_id),
             )
             for user_id in user_ids
         ]
@@ -56,12 +60,16 @@ class FeatureReader:
         return [
             pb.UserFeatures(
                 user_id=user_id,
-                found=bool(recent.value or categories.value or bought.value),
+                found=bool(
+                    recent.value or categories.value or bought.value or feedback.value.looks or feedback.value.clicked
+                ),
                 recent_item_ids=recent.value,
                 category_affinity=[pb.ScoredId(id=c, score=s) for c, s in categories.value],
                 purchased_bundle_ids=sorted(bought.value),
+                bundle_looks=feedback.value.looks,
+                clicked_bundle_ids=sorted(feedback.value.clicked),
             )
-            for user_id, recent, categories, bought in replies
+            for user_id, recent, categories, bought, feedback in replies
         ]
 
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> list[pb.Item]:

@@ -46,6 +46,8 @@ class GrpcFeatureSource:
             recent_item_ids=tuple(user.recent_item_ids),
             purchased_bundle_ids=frozenset(user.purchased_bundle_ids),
             top_categories=tuple(c.id for c in user.category_affinity[:3]),
+            bundle_looks=dict(user.bundle_looks),
+            clicked_bundle_ids=frozenset(user.clicked_bundle_ids),
         )
 
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:

@@ -84,6 +84,7 @@ class RedisFeatureSource:
         recent = batch.recent_items(user_id, RECENT_ITEMS)
         categories = batch.category_affinity(user_id, TOP_CATEGORIES)
         bought = batch.purchased_bundles(user_id)
+        feedback = batch.bundle_feedback(user_id)
         version = batch.catalog_version()
         self._run(batch)
         self._settle(catalog_id, version.value)
@@ -91,6 +92,8 @@ class RedisFeatureSource:
             recent_item_ids=tuple(recent.value),
             purchased_bundle_ids=frozenset(bought.value),
             top_categories=tuple(category for category, _ in categories.value),
+            bundle_looks=feedback.value.looks,
+            clicked_bundle_ids=feedback.value.clicked,
         )
 
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:

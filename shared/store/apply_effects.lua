@@ -30,6 +30,9 @@ for _, event in ipairs(events) do
         redis.call('ZINCRBY', op[2], op[3], op[4])
       elseif kind == 'hincr' then
         redis.call('HINCRBY', op[2], op[3], op[4])
+      elseif kind == 'hincrfloat' then
+        -- op[4] is a decimal string: the sum, stored as a string, depends only on the ops and their order.
+        redis.call('HINCRBYFLOAT', op[2], op[3], op[4])
       elseif kind == 'sadd' then
         redis.call('SADD', op[2], op[3])
       elseif kind == 'recent' then

@@ -67,6 +67,18 @@ class BundleStats:
     purchases: int
 
 
+@dataclass(frozen=True)
+class BundleFeedback:
+    """A shopper's own feedback on bundles (``CatalogKeys.user_bundle_looks`` and
+    ``user_bundle_clicks``); both empty for a shopper never shown a bundle."""
+
+    looks: dict[str, float]
+    """Bundle id -> looks: the sum of ``shared.bandit_features.examination_prior(p)`` over every
+    impression that showed the bundle at position ``p``."""
+    clicked: frozenset[str]
+    """Bundles the shopper clicked."""
+
+
 def _price(raw: str | None) -> float | None:
     return float(raw) if raw else None
 
@@ -217,6 +229,17 @@ class FeatureReadBatch:
         """The bundles the user bought."""
         self._pipe.smembers(self._keys.user_bundles(user_id))
         return self._queue(1, lambda replies: set(replies[0]))
+
+    def bundle_feedback(self, user_id: str) -> Reply[BundleFeedback]:
+        """The user's looks at and clicks on bundles (two commands in this batch)."""
+        self._pipe.hgetall(self._keys.user_bundle_looks(user_id))
+        self._pipe.smembers(self._keys.user_bundle_clicks(user_id))
+        return self._queue(
+            2,
+            lambda replies: BundleFeedback(
+                looks={b: float(looks) for b, looks in replies[0].items()}, clicked=frozenset(replies[1])
+            ),
+        )
 
     def neighbours(self, item_ids: Sequence[str], k: int) -> Reply[dict[str, list[tuple[str, float]]]]:
         """Each item's ``k`` most co-bought items as (item, shared baskets), most first."""

@@ -36,6 +36,7 @@ import orjson
 import redis
 from sqlalchemy import Engine
 
+from shared.bandit_features import examination_prior
 from shared.events import (
     BundleImpressionEvent,
     BundleOutcomeEvent,
@@ -143,7 +144,9 @@ def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
     """The Redis effects of one event, as ops for apply_effects.lua. Pure: no I/O.
 
     Time features use the event time in UTC: ``ts`` in epoch seconds, the popularity day as
-    ``YYYYMMDD``.
+    ``YYYYMMDD``. A shopper's looks at a bundle (``hincrfloat``) are a float sum, so its string
+    depends on the order of the shopper's impressions: offset order on the shopper's partition (the
+    topic is keyed by ``catalog:user``), the order both live ingestion and a rebuild apply them in.
     """
     utc = event.event_time.astimezone(UTC)  # a datetime.timezone: faster arithmetic than pydantic's TzInfo
     ts = int(utc.timestamp())
@@ -169,11 +172,15 @@ def redis_ops(event: Event, keys: CatalogKeys) -> list[list[Any]]:
             )
     elif isinstance(event, BundleImpressionEvent):
         ops.extend(["hincr", keys.bundle_stats(shown.bundle_id), "impressions", 1] for shown in event.bundles)
+        looks = keys.user_bundle_looks(event.user_id)
+        ops.extend(["hincrfloat", looks, shown.bundle_id, _looks_increment(shown.position)] for shown in event.bundles)
     elif isinstance(event, BundleOutcomeEvent):
         ops.append(["hincr", keys.bundle_stats(event.bundle_id), BUNDLE_STAT_FIELD[event.type], 1])
         if event.type == EventType.BUNDLE_PURCHASE.value:
             ops.append(["zincr", keys.bundle_popularity(), 1, event.bundle_id])
             ops.append(["sadd", keys.user_bundles(event.user_id), event.bundle_id])
+        elif event.type == EventType.BUNDLE_CLICK.value:
+            ops.append(["sadd", keys.user_bundle_clicks(event.user_id), event.bundle_id])
     elif isinstance(event, SearchEvent):
         pass  # kept in PostgreSQL for search analytics; no online feature yet
     return ops
@@ -279,6 +286,16 @@ class FeatureWriter:
         if keys is None:
             keys = self._catalog_keys[catalog_id] = self._keys.catalog(catalog_id)
         return keys
+
+
+def _looks_increment(position: int) -> str:
+    """``examination_prior(position)`` as the shortest decimal that reads back as the same float.
+
+    Sent as a string, so that what HINCRBYFLOAT adds does not depend on how a Redis version prints
+    a Lua number (7.0 writes 1/3 as 0.33333333333333331, later ones as 0.3333333333333333): a
+    rebuild on an upgraded Redis gives the same strings as the live store.
+    """
+    return repr(examination_prior(position))
 
 
 def _offset(delivered: DeliveredEvent) -> int:

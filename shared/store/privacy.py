@@ -1,7 +1,8 @@
 """Deleting a shopper on request: their rows, their Redis keys, their share of every aggregate.
 
 ``delete_user`` removes the user's ``users`` row and ``events`` rows from PostgreSQL, deletes their
-personal Redis keys (recent items, category affinity, bought bundles, the baskets of their sessions)
+personal Redis keys (recent items, category affinity, bought bundles, looks at and clicks on bundles,
+the baskets of their sessions)
 and takes their contribution out of the shared aggregates (item popularity, co-occurrence, bundle
 statistics and popularity). The contribution is recomputed from the rows being deleted with the same
 effect code live ingestion applies (:func:`shared.store.feature_updates.redis_ops`), so afterwards
@@ -160,8 +161,14 @@ class ErasurePlan:
 
 
 def personal_keys(keys: CatalogKeys, user_id: str) -> set[str]:
-    """The Redis keys that belong to one user alone."""
-    return {keys.user_recent_items(user_id), keys.user_categories(user_id), keys.user_bundles(user_id)}
+    """The Redis keys that belong to one user alone (their sessions' baskets aside: shared with others)."""
+    return {
+        keys.user_recent_items(user_id),
+        keys.user_categories(user_id),
+        keys.user_bundles(user_id),
+        keys.user_bundle_looks(user_id),
+        keys.user_bundle_clicks(user_id),
+    }
 
 
 def plan_erasure(
@@ -184,7 +191,7 @@ def plan_erasure(
                 plan.zsets[(op[1], op[3])] += op[2]
             elif kind == "hincr":
                 plan.hashes[(op[1], op[2])] += op[3]
-            elif kind in {"recent", "sadd", "affinity"}:
+            elif kind in {"recent", "sadd", "affinity", "hincrfloat"}:
                 personal = op[2] if kind == "affinity" else op[1]
                 if personal not in plan.delete:
                     raise ErasureUnsupported(f"effect {kind!r} writes a key that is not the user's own")

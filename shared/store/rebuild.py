@@ -2,7 +2,10 @@
 
 Used after Redis is lost, or after a feature definition changed. The events are applied in the
 order Kafka delivered them (topic, partition, offset) through the same code as live ingestion, so
-the result equals what live ingestion built.
+the result equals what live ingestion built. Equal to the byte for features that depend on order,
+such as a shopper's looks at bundles (a float sum): live ingestion, held by each partition's
+watermark, applies a partition's events in offset order too, and one shopper's events are all on one
+partition (the topic is keyed by ``catalog:user``), so each shopper's events come in the same order.
 """
 
 from __future__ import annotations

@@ -105,6 +105,16 @@ class CatalogKeys:
         """Set of bundle ids the user bought."""
         return f"{self.prefix}:user_bundles:{user_id}"
 
+    def user_bundle_looks(self, user_id: str) -> str:
+        """Hash bundle id -> the user's looks at it (a float, as HINCRBYFLOAT writes it): every
+        impression that showed them the bundle at position ``p`` added
+        ``shared.bandit_features.examination_prior(p)``, in Kafka order."""
+        return f"{self.prefix}:user_bundle_looks:{user_id}"
+
+    def user_bundle_clicks(self, user_id: str) -> str:
+        """Set of bundle ids the user clicked (bundle_click events)."""
+        return f"{self.prefix}:user_bundle_clicks:{user_id}"
+
     def session_items(self, session_id: str) -> str:
         """Sorted set item -> event time of the carted/bought items of a session (the basket)."""
         return f"{self.prefix}:session:{session_id}"

@@ -150,7 +150,8 @@ def shopper_events(
     prefix: str, users: Sequence[str], per_user: int, start: datetime, seed: int, catalog: str = CATALOG
 ) -> list[dict[str, Any]]:
     """A seeded mix of every event type: sessions with carts and purchases, reviews with text,
-    searches, bundle impressions and outcomes, and a few items the catalog does not have yet."""
+    searches, bundle impressions (at varied positions) and outcomes, and a few items the catalog does
+    not have yet."""
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     kinds = ["view", "view", "click", "add_to_cart", "purchase", "review", "search", "bundle_impression"]
@@ -179,9 +180,13 @@ def shopper_events(
                 event["query"] = rng.choice(QUERIES)
             else:
                 shown = rng.sample(["b1", "b2"], 2)
+                # Now and then lower in the list (n % 3 others above them): looks then add up to sums
+                # such as 1/3 + 1/4 that no float holds exactly, whose strings depend on their order.
                 event |= {
                     "impression_id": f"imp-{user}-{n}",
-                    "bundles": [{"bundle_id": b, "position": p, "propensity": 0.5} for p, b in enumerate(shown)],
+                    "bundles": [
+                        {"bundle_id": b, "position": n % 3 + p, "propensity": 0.5} for p, b in enumerate(shown)
+                    ],
                 }
                 if rng.random() < 0.5:
                     events.append(event)

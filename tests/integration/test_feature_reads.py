@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from shared.events import EVENT_ADAPTER
 from shared.store.catalog import CatalogBundle, CatalogItem, CatalogWriter
 from shared.store.feature_reads import (
+    BundleFeedback,
     BundleStats,
     FeatureReadBatch,
     StoredBundle,
@@ -40,6 +41,30 @@ BUNDLES = [
     CatalogBundle("gone", "Retired", ("tent",), retired=True),
 ]
 PURCHASES = {"brew": 3, "gone": 5, "camp": 1}
+# bob was shown camp first and cook third, and clicked cook
+BOBS_FEEDBACK = [
+    {
+        "type": "bundle_impression",
+        "event_id": "show-bob-1",
+        "catalog_id": CATALOG,
+        "user_id": "bob",
+        "event_time": "2014-07-22T10:00:00+00:00",
+        "impression_id": "imp-bob-1",
+        "bundles": [
+            {"bundle_id": "camp", "position": 0, "propensity": 1},
+            {"bundle_id": "cook", "position": 2, "propensity": 1},
+        ],
+    },
+    {
+        "type": "bundle_click",
+        "event_id": "click-bob-1",
+        "catalog_id": CATALOG,
+        "user_id": "bob",
+        "event_time": "2014-07-22T10:00:05+00:00",
+        "bundle_id": "cook",
+        "impression_id": "imp-bob-1",
+    },
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +91,7 @@ def shop() -> Iterator[tuple[redis.Redis, CatalogKeys]]:
         for bundle_id, times in PURCHASES.items()
         for n in range(times)
     ]
+    events += [EVENT_ADAPTER.validate_python(event) for event in BOBS_FEEDBACK]
     FeatureWriter(engine, client, namespace).apply(
         [DeliveredEvent("reads", 0, offset, event) for offset, event in enumerate(events)]
     )
@@ -99,8 +125,23 @@ def test_one_batch_reads_items_bundles_and_counts_as_the_writers_wrote_them(
         "gone": StoredBundle("gone", "Retired", ("tent",), None, None, retired=True, source="catalog"),
     }
     assert purchases.value == {"brew": 3, "cook": 0}
-    assert stats.value == {"brew": BundleStats(0, 0, 3), "cook": BundleStats(0, 0, 0)}
+    assert stats.value == {"brew": BundleStats(0, 0, 3), "cook": BundleStats(1, 1, 0)}
     assert version.value
+
+
+def test_a_shoppers_looks_and_clicks_are_read_in_the_batch_beside_their_other_features(
+    shop: tuple[redis.Redis, CatalogKeys],
+) -> None:
+    batch = FeatureReadBatch(*shop)
+    bob = batch.bundle_feedback("bob")
+    ann = batch.bundle_feedback("ann")
+    bought = batch.purchased_bundles("ann")
+
+    batch.run()
+
+    assert bob.value == BundleFeedback(looks={"camp": 1.0, "cook": 1 / 3}, clicked=frozenset({"cook"}))
+    assert ann.value == BundleFeedback(looks={}, clicked=frozenset())  # bought, never shown a list
+    assert bought.value == {"brew", "gone", "camp"}
 
 
 def test_the_indexes_hold_only_live_bundles_in_id_order(shop: tuple[redis.Redis, CatalogKeys]) -> None:

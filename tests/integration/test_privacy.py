@@ -80,7 +80,10 @@ def test_deleting_a_user_through_the_api_removes_their_rows_keys_and_share_of_ag
     pop_before = pipeline.redis.zscore(keys.item_popularity(), "i01") or 0
     pair_before = pipeline.redis.zscore(keys.item_neighbours("i01"), "i02") or 0
     assert her_pop_i01 > 0
-    assert pipeline.redis.exists(keys.user_recent_items(alice), keys.session_items(f"{alice}-pair")) == 2
+    looks, clicks = keys.user_bundle_looks(alice), keys.user_bundle_clicks(alice)
+    personal = [keys.user_recent_items(alice), keys.user_categories(alice), keys.user_bundles(alice), looks, clicks]
+    assert {"bundle_impression", "bundle_click"} <= {e["type"] for e in shoppers.deleted_events}
+    assert pipeline.redis.exists(keys.user_recent_items(alice), looks, clicks, keys.session_items(f"{alice}-pair")) == 4
 
     reply = httpx.delete(
         f"{pipeline.stack.gateway_url}/v1/users/{alice}",
@@ -97,7 +100,6 @@ def test_deleting_a_user_through_the_api_removes_their_rows_keys_and_share_of_ag
         True,
     )
     assert user_rows(shoppers, alice) == (0, 0)
-    personal = [keys.user_recent_items(alice), keys.user_categories(alice), keys.user_bundles(alice)]
     sessions = {keys.session_items(e["session_id"]) for e in shoppers.deleted_events}
     assert pipeline.redis.exists(*personal, *sessions) == 0
     assert (pipeline.redis.zscore(keys.item_popularity(), "i01") or 0) == pop_before - her_pop_i01
@@ -114,6 +116,7 @@ def test_deleting_a_user_through_the_api_removes_their_rows_keys_and_share_of_ag
     assert denied["completed_at"] is not None
 
     features_after_deletion = pipeline.features()
+    assert f"{CATALOG}:user_bundle_looks:bob-{pipeline.run_id}" in features_after_deletion  # compared below
     rebuild_redis(pipeline.engine, redis.Redis.from_url(REDIS_URL), pipeline.namespace)
     assert pipeline.features() == features_after_deletion
 

@@ -18,6 +18,7 @@ from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 from sqlalchemy import create_engine, text
 
 from scripts.local_stack import LocalStack
+from services.ranker.domain import UserSignals
 from services.ranker.featurestore_client import GrpcFeatureSource
 from services.ranker.redis_features import RedisFeatureSource
 from shared.events import EVENT_ADAPTER
@@ -32,6 +33,7 @@ from tests.integration.waiting import wait_for
 
 SHOPPERS = ("ann", "ben", "cy")
 LATER_SHOPPERS = ("dee", "eli")  # three days later
+FEEDBACK_SHOPPER = "fay"  # only shown bundles and clicked one
 CLOCK = "2014-07-25"  # the feature store's clock: as if it were that day
 
 
@@ -54,6 +56,21 @@ class Sources:
         return RedisFeatureSource(redis.Redis.from_url(REDIS_URL, decode_responses=True), self.namespace)
 
 
+def feedback_events(user: str) -> list[dict[str, Any]]:
+    """Two lists showing ``user`` b1 and b2 (b1 at positions 0 then 1, b2 at 1 then 3), then a click on b2."""
+    base = {"catalog_id": CATALOG, "user_id": user, "event_time": "2014-07-22T12:00:00+00:00"}
+    return [
+        base
+        | {
+            "type": "bundle_impression",
+            "event_id": f"feedback-{user}-{n}",
+            "impression_id": f"imp-f-{user}-{n}",
+            "bundles": [{"bundle_id": b, "position": p, "propensity": 0.5} for b, p in shown],
+        }
+        for n, shown in enumerate([[("b1", 0), ("b2", 1)], [("b2", 3), ("b1", 1)]])
+    ] + [base | {"type": "bundle_click", "event_id": f"feedback-{user}-click", "bundle_id": "b2"}]
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     namespace = f"reads_{uuid.uuid4().hex[:8]}"
@@ -63,6 +80,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     load_small_catalog(engine, client, namespace)
     events = shopper_events("r", SHOPPERS, 30, datetime(2014, 7, 22, tzinfo=UTC), seed=11)
     events += shopper_events("s", LATER_SHOPPERS, 20, datetime(2014, 7, 25, tzinfo=UTC), seed=12)
+    events += feedback_events(FEEDBACK_SHOPPER)
     FeatureWriter(engine, client, namespace).apply(
         [DeliveredEvent("reads", 0, n, EVENT_ADAPTER.validate_python(e)) for n, e in enumerate(events)]
     )
@@ -99,6 +117,7 @@ def test_reading_redis_in_process_answers_as_the_feature_store_service_does(sour
     local = sources.redis_source()
     for user in SHOPPERS:
         assert local.user_signals(CATALOG, user) == sources.grpc.user_signals(CATALOG, user)
+    assert any(local.user_signals(CATALOG, user).bundle_looks for user in SHOPPERS)
     assert local.neighbours(CATALOG, ITEMS) == sources.grpc.neighbours(CATALOG, ITEMS)
     assert local.bundles_by_item(CATALOG, ITEMS) == sources.grpc.bundles_by_item(CATALOG, ITEMS)
     categories = ["Outdoor", "Kitchen", "Nothing"]
@@ -107,6 +126,25 @@ def test_reading_redis_in_process_answers_as_the_feature_store_service_does(sour
     assert local.bundles(CATALOG, live) == sources.grpc.bundles(CATALOG, live)
     assert local.items(CATALOG, [*ITEMS, "unknown"]) == sources.grpc.items(CATALOG, [*ITEMS, "unknown"])
     assert local.popular_bundles(CATALOG, 5) == sources.grpc.popular_bundles(CATALOG, 5)
+
+
+def test_a_shoppers_looks_at_and_clicks_on_bundles_reach_the_ranker_by_either_path(sources: Sources) -> None:
+    expected = UserSignals(
+        recent_item_ids=(),
+        purchased_bundle_ids=frozenset(),
+        top_categories=(),
+        bundle_looks={"b1": 1.5, "b2": 0.75},  # 1/(1+0) + 1/(1+1) and 1/(1+1) + 1/(1+3)
+        clicked_bundle_ids=frozenset({"b2"}),
+    )
+
+    assert sources.redis_source().user_signals(CATALOG, FEEDBACK_SHOPPER) == expected
+    assert sources.grpc.user_signals(CATALOG, FEEDBACK_SHOPPER) == expected
+    reply = sources.stub.GetUserFeatures(
+        pb.GetUserFeaturesRequest(catalog_id=CATALOG, user_ids=[FEEDBACK_SHOPPER, "nobody"]), timeout=5
+    )
+    fay, nobody = reply.users
+    assert (fay.found, dict(fay.bundle_looks), list(fay.clicked_bundle_ids)) == (True, {"b1": 1.5, "b2": 0.75}, ["b2"])
+    assert (nobody.found, dict(nobody.bundle_looks), list(nobody.clicked_bundle_ids)) == (False, {}, [])
 
 
 def test_a_catalog_write_reaches_the_next_request_of_a_ranker_that_holds_a_copy(sources: Sources) -> None:

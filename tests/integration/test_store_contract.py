@@ -50,6 +50,34 @@ def purchase(event_id: str, item: str) -> Event:
     )
 
 
+def impression(event_id: str, user: str, shown: list[tuple[str, int]]) -> Event:
+    """``shown``: (bundle id, position) pairs, in the order the list showed them."""
+    return EVENT_ADAPTER.validate_python(
+        {
+            "type": "bundle_impression",
+            "event_id": event_id,
+            "catalog_id": "amazon",
+            "user_id": user,
+            "event_time": datetime(2014, 7, 22, tzinfo=UTC),
+            "impression_id": f"imp-{event_id}",
+            "bundles": [{"bundle_id": b, "position": p, "propensity": 0.5} for b, p in shown],
+        }
+    )
+
+
+def outcome(event_id: str, user: str, kind: str, bundle_id: str) -> Event:
+    return EVENT_ADAPTER.validate_python(
+        {
+            "type": kind,
+            "event_id": event_id,
+            "catalog_id": "amazon",
+            "user_id": user,
+            "event_time": datetime(2014, 7, 22, tzinfo=UTC),
+            "bundle_id": bundle_id,
+        }
+    )
+
+
 def test_the_migrations_create_exactly_the_declared_tables(scratch: tuple[str, Engine, redis.Redis]) -> None:
     _, engine, _ = scratch
     with engine.connect() as conn:
@@ -124,3 +152,66 @@ def test_rows_committed_before_a_crash_are_applied_to_redis_on_redelivery(
     assert client.zscore(NamespaceKeys(namespace).catalog("amazon").item_popularity(), "i1") == 5
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(tables.events)).scalar_one() == 1
+
+
+def test_an_impression_adds_one_over_one_plus_the_position_of_each_shown_bundle_to_that_shoppers_looks(
+    scratch: tuple[str, Engine, redis.Redis],
+) -> None:
+    namespace, engine, client = scratch
+    writer = FeatureWriter(engine, client, namespace)
+
+    writer.apply(
+        [
+            DeliveredEvent("t", 0, 10, impression("evt-imp-0001", "u1", [("b1", 0), ("b2", 1)])),
+            DeliveredEvent("t", 1, 10, impression("evt-imp-0002", "u2", [("b1", 0)])),
+            DeliveredEvent("t", 0, 11, impression("evt-imp-0003", "u1", [("b2", 3), ("b1", 1)])),
+        ]
+    )
+
+    keys = NamespaceKeys(namespace).catalog("amazon")
+    assert client.hgetall(keys.user_bundle_looks("u1")) == {b"b1": b"1.5", b"b2": b"0.75"}  # 1 + 1/2, 1/2 + 1/4
+    assert client.hgetall(keys.user_bundle_looks("u2")) == {b"b1": b"1"}
+    assert client.hget(keys.bundle_stats("b1"), "impressions") == b"3"
+
+
+def test_a_click_joins_the_shoppers_clicked_bundles_and_a_purchase_does_not(
+    scratch: tuple[str, Engine, redis.Redis],
+) -> None:
+    namespace, engine, client = scratch
+    writer = FeatureWriter(engine, client, namespace)
+
+    writer.apply(
+        [
+            DeliveredEvent("t", 0, 10, outcome("evt-click-0001", "u1", "bundle_click", "b1")),
+            DeliveredEvent("t", 0, 11, outcome("evt-buy-00001", "u1", "bundle_purchase", "b2")),
+            DeliveredEvent("t", 1, 10, outcome("evt-click-0002", "u2", "bundle_click", "b3")),
+        ]
+    )
+
+    keys = NamespaceKeys(namespace).catalog("amazon")
+    assert client.smembers(keys.user_bundle_clicks("u1")) == {b"b1"}
+    assert client.smembers(keys.user_bundles("u1")) == {b"b2"}
+    assert client.smembers(keys.user_bundle_clicks("u2")) == {b"b3"}
+
+
+def test_looks_and_clicks_delivered_again_at_the_same_offsets_change_nothing(
+    scratch: tuple[str, Engine, redis.Redis],
+) -> None:
+    namespace, engine, client = scratch
+    writer = FeatureWriter(engine, client, namespace)
+    batch = [
+        DeliveredEvent("t", 0, 10, impression("evt-imp-0001", "u1", [("b1", 1), ("b2", 0)])),
+        DeliveredEvent("t", 0, 11, outcome("evt-click-0001", "u1", "bundle_click", "b1")),
+        DeliveredEvent("t", 0, 12, impression("evt-imp-0002", "u1", [("b1", 3)])),
+    ]
+    writer.apply(batch)
+    keys = NamespaceKeys(namespace).catalog("amazon")
+    looks, clicks = keys.user_bundle_looks("u1"), keys.user_bundle_clicks("u1")
+    before = (client.hgetall(looks), client.smembers(clicks))
+
+    again = writer.apply(batch)  # the offsets were not committed: Kafka delivers the batch again
+    replayed = writer.apply_to_redis(batch)  # the Redis step alone, run twice
+
+    assert (again.inserted, again.applied_to_redis, replayed) == (0, 0, 0)
+    assert (client.hgetall(looks), client.smembers(clicks)) == before
+    assert before == ({b"b1": b"0.75", b"b2": b"1"}, {b"b1"})

@@ -48,7 +48,7 @@ def test_bundle_outcomes_update_bundle_statistics() -> None:
     )
     bought = event(type="bundle_purchase", bundle_id="b1")
 
-    assert redis_ops(impression, KEYS) == [  # type: ignore[arg-type]
+    assert redis_ops(impression, KEYS)[:2] == [  # type: ignore[arg-type]
         ["hincr", "bw:live:amazon:bundle_stats:b1", "impressions", 1],
         ["hincr", "bw:live:amazon:bundle_stats:b2", "impressions", 1],
     ]
@@ -56,6 +56,37 @@ def test_bundle_outcomes_update_bundle_statistics() -> None:
         ["hincr", "bw:live:amazon:bundle_stats:b1", "purchases", 1],
         ["zincr", "bw:live:amazon:bundle_pop", 1, "b1"],
         ["sadd", "bw:live:amazon:user_bundles:u1", "b1"],
+    ]
+
+
+def test_an_impression_adds_the_examination_prior_of_each_shown_position_to_the_shoppers_looks() -> None:
+    impression = event(
+        type="bundle_impression",
+        impression_id="imp1",
+        bundles=[
+            {"bundle_id": "b7", "position": 2, "propensity": 0.5},
+            {"bundle_id": "b1", "position": 0, "propensity": 0.5},
+            {"bundle_id": "b2", "position": 3, "propensity": 1},
+        ],
+    )
+
+    looks = [op for op in redis_ops(impression, KEYS) if op[0] == "hincrfloat"]  # type: ignore[arg-type]
+
+    # 1 / (1 + position), as the shortest decimal that reads back as that float, in the order shown
+    assert looks == [
+        ["hincrfloat", "bw:live:amazon:user_bundle_looks:u1", "b7", "0.3333333333333333"],
+        ["hincrfloat", "bw:live:amazon:user_bundle_looks:u1", "b1", "1.0"],
+        ["hincrfloat", "bw:live:amazon:user_bundle_looks:u1", "b2", "0.25"],
+    ]
+    assert [float(op[3]) for op in looks] == [1 / 3, 1.0, 0.25]
+
+
+def test_a_click_counts_for_the_bundle_and_joins_the_shoppers_clicked_bundles() -> None:
+    clicked = event(type="bundle_click", bundle_id="b1", impression_id="imp1")
+
+    assert redis_ops(clicked, KEYS) == [  # type: ignore[arg-type]
+        ["hincr", "bw:live:amazon:bundle_stats:b1", "clicks", 1],
+        ["sadd", "bw:live:amazon:user_bundle_clicks:u1", "b1"],
     ]
 
 

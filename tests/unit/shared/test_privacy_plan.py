@@ -66,6 +66,7 @@ def test_the_plan_subtracts_the_users_interactions_and_drops_their_own_keys() ->
             impression_id="imp1",
             bundles=[{"bundle_id": "b1", "position": 0, "propensity": 0.5}],
         ),
+        event("bundle_click", "u", bundle_id="b1", minute=2),
         event("bundle_purchase", "u", bundle_id="b1"),
         event("search", "u", query="tent"),
     ]
@@ -80,9 +81,19 @@ def test_the_plan_subtracts_the_users_interactions_and_drops_their_own_keys() ->
         }
     )
     assert plan.hashes == Counter(
-        {(KEYS.bundle_stats("b1"), "impressions"): 1, (KEYS.bundle_stats("b1"), "purchases"): 1}
+        {
+            (KEYS.bundle_stats("b1"), "impressions"): 1,
+            (KEYS.bundle_stats("b1"), "clicks"): 1,
+            (KEYS.bundle_stats("b1"), "purchases"): 1,
+        }
     )
-    assert plan.delete == {KEYS.user_recent_items("u"), KEYS.user_categories("u"), KEYS.user_bundles("u")}
+    assert plan.delete == {
+        KEYS.user_recent_items("u"),
+        KEYS.user_categories("u"),
+        KEYS.user_bundles("u"),
+        KEYS.user_bundle_looks("u"),
+        KEYS.user_bundle_clicks("u"),
+    }
     assert plan.sessions == {}
 
 
@@ -136,8 +147,13 @@ def test_an_effect_the_plan_cannot_undo_stops_the_erasure(monkeypatch: pytest.Mo
         plan_erasure("u", [event("view", "u", "i1")], {}, KEYS)
 
 
-def test_an_effect_on_someone_elses_key_stops_the_erasure(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(privacy, "redis_ops", lambda event, keys: [["sadd", keys.user_bundles("v"), "b1"]])
+@pytest.mark.parametrize(
+    "op",
+    [["sadd", KEYS.user_bundles("v"), "b1"], ["hincrfloat", KEYS.user_bundle_looks("v"), "b1", "1.0"]],
+    ids=["bought", "looks"],
+)
+def test_an_effect_on_someone_elses_key_stops_the_erasure(monkeypatch: pytest.MonkeyPatch, op: list[str]) -> None:
+    monkeypatch.setattr(privacy, "redis_ops", lambda event, keys: [op])
 
     with pytest.raises(ErasureUnsupported, match="not the user's own"):
         plan_erasure("u", [event("view", "u", "i1")], {}, KEYS)

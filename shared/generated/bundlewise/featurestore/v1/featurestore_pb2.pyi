@@ -73,11 +73,33 @@ Global___ScoredId: _TypeAlias = ScoredId  # noqa: Y015
 class UserFeatures(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class BundleLooksEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     USER_ID_FIELD_NUMBER: _builtins.int
     FOUND_FIELD_NUMBER: _builtins.int
     RECENT_ITEM_IDS_FIELD_NUMBER: _builtins.int
     CATEGORY_AFFINITY_FIELD_NUMBER: _builtins.int
     PURCHASED_BUNDLE_IDS_FIELD_NUMBER: _builtins.int
+    BUNDLE_LOOKS_FIELD_NUMBER: _builtins.int
+    CLICKED_BUNDLE_IDS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     found: _builtins.bool
     """False when the store has never seen this user (a cold user)."""
@@ -93,6 +115,17 @@ class UserFeatures(_message.Message):
     def purchased_bundle_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Bundles the user already bought (never recommend them again)."""
 
+    @_builtins.property
+    def bundle_looks(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Bundle id -> the user's looks at it: every impression that showed them the bundle at position p
+        (from 0) added 1 / (1 + p) (shared.bandit_features.examination_prior). A bundle never shown to
+        them is absent.
+        """
+
+    @_builtins.property
+    def clicked_bundle_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Bundles the user clicked (bundle_click events), in id order."""
+
     def __init__(
         self,
         *,
@@ -101,10 +134,12 @@ class UserFeatures(_message.Message):
         recent_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         category_affinity: _abc.Iterable[Global___ScoredId] | None = ...,
         purchased_bundle_ids: _abc.Iterable[_builtins.str] | None = ...,
+        bundle_looks: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        clicked_bundle_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_affinity", b"category_affinity", "found", b"found", "purchased_bundle_ids", b"purchased_bundle_ids", "recent_item_ids", b"recent_item_ids", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_looks", b"bundle_looks", "category_affinity", b"category_affinity", "clicked_bundle_ids", b"clicked_bundle_ids", "found", b"found", "purchased_bundle_ids", b"purchased_bundle_ids", "recent_item_ids", b"recent_item_ids", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

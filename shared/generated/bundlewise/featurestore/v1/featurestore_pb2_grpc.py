@@ -86,7 +86,8 @@ class FeatureStoreServicer:
     """
 
     def GetUserFeatures(self, request, context):
-        """Online features of users: recent items, category affinity, bundles already taken.
+        """Online features of users: recent items, category affinity, bundles already taken, and their own
+        feedback on bundles (looks and clicks).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,9 @@ class FeatureStoreStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FeatureStoreAsyncStub: ...
     GetUserFeatures: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetUserFeaturesRequest, _featurestore_pb2.GetUserFeaturesResponse]
-    """Online features of users: recent items, category affinity, bundles already taken."""
+    """Online features of users: recent items, category affinity, bundles already taken, and their own
+    feedback on bundles (looks and clicks).
+    """
     GetItems: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetItemsRequest, _featurestore_pb2.GetItemsResponse]
     """Catalog records of items (title, price, categories, retired flag)."""
     GetItemNeighbours: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetItemNeighboursRequest, _featurestore_pb2.GetItemNeighboursResponse]
@@ -64,7 +66,9 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetUserFeatures: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetUserFeaturesRequest, _featurestore_pb2.GetUserFeaturesResponse]  # type: ignore[assignment]
-    """Online features of users: recent items, category affinity, bundles already taken."""
+    """Online features of users: recent items, category affinity, bundles already taken, and their own
+    feedback on bundles (looks and clicks).
+    """
     GetItems: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetItemsRequest, _featurestore_pb2.GetItemsResponse]  # type: ignore[assignment]
     """Catalog records of items (title, price, categories, retired flag)."""
     GetItemNeighbours: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetItemNeighboursRequest, _featurestore_pb2.GetItemNeighboursResponse]  # type: ignore[assignment]
@@ -92,7 +96,9 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _featurestore_pb2.GetUserFeaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_featurestore_pb2.GetUserFeaturesResponse, _abc.Awaitable[_featurestore_pb2.GetUserFeaturesResponse]]:
-        """Online features of users: recent items, category affinity, bundles already taken."""
+        """Online features of users: recent items, category affinity, bundles already taken, and their own
+        feedback on bundles (looks and clicks).
+        """
 
     @_abc_1.abstractmethod
     def GetItems(
