@@ -18,7 +18,7 @@ import torch
 from services.embedding import metrics
 from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
 from services.embedding.image_encoder import ImageEncoder
-from services.embedding.text_encoder import TextEncoder, TextRole
+from services.embedding.text_encoder import BatchableTextEncoder, TextRole, TokenizedText
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -109,23 +109,40 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         if not items:
             future.set_result(np.empty((0, self._dim), dtype=np.float32))
             return future
-        if len(items) > self._max_queue:
-            raise InvalidArgument(
-                f"{len(items)} {self._noun} in one call exceed the queue of {self._max_queue}; split the call"
-            )
         with self._changed:
-            if self._closing:
-                raise Unavailable("embedding service is shutting down; retry")
-            if self._pending_items + len(items) > self._max_queue:
-                raise ResourceExhausted(
-                    f"embedding queue is full ({self._pending_items} {self._noun} pending); retry with backoff"
-                )
+            self._refuse_unless_room(len(items))
             vectors = np.empty((len(items), self._dim), dtype=np.float32)
             self._pending.append(_Request(list(items), group, future, time.monotonic(), vectors))
             self._pending_items += len(items)
             self._queue_depth.set(self._pending_items)
             self._changed.notify()
         return future
+
+    def check_room(self, count: int) -> None:
+        """Raises what :meth:`submit` of ``count`` inputs would raise now, without queueing anything.
+
+        Lets a caller skip preparing inputs that would be refused; :meth:`submit` checks again, as
+        other calls may fill the queue meanwhile.
+
+        Raises:
+            InvalidArgument, Unavailable, ResourceExhausted: as :meth:`submit`.
+        """
+        if count:
+            with self._changed:
+                self._refuse_unless_room(count)
+
+    def _refuse_unless_room(self, count: int) -> None:
+        """Called holding the lock, for at least one input."""
+        if count > self._max_queue:
+            raise InvalidArgument(
+                f"{count} {self._noun} in one call exceed the queue of {self._max_queue}; split the call"
+            )
+        if self._closing:
+            raise Unavailable("embedding service is shutting down; retry")
+        if self._pending_items + count > self._max_queue:
+            raise ResourceExhausted(
+                f"embedding queue is full ({self._pending_items} {self._noun} pending); retry with backoff"
+            )
 
     def close(self) -> None:
         """Refuses new inputs, encodes every input already queued, then stops the worker.
@@ -209,18 +226,59 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
                 request.future.set_result(request.vectors)
 
 
-class TextBatcher(DynamicBatcher[str, TextRole]):
-    """Texts of one role per forward pass of a :class:`TextEncoder`."""
+class TextBatcher:
+    """Texts of one role per forward pass of a :class:`BatchableTextEncoder`; each caller tokenises its own texts.
 
-    def __init__(self, encoder: TextEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:
+    :meth:`submit` tokenises on the calling thread (in the service, the call's gRPC handler thread:
+    calls tokenise in parallel, and the Rust tokenizer releases the GIL), and the worker only pads
+    the tokenised texts of a batch and runs the forward pass. On a GPU one forward pass of a batch
+    is far faster than tokenising it, so a worker that also tokenised would leave the GPU idle.
+    Batching is a :class:`DynamicBatcher`'s: texts of one role per batch, padded to the longest.
+    """
+
+    def __init__(self, encoder: BatchableTextEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:
         """Starts the worker thread; :meth:`close` stops it."""
-        super().__init__(encoder.encode, encoder.dim, encoder.name, "text", max_batch, max_wait_s, max_queue)
         self._encoder = encoder
+        self._batcher: DynamicBatcher[TokenizedText, TextRole] = DynamicBatcher(
+            lambda tokens, _role: encoder.encode_tokenized(tokens),
+            encoder.dim,
+            encoder.name,
+            "text",
+            max_batch,
+            max_wait_s,
+            max_queue,
+        )
 
     @property
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> BatchableTextEncoder:
         """The encoder this batcher feeds."""
         return self._encoder
+
+    def submit(self, texts: Sequence[str], role: TextRole) -> Future[Vectors]:
+        """Tokenises ``texts`` (with ``role``'s prefix) on this thread, then queues them; never waits
+        for the worker.
+
+        A call the queue would refuse is refused before it is tokenised.
+
+        Returns:
+            A future of the float32 ``(len(texts), dim)`` vectors in the order of ``texts``; see
+            :meth:`DynamicBatcher.submit`.
+
+        Raises:
+            ResourceExhausted: ``max_queue`` texts would be exceeded; the caller should back off.
+            InvalidArgument: ``texts`` alone is longer than the queue.
+            Unavailable: :meth:`close` has been called.
+        """
+        self._batcher.check_room(len(texts))
+        started = time.perf_counter()
+        tokens = self._encoder.tokenize(texts, role)
+        if tokens:
+            metrics.TOKENIZE_DURATION.observe(time.perf_counter() - started)
+        return self._batcher.submit(tokens, role)
+
+    def close(self) -> None:
+        """Refuses new texts, encodes every text already queued, then stops the worker."""
+        self._batcher.close()
 
 
 class ImageBatcher(DynamicBatcher[torch.Tensor, None]):

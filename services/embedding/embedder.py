@@ -16,7 +16,7 @@ from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
 from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher, Vectors
 from services.embedding.image_encoder import ImageEncoder
 from services.embedding.image_input import ImageLimits, check_image_bytes, decode_image
-from services.embedding.text_encoder import TextEncoder, TextRole
+from services.embedding.text_encoder import BatchableTextEncoder, TextRole
 from services.embedding.vector_cache import CacheUnavailable, VectorCache, content_key
 from shared.errors import Unavailable
 
@@ -54,21 +54,25 @@ class TextEmbedder:
         self._cache = cache
 
     @property
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> BatchableTextEncoder:
         """The encoder behind the batcher."""
         return self._batcher.encoder
 
     def embed(self, texts: list[str], role: TextRole, timeout_s: float | None) -> Vectors:
         """float32 ``(len(texts), dim)`` unit vectors in the order of ``texts``.
 
+        Texts not in the cache are tokenised on this thread (see :meth:`TextBatcher.submit`), then
+        batched with other calls' texts.
+
         Raises:
-            Unavailable: not done within ``timeout_s`` seconds, or the batcher is closing.
+            Unavailable: not done within ``timeout_s`` seconds (tokenising included), or the batcher
+                is closing.
             ResourceExhausted: the batcher's queue is full.
             InvalidArgument: more texts than the batcher's queue holds.
         """
-        if self._cache is None:
-            return wait_for_vectors(self._batcher.submit(texts, role), timeout_s)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self._cache is None:
+            return wait_for_vectors(self._batcher.submit(texts, role), _seconds_left(deadline))
         encoder = self._batcher.encoder
         keys = [content_key(encoder.version, role.value, text) for text in texts]
         vectors, missing = _read_cached(self._cache, keys, encoder.dim, "text")

@@ -21,8 +21,15 @@ QUEUE_DEPTH = Gauge(
 )
 ENCODE_DURATION = Histogram(
     metric_name(SERVICE, "encode_duration_seconds"),
-    "Time of one forward pass (tokenise or stack, encode, pool, normalise), by modality; speech: one transcription.",
+    "Time of one forward pass on a batcher's worker (text: pad, encode, pool, normalise, tokenising excluded, see"
+    " tokenize_duration_seconds; image and audio: stack, encode, pool), by modality; speech: one transcription.",
     ["modality"],
+    buckets=LATENCY_BUCKETS_S,
+)
+TOKENIZE_DURATION = Histogram(
+    metric_name(SERVICE, "tokenize_duration_seconds"),
+    "Time one text call spends tokenising its texts on its own thread, before queueing them"
+    " (not part of encode_duration_seconds).",
     buckets=LATENCY_BUCKETS_S,
 )
 ENCODED = Counter(

@@ -6,8 +6,9 @@ import enum
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,9 @@ import torch
 
 from services.embedding.device import DevicePlacement
 from services.embedding.model_cache import E5_LICENSE, E5_NAME, e5_dir, file_sha256
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_LICENSE = "Apache-2.0"
@@ -26,6 +30,19 @@ class TextRole(enum.Enum):
 
     QUERY = "query"
     PASSAGE = "passage"
+
+
+@dataclass(frozen=True, eq=False)
+class TokenizedText:
+    """One text as its encoder's model reads it, unpadded: what :meth:`BatchableTextEncoder.tokenize` returns.
+
+    ``input_ids`` are the word-piece ids of the role's prefix and the text, special tokens included,
+    truncated to the encoder's ``max_tokens``; ``token_type_ids`` the segment ids (all of the first
+    segment), one per id. Only the encoder that made it may encode it.
+    """
+
+    input_ids: npt.NDArray[np.int64]
+    token_type_ids: npt.NDArray[np.int64]
 
 
 class TextEncoder(Protocol):
@@ -66,6 +83,31 @@ class TextEncoder(Protocol):
         Returns:
             float32 array of shape ``(len(texts), dim)``, row ``i`` the L2-normalised vector of
             ``texts[i]``; ``(0, dim)`` for no texts. Not safe to call from two threads at once.
+        """
+        ...
+
+
+class BatchableTextEncoder(TextEncoder, Protocol):
+    """A :class:`TextEncoder` whose tokenising runs apart from its forward passes, as the service's
+    batcher needs: :meth:`tokenize` on the callers' threads, any number at once, and
+    :meth:`encode_tokenized` on the batcher's worker; :meth:`encode` is the two in one.
+    """
+
+    def tokenize(self, texts: Sequence[str], role: TextRole) -> list[TokenizedText]:
+        """``texts`` as the model reads them, with the role's prefix: item ``i`` is ``texts[i]``.
+
+        Safe to call from any number of threads at once, and alongside :meth:`encode_tokenized`.
+        """
+        ...
+
+    def encode_tokenized(self, tokens: Sequence[TokenizedText]) -> npt.NDArray[np.float32]:
+        """Embeds texts that :meth:`tokenize` of this encoder made, in one forward pass.
+
+        Returns:
+            float32 array of shape ``(len(tokens), dim)``, row ``i`` the L2-normalised vector of
+            ``tokens[i]``: the row :meth:`encode` gives for its text (up to float rounding),
+            whichever texts, of whichever role, share the pass. ``(0, dim)`` for none. Not safe to
+            call from two threads at once.
         """
         ...
 
@@ -123,8 +165,11 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 class MeanPooledTextEncoder:
     """Sentence vectors from a BERT-family checkpoint: prefix by role, mean-pool, L2-normalise.
 
-    Prepend the role's prefix, tokenise (truncating to ``max_tokens`` word pieces), run the
-    transformer, average the last hidden states over the attention mask, L2-normalise. Any BERT
+    Prepend the role's prefix and tokenise (truncating to ``max_tokens`` word pieces):
+    :meth:`tokenize`, on the caller's thread; then pad to the longest text with the attention mask,
+    run the transformer, average the last hidden states over the mask, L2-normalise:
+    :meth:`encode_tokenized`. The padded inputs are exactly those the tokenizer gives for the texts
+    tokenised together (``padding=True, truncation=True, max_length=max_tokens``). Any BERT
     checkpoint folder in the Hugging Face layout (``config.json``, ``model.safetensors``, tokenizer
     files) loads; :class:`MiniLMTextEncoder` and :class:`E5TextEncoder` are the two the service
     ships. With ``int8`` on the CPU, the linear layers run as int8 dynamic quantisation
@@ -149,7 +194,8 @@ class MeanPooledTextEncoder:
         Raises:
             FileNotFoundError: ``model_dir`` has no ``model.safetensors`` (``missing_hint`` says how
                 to get it).
-            ValueError: ``int8`` on a CUDA placement (int8 dynamic quantisation is CPU-only).
+            ValueError: ``int8`` on a CUDA placement (int8 dynamic quantisation is CPU-only), or
+                no fast tokenizer (``tokenizer.json``) with a padding token.
 
         ``has_pooler=False`` builds the model without BERT's pooler head, for checkpoints that do
         not ship one (mean pooling never uses it).
@@ -166,7 +212,21 @@ class MeanPooledTextEncoder:
         self._placement = placement
         self._max_tokens = max_tokens
         self._prefixes = dict(role_prefixes or {})
-        self._tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        backend: Tokenizer | None = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or tokenizer.pad_token_id is None:
+            raise ValueError(f"{model_dir} needs a fast tokenizer (tokenizer.json) with a padding token")
+        # Set once, here, as transformers sets it for truncation=True, max_length=max_tokens without
+        # padding (padding is per batch, in collate), and never changed afterwards: tokenize() runs
+        # on many threads at once, and the Rust tokenizer refuses a change while another thread is
+        # encoding ("Already borrowed").
+        backend.enable_truncation(max_tokens, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
+        backend.no_padding()
+        self._backend = backend
+        self._pad_id = int(tokenizer.pad_token_id)
+        self._pad_type_id = int(tokenizer.pad_token_type_id)
+        self._pad_left = tokenizer.padding_side == "left"
+        self._takes_token_type_ids = "token_type_ids" in tokenizer.model_input_names
         extra = {} if has_pooler else {"add_pooling_layer": False}
         model = transformers.AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=placement.dtype, **extra)
         model = model.to(placement.device).eval()
@@ -195,18 +255,42 @@ class MeanPooledTextEncoder:
     def device(self) -> str:
         return self._placement.describe()
 
-    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
-        """See :meth:`TextEncoder.encode`; texts past ``max_tokens`` word pieces are truncated."""
+    def tokenize(self, texts: Sequence[str], role: TextRole) -> list[TokenizedText]:
+        """See :meth:`BatchableTextEncoder.tokenize`; texts past ``max_tokens`` word pieces (special tokens
+        included) lose their end."""
         if not texts:
-            return np.empty((0, self._dim), dtype=np.float32)
+            return []
         prefix = self._prefixes.get(role, "")
-        batch = self._tokenizer(
-            [prefix + text for text in texts],
-            padding=True,
-            truncation=True,
-            max_length=self._max_tokens,
-            return_tensors="pt",
-        ).to(self._placement.device)
+        # The Rust tokenizer releases the GIL while it encodes, so calls tokenise in parallel;
+        # the _fast variant skips the character offsets, which nothing here reads.
+        encodings = self._backend.encode_batch_fast([prefix + text for text in texts])
+        return [
+            TokenizedText(np.array(encoding.ids, dtype=np.int64), np.array(encoding.type_ids, dtype=np.int64))
+            for encoding in encodings
+        ]
+
+    def collate(self, tokens: Sequence[TokenizedText]) -> dict[str, torch.Tensor]:
+        """The model's int64 ``(len(tokens), longest)`` inputs, on the CPU, for at least one text.
+
+        Every text is padded to the longest on the tokenizer's padding side (ids with its padding
+        token, segment ids with its padding segment), with ``attention_mask`` 1 on the text's own
+        positions: the tensors the tokenizer returns for the texts tokenised together with
+        ``padding=True`` (``token_type_ids`` only for models that take them).
+        """
+        lengths = np.fromiter((len(text.input_ids) for text in tokens), dtype=np.int64, count=len(tokens))
+        columns = np.arange(int(lengths.max()))
+        mask = columns >= (columns.size - lengths)[:, None] if self._pad_left else columns < lengths[:, None]
+        inputs = {"input_ids": _padded([text.input_ids for text in tokens], mask, self._pad_id)}
+        if self._takes_token_type_ids:
+            inputs["token_type_ids"] = _padded([text.token_type_ids for text in tokens], mask, self._pad_type_id)
+        inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        return inputs
+
+    def encode_tokenized(self, tokens: Sequence[TokenizedText]) -> npt.NDArray[np.float32]:
+        """See :meth:`BatchableTextEncoder.encode_tokenized`: :meth:`collate`, forward, mean-pool, normalise."""
+        if not tokens:
+            return np.empty((0, self._dim), dtype=np.float32)
+        batch = {name: tensor.to(self._placement.device) for name, tensor in self.collate(tokens).items()}
         with torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
@@ -216,6 +300,18 @@ class MeanPooledTextEncoder:
             unit = torch.nn.functional.normalize(mean, p=2.0, dim=1)
         result: npt.NDArray[np.float32] = unit.cpu().numpy()
         return result
+
+    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+        """See :meth:`TextEncoder.encode`; texts past ``max_tokens`` word pieces are truncated."""
+        return self.encode_tokenized(self.tokenize(texts, role))
+
+
+def _padded(rows: Sequence[npt.NDArray[np.int64]], mask: npt.NDArray[np.bool_], pad: int) -> torch.Tensor:
+    """``rows`` laid into a ``mask``-shaped int64 tensor at its True positions, ``pad`` elsewhere."""
+    out = np.full(mask.shape, pad, dtype=np.int64)
+    # Boolean assignment fills True positions row by row, left to right: each row's ids in order.
+    out[mask] = np.concatenate(rows)
+    return torch.from_numpy(out)
 
 
 class MiniLMTextEncoder(MeanPooledTextEncoder):

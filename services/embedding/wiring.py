@@ -23,12 +23,18 @@ from services.embedding.model_cache import e5_dir, is_prepared, whisper_dir
 from services.embedding.servicer import EmbeddingServicer
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.spoken_query import SpokenQueryEmbedder, Transcriber
-from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
+from services.embedding.text_encoder import (
+    BatchableTextEncoder,
+    E5TextEncoder,
+    MiniLMTextEncoder,
+    TextEncoder,
+    TextRole,
+)
 from services.embedding.vector_cache import RedisVectorCache
 
 log = logging.getLogger(__name__)
 
-EncoderT = TypeVar("EncoderT", TextEncoder, ImageEncoder, WhisperBase)
+EncoderT = TypeVar("EncoderT", BatchableTextEncoder, ImageEncoder, WhisperBase)
 
 
 class Closeable(Protocol):
@@ -43,7 +49,7 @@ class LoadedEncoders:
     Whisper-base (audio vectors and transcription) when the model cache holds it."""
 
     placement: DevicePlacement
-    texts: list[TextEncoder]
+    texts: list[BatchableTextEncoder]
     images: list[ImageEncoder]
     whisper: WhisperBase | None = None
 
@@ -66,7 +72,7 @@ def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
         log.warning("BUNDLEWISE_EMBEDDING_INT8 is ignored on %s, which runs float16", placement.describe())
         int8 = False
     max_tokens = settings.embedding_max_tokens
-    texts: list[TextEncoder] = []
+    texts: list[BatchableTextEncoder] = []
     if is_prepared(e5_dir(settings.model_cache)):
         texts.append(_timed(lambda: E5TextEncoder.from_cache(settings.model_cache, placement, max_tokens, int8)))
     else:

@@ -1,4 +1,8 @@
-"""Dynamic batching: callers share forward passes, and each gets back exactly its own vectors."""
+"""Dynamic batching: callers share forward passes, and each gets back exactly its own vectors.
+
+Texts are tokenised on the callers' threads; the batcher's worker only pads them and runs the
+forward pass.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,13 @@ import numpy.typing as npt
 import pytest
 
 from services.embedding.batcher import TextBatcher
-from services.embedding.text_encoder import MiniLMTextEncoder, TextEncoder, TextRole
+from services.embedding.text_encoder import BatchableTextEncoder, MiniLMTextEncoder, TextRole, TokenizedText
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
+from tests.unit.embedding.recording_encoder import RecordingEncoder
 
 WAIT_S = 10.0
-
-
-class RecordingEncoder:
-    """Wraps an encoder and records the texts and role of every forward pass."""
-
-    def __init__(self, inner: TextEncoder) -> None:
-        self.inner = inner
-        self.batches: list[tuple[list[str], TextRole]] = []
-        self.name, self.version, self.dim = inner.name, inner.version, inner.dim
-        self.license, self.device = inner.license, inner.device
-
-    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
-        self.batches.append((list(texts), role))
-        return self.inner.encode(texts, role)
+TINY_MAX_TOKENS = 32
+"""The tiny random encoder's word pieces per text (see :func:`tiny_random_bert_encoder`)."""
 
 
 class GatedEncoder:
@@ -39,14 +32,20 @@ class GatedEncoder:
         self.started = threading.Event()
         self.gate = threading.Event()
 
-    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+    def tokenize(self, texts: Sequence[str], role: TextRole) -> list[TokenizedText]:
+        return [TokenizedText(np.array([len(text)]), np.array([0])) for text in texts]
+
+    def encode_tokenized(self, tokens: Sequence[TokenizedText]) -> npt.NDArray[np.float32]:
         self.started.set()
         assert self.gate.wait(WAIT_S)
-        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(tokens), 1))
+
+    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+        return self.encode_tokenized(self.tokenize(texts, role))
 
 
 class FailingEncoder(GatedEncoder):
-    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+    def encode_tokenized(self, tokens: Sequence[TokenizedText]) -> npt.NDArray[np.float32]:
         raise RuntimeError("out of memory")
 
 
@@ -57,31 +56,85 @@ def gated() -> Iterator[GatedEncoder]:
     encoder.gate.set()
 
 
-def test_concurrent_callers_each_get_their_own_vectors_in_order(tiny_encoder: MiniLMTextEncoder) -> None:
-    recording = RecordingEncoder(tiny_encoder)
-    batcher = TextBatcher(recording, max_batch=64, max_wait_s=0.2, max_queue=4096)
-    sizes = [1, 3, 100, 7, 2, 30, 5, 64, 1, 12, 9, 4, 65, 2, 18, 6]
-    calls = [[f"caller {c} item {i} {'cable ' * (i % 5)}" for i in range(n)] for c, n in enumerate(sizes)]
+def call_concurrently(batcher: TextBatcher, calls: list[tuple[list[str], TextRole]]) -> list[npt.NDArray[np.float32]]:
+    """Submits every call from a thread of its own (``caller-<index>``), all at once; their vectors in call order."""
     results: dict[int, npt.NDArray[np.float32]] = {}
     start = threading.Barrier(len(calls))
 
     def call(index: int) -> None:
+        texts, role = calls[index]
         start.wait()
-        results[index] = batcher.submit(calls[index], TextRole.PASSAGE).result(WAIT_S)
+        results[index] = batcher.submit(texts, role).result(WAIT_S)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return [results[index] for index in range(len(calls))]
+
+
+def test_concurrent_callers_each_get_their_own_vectors_in_order(tiny_encoder: MiniLMTextEncoder) -> None:
+    recording = RecordingEncoder(tiny_encoder)
+    batcher = TextBatcher(recording, max_batch=64, max_wait_s=0.2, max_queue=4096)
+    sizes = [1, 3, 100, 7, 2, 30, 5, 64, 1, 12, 9, 4, 65, 2, 18, 6]
+    roles = [TextRole.PASSAGE, TextRole.QUERY]
+    # Lengths vary, and every seventh text is past max_tokens.
+    calls = [
+        (
+            [f"caller {c} item {i} " + "cable " * (TINY_MAX_TOKENS if i % 7 == 3 else i % 5) for i in range(n)],
+            roles[c % 2],
+        )
+        for c, n in enumerate(sizes)
+    ]
+
+    results = call_concurrently(batcher, calls)
     batcher.close()
 
-    for index, texts in enumerate(calls):
-        np.testing.assert_allclose(results[index], tiny_encoder.encode(texts, TextRole.PASSAGE), atol=1e-5)
-    batch_sizes = [len(texts) for texts, _ in recording.batches]
+    for (texts, role), vectors in zip(calls, results, strict=True):
+        np.testing.assert_allclose(vectors, tiny_encoder.encode(texts, role), atol=1e-5)
+    batch_sizes = [len(batch) for batch in recording.batches]
     assert sum(batch_sizes) == sum(sizes)
     assert max(batch_sizes) == 64
     assert len(recording.batches) < len(calls)
+    assert all(len({role for _, role in batch}) == 1 for batch in recording.batches)
+
+
+def test_texts_are_tokenised_on_the_callers_threads_and_only_encoded_on_the_worker(
+    tiny_encoder: MiniLMTextEncoder,
+) -> None:
+    recording = RecordingEncoder(tiny_encoder)
+    batcher = TextBatcher(recording, max_batch=8, max_wait_s=0.05, max_queue=1024)
+    calls = [([f"caller {c} text {i}" for i in range(5 + c)], TextRole.QUERY) for c in range(6)]
+
+    call_concurrently(batcher, calls)
+    batcher.close()
+
+    assert sorted(recording.tokenized) == sorted((f"caller-{c}", texts) for c, (texts, _) in enumerate(calls))
+    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert"}
+
+
+@pytest.mark.parametrize("encoder_fixture", ["minilm", "e5"])
+def test_vectors_through_the_batcher_equal_the_encoders_own_batch_encoding(
+    encoder_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    encoder: BatchableTextEncoder = request.getfixturevalue(encoder_fixture)
+    titles = [
+        "usb",
+        "AA rechargeable batteries, 8 pack",
+        "无线蓝牙降噪耳机",
+        "Stainless steel insulated water bottle 750 ml, keeps drinks cold for 24 hours",
+        "battery " * 200,
+        "女士夏季碎花连衣裙",
+    ]
+    calls = [(titles[start::2], role) for role in TextRole for start in (0, 1)] + [(titles, TextRole.QUERY)]
+    batcher = TextBatcher(encoder, max_batch=8, max_wait_s=0.05, max_queue=256)
+
+    results = call_concurrently(batcher, calls)
+    batcher.close()
+
+    for (texts, role), vectors in zip(calls, results, strict=True):
+        np.testing.assert_allclose(vectors, encoder.encode(texts, role), atol=1e-5)
 
 
 def test_a_call_larger_than_max_batch_is_spread_over_consecutive_passes(
@@ -94,12 +147,24 @@ def test_a_call_larger_than_max_batch_is_spread_over_consecutive_passes(
     vectors = batcher.submit(texts, TextRole.QUERY).result(WAIT_S)
     batcher.close()
 
-    assert [batch for batch, _ in recording.batches] == [texts[0:4], texts[4:8], texts[8:10]]
-    assert {role for _, role in recording.batches} == {TextRole.QUERY}
+    assert recording.texts_of_batches() == [texts[0:4], texts[4:8], texts[8:10]]
+    assert {role for batch in recording.batches for _, role in batch} == {TextRole.QUERY}
     np.testing.assert_allclose(vectors, tiny_encoder.encode(texts, TextRole.QUERY), atol=1e-5)
 
 
-def test_a_batch_never_mixes_roles(tiny_encoder: MiniLMTextEncoder, gated: GatedEncoder) -> None:
+def test_a_text_past_max_tokens_is_truncated_through_the_batcher_as_by_the_encoder(
+    tiny_encoder: MiniLMTextEncoder,
+) -> None:
+    batcher = TextBatcher(tiny_encoder, max_batch=8, max_wait_s=0.0, max_queue=100)
+    long_text = "cable " * TINY_MAX_TOKENS
+
+    vectors = batcher.submit([long_text + "floral summer dress", "usb"], TextRole.PASSAGE).result(WAIT_S)
+    batcher.close()
+
+    np.testing.assert_allclose(vectors[0], tiny_encoder.encode([long_text], TextRole.PASSAGE)[0], atol=1e-5)
+
+
+def test_a_batch_never_mixes_roles(gated: GatedEncoder) -> None:
     recording = RecordingEncoder(gated)
     batcher = TextBatcher(recording, max_batch=8, max_wait_s=0.0, max_queue=100)
     held = batcher.submit(["held"], TextRole.PASSAGE)
@@ -114,14 +179,17 @@ def test_a_batch_never_mixes_roles(tiny_encoder: MiniLMTextEncoder, gated: Gated
     batcher.close()
 
     assert recording.batches == [
-        (["held"], TextRole.PASSAGE),
-        (["q1", "q2", "q3"], TextRole.QUERY),
-        (["p1"], TextRole.PASSAGE),
+        [("held", TextRole.PASSAGE)],
+        [("q1", TextRole.QUERY), ("q2", TextRole.QUERY), ("q3", TextRole.QUERY)],
+        [("p1", TextRole.PASSAGE)],
     ]
 
 
-def test_a_full_queue_refuses_new_texts_with_resource_exhausted(gated: GatedEncoder) -> None:
-    batcher = TextBatcher(gated, max_batch=2, max_wait_s=0.0, max_queue=10)
+def test_a_full_queue_refuses_new_texts_with_resource_exhausted_before_tokenising_them(
+    gated: GatedEncoder,
+) -> None:
+    recording = RecordingEncoder(gated)
+    batcher = TextBatcher(recording, max_batch=2, max_wait_s=0.0, max_queue=10)
     in_flight = batcher.submit(["a", "b"], TextRole.PASSAGE)
     assert gated.started.wait(WAIT_S)
     queued = batcher.submit([f"t{i}" for i in range(10)], TextRole.PASSAGE)
@@ -130,18 +198,23 @@ def test_a_full_queue_refuses_new_texts_with_resource_exhausted(gated: GatedEnco
         batcher.submit(["one more"], TextRole.PASSAGE)
 
     assert str(refused.value) == "embedding queue is full (10 texts pending); retry with backoff"
+    assert "one more" not in recording.tokenized_texts()
     gated.gate.set()
     assert in_flight.result(WAIT_S).shape == (2, 2)
     assert queued.result(WAIT_S).shape == (10, 2)
     batcher.close()
 
 
-def test_a_call_larger_than_the_whole_queue_is_invalid(gated: GatedEncoder) -> None:
-    batcher = TextBatcher(gated, max_batch=2, max_wait_s=0.0, max_queue=10)
+def test_a_call_larger_than_the_whole_queue_is_invalid_and_not_tokenised(gated: GatedEncoder) -> None:
+    recording = RecordingEncoder(gated)
+    batcher = TextBatcher(recording, max_batch=2, max_wait_s=0.0, max_queue=10)
 
-    with pytest.raises(InvalidArgument, match="11 texts in one call exceed the queue of 10"):
+    with pytest.raises(InvalidArgument) as refused:
         batcher.submit(["t"] * 11, TextRole.PASSAGE)
     batcher.close()
+
+    assert str(refused.value) == "11 texts in one call exceed the queue of 10; split the call"
+    assert recording.tokenized == []
 
 
 def test_close_encodes_everything_queued_then_refuses_new_texts(gated: GatedEncoder) -> None:
@@ -156,8 +229,9 @@ def test_close_encodes_everything_queued_then_refuses_new_texts(gated: GatedEnco
 
     assert not closer.is_alive()
     assert [future.result(0).shape for future in futures] == [(3, 2)] * 4
-    with pytest.raises(Unavailable, match="shutting down"):
+    with pytest.raises(Unavailable) as refused:
         batcher.submit(["late"], TextRole.PASSAGE)
+    assert str(refused.value) == "embedding service is shutting down; retry"
 
 
 def test_a_failed_forward_pass_fails_every_call_in_it() -> None:
@@ -185,7 +259,7 @@ def test_a_call_cancelled_while_queued_is_never_encoded(gated: GatedEncoder) -> 
     kept.result(WAIT_S)
     batcher.close()
 
-    assert [texts for texts, _ in recording.batches] == [["held"], ["kept"]]
+    assert recording.texts_of_batches() == [["held"], ["kept"]]
 
 
 def test_no_texts_resolve_at_once_to_an_empty_matrix(gated: GatedEncoder) -> None:

@@ -11,6 +11,7 @@ import pytest
 from services.embedding.model_cache import E5_NAME, e5_dir
 from services.embedding.text_encoder import E5TextEncoder, TextRole
 from tests.unit.embedding.conftest import CPU_FLOAT32
+from tests.unit.embedding.tokenizer_reference import assert_same_inputs, tokenised_together
 
 # Four products, each as an English and a Chinese storefront would title it.
 ENGLISH = [
@@ -85,6 +86,23 @@ def test_a_texts_e5_vector_does_not_depend_on_the_texts_batched_with_it(e5: E5Te
     among_longer = e5.encode([ENGLISH[3], CHINESE[1], "x " * 60], TextRole.PASSAGE)[1]
 
     np.testing.assert_allclose(among_longer, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("role", list(TextRole))
+def test_texts_tokenised_one_call_each_pad_into_what_the_tokenizer_gives_for_them_together_with_the_prefix(
+    e5: E5TextEncoder, e5_prepared: Path, role: TextRole
+) -> None:
+    calls = [[CHINESE[1]], [ENGLISH[3], "usb"], [ENGLISH[0]], ["x " * 300]]
+    tokens = [e5.tokenize(texts, role) for texts in calls]
+
+    short = e5.collate([token for call in tokens[:3] for token in call])
+    with_long = e5.collate([token for call in tokens for token in call])
+
+    prefixed = [f"{role.value}: {text}" for call in calls for text in call]
+    assert_same_inputs(short, tokenised_together(e5_prepared, prefixed[:4], 128))
+    assert_same_inputs(with_long, tokenised_together(e5_prepared, prefixed, 128))
+    assert short["input_ids"].shape[1] < 32
+    assert with_long["input_ids"].shape == (5, 128)
 
 
 def test_an_unprepared_cache_is_refused_naming_make_models(tmp_path: Path) -> None:

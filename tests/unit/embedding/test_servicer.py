@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,8 @@ from services.embedding.settings import EmbeddingSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextRole
 from services.embedding.wiring import LoadedEncoders, build_service
 from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
+from tests.unit.embedding.conftest import CPU_FLOAT32
+from tests.unit.embedding.recording_encoder import RecordingEncoder
 from tests.unit.embedding.speech import MANDARIN_PINYIN, encode, speak, tone
 
 DEADLINE_S = 30.0
@@ -194,6 +197,41 @@ def test_an_unknown_model_is_not_found_listing_the_loaded_ones(
     assert error.details() == f"no text encoder named 'clip-vit-b32'; loaded: {loaded_names}"
 
 
+def test_each_embed_texts_call_tokenises_its_texts_on_its_own_grpc_thread_and_the_worker_only_encodes(
+    tiny_encoder: MiniLMTextEncoder,
+) -> None:
+    recording = RecordingEncoder(tiny_encoder)
+    settings = EmbeddingSettings(grpc_port=0, metrics_port=0, embedding_device="cpu", redis_url=None)
+    servicer, closeables = build_service(settings, LoadedEncoders(CPU_FLOAT32, [recording], [], None))
+    # Its own service name: the module's server already registered the "embedding" gRPC metrics.
+    running = start_grpc_server(
+        "embedding_tokenising_test",
+        [
+            ServiceRegistration(
+                SERVICE_FULL_NAME,
+                lambda grpc_server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, grpc_server),
+            )
+        ],
+        settings.grpc_port,
+        settings.metrics_port,
+        grace_s=1.0,
+    )
+    running.on_stop.extend(closeable.close for closeable in closeables)
+    calls = [[f"call {c} text {i} " + "cable " * (i % 4) for i in range(3 + c)] for c in range(6)]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, ThreadPoolExecutor(len(calls)) as pool:
+            tiny_stub = embedding_pb2_grpc.EmbeddingStub(channel)
+            results = list(pool.map(lambda texts: embed(tiny_stub, texts, model=tiny_encoder.name), calls))
+    finally:
+        running.stop()
+
+    for texts, vectors in zip(calls, results, strict=True):
+        np.testing.assert_allclose(vectors, tiny_encoder.encode(texts, TextRole.PASSAGE), atol=1e-5)
+    assert sorted(texts for _, texts in recording.tokenized) == sorted(calls)
+    assert all(thread.startswith("embedding_tokenising_test-grpc") for thread, _ in recording.tokenized)
+    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert"}
+
+
 def test_embed_images_returns_unit_vectors_in_request_order_from_bytes_and_paths(
     stub: embedding_pb2_grpc.EmbeddingStub, efficientnet: EfficientNetLiteImageEncoder, image_root: Path
 ) -> None:
@@ -333,6 +371,7 @@ def test_metrics_endpoint_exposes_the_embedding_metrics(
         "# TYPE bundlewise_embedding_encoded_total counter",
         "# TYPE bundlewise_embedding_queue_depth gauge",
         "# TYPE bundlewise_embedding_encode_duration_seconds histogram",
+        "# TYPE bundlewise_embedding_tokenize_duration_seconds histogram",
         "# TYPE bundlewise_embedding_cache_lookups_total counter",
         'bundlewise_embedding_device_info{device="cpu"} 1.0',
         'bundlewise_embedding_queue_depth{modality="text"} 0.0',

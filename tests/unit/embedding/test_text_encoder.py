@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from services.embedding.text_encoder import (
     packaged_minilm_dir,
     tiny_random_bert_encoder,
 )
+from tests.unit.embedding.tokenizer_reference import assert_same_inputs, tokenised_together
 
 BATTERIES = "AA rechargeable batteries 8 pack"
 CHARGER = "NiMH AA battery charger"
@@ -69,6 +71,50 @@ def test_text_past_max_tokens_is_truncated(minilm: MiniLMTextEncoder) -> None:
 
 def test_no_texts_give_an_empty_matrix_of_the_right_width(minilm: MiniLMTextEncoder) -> None:
     assert minilm.encode([], TextRole.PASSAGE).shape == (0, 384)
+    assert minilm.tokenize([], TextRole.PASSAGE) == []
+    assert minilm.encode_tokenized([]).shape == (0, 384)
+
+
+def test_texts_tokenised_one_call_each_pad_into_what_the_tokenizer_gives_for_them_together(
+    minilm: MiniLMTextEncoder,
+) -> None:
+    calls = [[DRESS], [BATTERIES, "x"], [CHARGER], ["battery " * 200]]
+    tokens = [minilm.tokenize(texts, TextRole.PASSAGE) for texts in calls]
+
+    short = minilm.collate([token for call in tokens[:3] for token in call])
+    with_long = minilm.collate([token for call in tokens for token in call])
+
+    texts = [text for call in calls for text in call]
+    assert_same_inputs(short, tokenised_together(packaged_minilm_dir(), texts[:4], 128))
+    assert_same_inputs(with_long, tokenised_together(packaged_minilm_dir(), texts, 128))
+    assert short["input_ids"].shape[1] < 16
+    assert with_long["input_ids"].shape == (5, 128)
+
+
+def test_a_tokenised_text_past_max_tokens_keeps_its_first_word_pieces_and_the_end_token(
+    minilm: MiniLMTextEncoder,
+) -> None:
+    [long] = minilm.tokenize(["battery " * 200], TextRole.PASSAGE)
+    [short] = minilm.tokenize(["battery"], TextRole.PASSAGE)
+    start, battery, end = short.input_ids.tolist()
+
+    assert long.input_ids.tolist() == [start] + [battery] * 126 + [end]
+    assert long.token_type_ids.tolist() == [0] * 128
+
+
+def test_many_threads_tokenising_at_once_each_get_their_own_texts_ids(minilm: MiniLMTextEncoder) -> None:
+    calls = [[f"{index} {BATTERIES} " * (1 + index % 9), CHARGER, "battery " * (index * 7)] for index in range(32)]
+    expected = [[token.input_ids.tolist() for token in minilm.tokenize(texts, TextRole.PASSAGE)] for texts in calls]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(
+            pool.map(
+                lambda texts: [token.input_ids.tolist() for token in minilm.tokenize(texts, TextRole.PASSAGE)],
+                calls * 4,
+            )
+        )
+
+    assert got == expected * 4
 
 
 def test_minilm_version_is_the_name_and_the_weights_sha256(minilm: MiniLMTextEncoder) -> None:

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from services.embedding.batcher import TextBatcher
 from services.embedding.embedder import TextEmbedder
-from services.embedding.text_encoder import MiniLMTextEncoder, TextEncoder, TextRole
+from services.embedding.text_encoder import BatchableTextEncoder, MiniLMTextEncoder, TextRole, TokenizedText
 from services.embedding.vector_cache import KEY_LAYOUT, RedisVectorCache, content_key
 from tests.unit.embedding.redis_namespaces import CACHE_TTL_S
 
@@ -22,17 +22,23 @@ WAIT_S = 10.0
 
 
 class CountingEncoder:
-    """Wraps an encoder and records every text it is asked to encode."""
+    """Wraps an encoder and records every text it is asked to encode (tokenised on the way to the batcher)."""
 
-    def __init__(self, inner: TextEncoder, version: str | None = None) -> None:
+    def __init__(self, inner: BatchableTextEncoder, version: str | None = None) -> None:
         self.inner = inner
         self.encoded: list[str] = []
         self.name, self.dim, self.license, self.device = inner.name, inner.dim, inner.license, inner.device
         self.version = version or inner.version
 
-    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+    def tokenize(self, texts: Sequence[str], role: TextRole) -> list[TokenizedText]:
         self.encoded.extend(texts)
-        return self.inner.encode(texts, role)
+        return self.inner.tokenize(texts, role)
+
+    def encode_tokenized(self, tokens: Sequence[TokenizedText]) -> npt.NDArray[np.float32]:
+        return self.inner.encode_tokenized(tokens)
+
+    def encode(self, texts: Sequence[str], role: TextRole) -> npt.NDArray[np.float32]:
+        return self.encode_tokenized(self.tokenize(texts, role))
 
 
 def cache_lookups(result: str) -> float:
