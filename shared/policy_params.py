@@ -11,33 +11,54 @@ learning state, with which the updater resumes exactly where the snapshot left o
      "counts": {"<bundle_id>": [impressions, clicks] | [impressions, clicks, reward]},
      "log_positions": {"<topic>": {"<partition>": next_offset}},
      "exploration": "softmax" | "epsilon_mixture", "epsilon": 0.05,
-     "window_positions": {"<topic>": {"<partition>": offset}}}
+     "window_positions": {"<topic>": {"<partition>": offset}},
+     "bandit": {
+       "feature_names": ["intercept", ...],
+       "feature_weights": [w, ...],
+       "bundle_bias": {"<bundle_id>": bias},
+       "closed_through": "2026-11-01T12:00:00+00:00" | null,
+       "state": {"shared_gram": [[g, ...], ...], "shared_target": [t, ...],
+                 "bundles": {"<bundle_id>": [count, target, f, ...]},
+                 "explored_clicks": [c, ...], "explored_shown": [s, ...]}}}
 
 ``exploration`` and ``epsilon`` are optional (documents written before they existed are softmax). A
 bundle's ``reward`` is written only where it differs from its clicks (rewards from purchases or
 revenue), and ``window_positions`` only where known, so documents of click-only learning keep their
 older shape.
+
+``bandit`` is present only for a contextual bandit (``services/policy/bandit.py``; absent for a policy
+of click rates). Served: a candidate's attractiveness is ``feature_weights · features +
+bundle_bias[bundle]`` over ``feature_names`` (``shared.bandit_features.FEATURES``), a bundle without a
+bias counting 0. Learning: ``state`` holds the bandit's sums (with d features and K positions learned
+from: ``shared_gram`` d × d, ``shared_target`` d, per bundle Σ e², Σ e·y and Σ e²·z (d values),
+``explored_clicks`` and ``explored_shown`` K), from which the updater resumes; ``closed_through`` is the
+join's watermark when the version was published: the state counts the impressions read below
+``log_positions`` whose window ended by then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 Exploration = Literal["softmax", "epsilon_mixture"]
 # A bundle's counts: [impressions, clicks] or [impressions, clicks, reward].
 ArmCounts = tuple[int, int] | tuple[int, int, float]
 # Per topic, per partition (a string key in JSON), an offset of the event log.
 PositionsJson = dict[str, dict[int, int]]
+# A number of the bandit's section: JSON (and PostgreSQL's jsonb) has no NaN or infinity.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ServingParamsDocument(BaseModel):
     """The document as a reader that only serves the policy reads it (the ranker's shadow candidate).
 
     The serving fields are checked. The learning state beside them may be absent and its inside is not
-    checked: serving does not use it. A key the document does not have is refused.
+    checked: serving does not use it. A key the document does not have is refused. A ``bandit`` section
+    is accepted and not checked, and a reader of this class ignores it: shadow candidates are policies
+    of click rates for now (their ``arms``), whatever else the document holds.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +73,55 @@ class ServingParamsDocument(BaseModel):
     counts: dict[str, Any] | None = None
     log_positions: dict[str, Any] | None = None
     window_positions: dict[str, Any] | None = None
+    bandit: dict[str, Any] | None = None
+
+
+class BanditStateDocument(BaseModel):
+    """The bandit's learning state (see the module docstring); shapes are checked by
+    :class:`BanditDocument`, which knows the number of features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shared_gram: list[list[FiniteFloat]]
+    shared_target: list[FiniteFloat]
+    bundles: dict[str, list[FiniteFloat]]
+    explored_clicks: list[FiniteFloat] = Field(min_length=1)
+    explored_shown: list[FiniteFloat] = Field(min_length=1)
+
+
+class BanditDocument(BaseModel):
+    """The ``bandit`` section of the document (see the module docstring).
+
+    Validation raises ``pydantic.ValidationError`` when a shape disagrees with ``feature_names``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_names: list[str] = Field(min_length=1)
+    feature_weights: list[FiniteFloat]
+    bundle_bias: dict[str, FiniteFloat]
+    state: BanditStateDocument
+    closed_through: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _shapes_agree_with_the_features(self) -> Self:
+        d = len(self.feature_names)
+        state = self.state
+        problems = []
+        if len(self.feature_weights) != d:
+            problems.append(f"'feature_weights' has {len(self.feature_weights)} values")
+        if len(state.shared_gram) != d or any(len(row) != d for row in state.shared_gram):
+            problems.append("'state.shared_gram' is not d × d")
+        if len(state.shared_target) != d:
+            problems.append(f"'state.shared_target' has {len(state.shared_target)} values")
+        wrong = sorted(bundle for bundle, sums in state.bundles.items() if len(sums) != 2 + d)
+        if wrong:
+            problems.append(f"'state.bundles' of {wrong[:5]} do not have 2 + d values")
+        if len(state.explored_clicks) != len(state.explored_shown):
+            problems.append("'state.explored_clicks' and 'state.explored_shown' differ in length")
+        if problems:
+            raise ValueError(f"policy params bandit over d = {d} features: {'; '.join(problems)}")
+        return self
 
 
 class PolicyParamsDocument(ServingParamsDocument):
@@ -67,6 +137,8 @@ class PolicyParamsDocument(ServingParamsDocument):
     counts: dict[str, ArmCounts]
     log_positions: PositionsJson = Field(default_factory=dict)
     window_positions: PositionsJson = Field(default_factory=dict)
+    # Narrower than the serving reader's unchecked object, as the fields above are.
+    bandit: BanditDocument | None = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _arms_and_counts_name_the_same_bundles(self) -> Self:

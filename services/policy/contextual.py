@@ -35,18 +35,16 @@ import numpy as np
 import numpy.typing as npt
 
 from services.policy.exploration import EpsilonMixture
+from shared.bandit_features import FEATURES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-FEATURES = (
-    "intercept",
-    "ranker_score",
-    "log_popularity",
-    "ranker_reciprocal_rank",
-    "shopper_looks_without_click",
-    "shopper_clicked_before",
-)
+# FEATURES (names and order) are the served ones, shared with the ranker. The simulator fills the fifth
+# slot, ``shopper_looks``, with looks *without* a click; the served value counts every look, and
+# ``shopper_clicked_before`` tells the clicked ones apart. The maths here depends only on the count and
+# order of the features, not on their names.
+MAX_EPSILON = 0.3  # the most exploration the bandit allows (a share of uniformly random lists)
 PRIOR_STRENGTH = 50.0  # explored impressions' worth of weight on the 1/(k+1) examination prior
 PRIOR_CLICK_RATE = 0.05  # click rate at position 0 assumed before any explored impression
 
@@ -60,7 +58,7 @@ class BanditConfig:
     alpha: float = 0.5
     ridge: float = 1.0
     bundle_ridge: float = 5.0
-    max_epsilon: float = 0.3
+    max_epsilon: float = MAX_EPSILON
     max_alpha: float = 2.0
 
     def __post_init__(self) -> None:
@@ -145,6 +143,14 @@ class HybridLinUCB:
         self._beta = self._gram_inv @ target
         self._denom = denom
         self._theta = (s.bundle_target - s.bundle_features @ self._beta) / denom
+
+    def weights(self) -> FloatArray:
+        """The shared weights β [d] of the latest solve: attractiveness is ``features · β + θ[bundle]``."""
+        return np.asarray(self._beta.copy())
+
+    def biases(self) -> FloatArray:
+        """The per-bundle terms θ [n_bundles] of the latest solve (0 for a bundle never observed)."""
+        return np.asarray(self._theta.copy())
 
     def predict(self, features: FloatArray, bundles: IntArray) -> tuple[FloatArray, FloatArray]:
         """Mean attractiveness and its standard deviation, for ``features`` [..., d], ``bundles`` [...]."""

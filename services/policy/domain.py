@@ -3,7 +3,9 @@
 Each showing of a bundle is one trial; its success is the reward the showing earned, a share of one
 success in [0, 1] (a click, by default; see the updater for purchases and revenue). Pure: no
 transport, storage or clock. The updater feeds it events and publishes its snapshots; the ranker turns
-a snapshot into ``ctr_weight * alpha / (alpha + beta)`` added to each bundle's score.
+a snapshot into ``ctr_weight * alpha / (alpha + beta)`` added to each bundle's score. A snapshot of the
+kind :data:`CONTEXTUAL_BANDIT` also carries a contextual bandit (:mod:`services.policy.bandit`), which
+the ranker then serves instead of the click rates; the arms keep learning beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from services.policy.bandit import BanditParams
+
 POLICY_NAME = "beta_ctr"
+BANDIT_POLICY_NAME = "hybrid_linucb"
+# What the updater publishes (BUNDLEWISE_POLICY_KIND): the arms' click rates, or a contextual bandit too.
+CLICK_RATES = "click_rates"
+CONTEXTUAL_BANDIT = "contextual_bandit"
+POLICY_KINDS = (CLICK_RATES, CONTEXTUAL_BANDIT)
 SOFTMAX = "softmax"
 EPSILON_MIXTURE = "epsilon_mixture"
 EXPLORATIONS = (SOFTMAX, EPSILON_MIXTURE)
@@ -61,6 +70,8 @@ class PolicyParams:
     ``exploration`` is how the ranker explores (:data:`SOFTMAX` at ``temperature``, or
     :data:`EPSILON_MIXTURE` with ``epsilon``: exact marginal propensities, see
     ``proto/bundlewise/policy/v1/policy.proto``).
+    ``bandit`` is the contextual bandit the ranker serves instead of the click rates (its exploration
+    is then :data:`EPSILON_MIXTURE`); None for a policy of click rates.
     """
 
     temperature: float
@@ -72,6 +83,17 @@ class PolicyParams:
     exploration: str = SOFTMAX
     epsilon: float = 0.0
     window_positions: Mapping[LogPartition, int] = field(default_factory=dict)
+    bandit: BanditParams | None = None
+
+    @property
+    def kind(self) -> str:
+        """:data:`CONTEXTUAL_BANDIT` when the params carry a bandit, else :data:`CLICK_RATES`."""
+        return CLICK_RATES if self.bandit is None else CONTEXTUAL_BANDIT
+
+
+def policy_name(params: PolicyParams) -> str:
+    """The name a snapshot of ``params`` is published under."""
+    return POLICY_NAME if params.bandit is None else BANDIT_POLICY_NAME
 
 
 @dataclass(frozen=True)

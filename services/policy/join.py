@@ -18,6 +18,10 @@ Rules (event time, not arrival order, decides; so a replay joins exactly as live
 Reward of a position = ``click_weight × clicks + purchase_weight × purchases + revenue_weight ×
 revenue`` (each click or purchase counted once per impression and bundle).
 
+Each shown position keeps the contextual bandit's features it was chosen with
+(``ShownBundle.policy_features``, see :mod:`shared.bandit_features`), so that the policy learns from the
+closed impression exactly what the ranker saw.
+
 :meth:`ImpressionJoin.add` answers each event with a :class:`Verdict`: what became of the event, the
 outcomes it turned down, the impressions it closed. Two uses: the OPE command reads the closed
 impressions; the live updater reads the verdicts and each credit as it happens
@@ -29,13 +33,14 @@ again.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
+from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType, ShownBundle
 
 
 @dataclass(frozen=True)
@@ -67,14 +72,19 @@ Origin = tuple[Hashable, int]
 
 @dataclass(frozen=True)
 class ShownPosition:
+    """One shown bundle; ``features`` are the contextual bandit's features it was chosen with, as the
+    impression logged them (None when it logged none)."""
+
     bundle_id: str
     position: int
     propensity: float
+    features: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
 class JoinedImpression:
-    """One closed impression with the reward of each shown position (ordered by position)."""
+    """One closed impression with the reward of each shown position (ordered by position); ``origin`` is
+    where the impression came from in the log, when the join was told."""
 
     catalog_id: str
     impression_id: str
@@ -86,6 +96,7 @@ class JoinedImpression:
     rewards: tuple[float, ...]
     clicks: tuple[int, ...]
     purchases: tuple[int, ...]
+    origin: Origin | None = None
 
 
 @dataclass
@@ -132,6 +143,36 @@ class Verdict:
     closed: list[JoinedImpression]
 
 
+# Every shown position's features as float64s one after the other, and each position's number of them
+# (-1: none logged). About 8 bytes a value, where a tuple of floats takes about 32.
+_PackedFeatures = tuple[bytes, tuple[int, ...]]
+
+
+def _pack_features(ordered: list[ShownBundle]) -> _PackedFeatures | None:
+    if all(shown.policy_features is None for shown in ordered):
+        return None
+    lengths = tuple(-1 if shown.policy_features is None else len(shown.policy_features) for shown in ordered)
+    values = array("d", [value for shown in ordered for value in shown.policy_features or ()])
+    return values.tobytes(), lengths
+
+
+def _unpack_features(packed: _PackedFeatures | None, size: int) -> list[tuple[float, ...] | None]:
+    if packed is None:
+        return [None] * size
+    data, lengths = packed
+    values = array("d")
+    values.frombytes(data)
+    unpacked: list[tuple[float, ...] | None] = []
+    start = 0
+    for length in lengths:
+        if length < 0:
+            unpacked.append(None)
+        else:
+            unpacked.append(tuple(values[start : start + length]))
+            start += length
+    return unpacked
+
+
 @dataclass(slots=True)
 class _Open:
     """One open impression, kept small: a window may hold hundreds of thousands, and every container
@@ -146,6 +187,8 @@ class _Open:
     policy_version: str
     context: tuple[tuple[str, str], ...]
     shown: tuple[tuple[str, int, float], ...]  # (bundle id, position, propensity), by position
+    # The shown positions' features, packed (see _pack_features); None when none has any.
+    features: _PackedFeatures | None
     origin: Origin | None
     tallies: _Tallies | None = None
 
@@ -211,6 +254,12 @@ class ImpressionJoin:
     @property
     def open_impressions(self) -> int:
         return len(self._open)
+
+    @property
+    def watermark(self) -> datetime | None:
+        """The latest event time seen (bounded as ``latest_bound`` says) minus ``allowed_lateness``: every
+        impression the join was given whose window ended at or before it is closed (None: no event yet)."""
+        return None if self._latest is None else self._latest - self.allowed_lateness
 
     def add(self, event: BundleImpressionEvent | BundleOutcomeEvent, origin: Origin | None = None) -> Verdict:
         """Takes one event; returns what became of it, with the impressions it closed (by advancing the
@@ -319,6 +368,7 @@ class ImpressionJoin:
             event.policy_version,
             tuple(event.context.items()),
             tuple((b.bundle_id, b.position, b.propensity) for b in ordered),
+            _pack_features(ordered),
             origin,
         )
         self._open[key] = state
@@ -401,8 +451,12 @@ class ImpressionJoin:
             event_time=state.event_time,
             policy_version=state.policy_version,
             context=dict(state.context),
-            shown=tuple(ShownPosition(*shown) for shown in state.shown),
+            shown=tuple(
+                ShownPosition(*shown, features=features)
+                for shown, features in zip(state.shown, _unpack_features(state.features, size), strict=True)
+            ),
             rewards=tuple(self._reward(tallies, index) for index in range(size)),
             clicks=tuple(tallies.clicks),
             purchases=tuple(tallies.purchases),
+            origin=state.origin,
         )

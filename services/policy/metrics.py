@@ -62,3 +62,16 @@ CONSUMER_REPLACEMENTS = Counter(
     "Kafka consumers of the updater replaced because they stalled: out of their group, or events waiting "
     "and none consumed.",
 )
+# By catalog: contextual_bandit only (BUNDLEWISE_POLICY_KIND); counted when the impression's window closes.
+BANDIT_IMPRESSIONS = Counter(
+    metric_name("policy", "bandit_impressions_total"),
+    "Closed impressions the contextual bandit took, by catalog and what became of them: learned, or "
+    "over_arm_limit (a shown bundle beyond BUNDLEWISE_POLICY_MAX_ARMS in the bandit; not learned from).",
+    ["catalog", "kind"],
+)
+IMPRESSIONS_WITHOUT_FEATURES = Counter(
+    metric_name("policy", "impressions_without_features_total"),
+    "Closed impressions the contextual bandit could not learn from because a shown bundle carried no policy "
+    "features (or not as many as it learns from), by catalog; the click rates still learn from them.",
+    ["catalog"],
+)

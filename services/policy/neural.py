@@ -5,7 +5,7 @@ propensities.
 
 Model: a click at position ``k`` happens with probability ``examination_k × attraction``, where
 ``attraction = sigmoid(mlp(z) + b_bundle)``: ``z`` the (shopper, bundle) features of
-:data:`services.policy.contextual.FEATURES`, ``mlp`` two hidden ReLU layers, ``b_bundle`` a learned
+:data:`shared.bandit_features.FEATURES`, ``mlp`` two hidden ReLU layers, ``b_bundle`` a learned
 per-bundle bias. Unlike the bandit's linear score, the network can learn interactions between the
 features (ranker score × the shopper's own looks and clicks, say).
 ``examination_0`` is 1. The others are learned with the network, starting at ``1 / (k + 1)`` and kept
@@ -36,8 +36,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from services.policy.contextual import FEATURES, SlateChoice, greedy_lists
+from services.policy.contextual import SlateChoice, greedy_lists
 from services.policy.exploration import EpsilonMixture
+from shared.bandit_features import FEATURES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

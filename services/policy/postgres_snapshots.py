@@ -2,7 +2,7 @@
 
 ``params`` is the policy params document of :mod:`shared.policy_params` (``arms`` is what a reader of
 the policy needs; ``counts`` and ``log_positions`` let the updater resume exactly where the snapshot
-left off).
+left off; a contextual bandit's ``bandit`` section holds both its served weights and its state).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 
-from services.policy.domain import POLICY_NAME, Arm, PolicyParams, Snapshot
+from services.policy.bandit import BanditLearning, BanditParams, BundleSums
+from services.policy.domain import Arm, PolicyParams, Snapshot, policy_name
 from shared.errors import Unavailable
 from shared.policy_params import (
+    BanditDocument,
     PolicyParamsDocument,
     counts_to_json,
     positions_from_json,
@@ -44,7 +46,50 @@ def params_to_json(params: PolicyParams) -> dict[str, Any]:
     }
     if params.window_positions:
         document["window_positions"] = positions_to_json(params.window_positions)
+    if params.bandit is not None:
+        document["bandit"] = bandit_to_json(params.bandit)
     return document
+
+
+def bandit_to_json(bandit: BanditParams) -> dict[str, Any]:
+    """The document's ``bandit`` section (see :mod:`shared.policy_params`)."""
+    learning = bandit.learning
+    return {
+        "feature_names": list(bandit.feature_names),
+        "feature_weights": list(bandit.weights),
+        "bundle_bias": dict(bandit.biases),
+        "closed_through": None if bandit.closed_through is None else bandit.closed_through.isoformat(),
+        "state": {
+            "shared_gram": [list(row) for row in learning.shared_gram],
+            "shared_target": list(learning.shared_target),
+            "bundles": {
+                bundle_id: [sums.count, sums.target, *sums.features] for bundle_id, sums in learning.bundles.items()
+            },
+            "explored_clicks": list(learning.explored_clicks),
+            "explored_shown": list(learning.explored_shown),
+        },
+    }
+
+
+def bandit_from_json(section: BanditDocument) -> BanditParams:
+    """Reads a validated ``bandit`` section (bundles in bundle id order)."""
+    state = section.state
+    return BanditParams(
+        feature_names=tuple(section.feature_names),
+        weights=tuple(section.feature_weights),
+        biases={bundle_id: section.bundle_bias[bundle_id] for bundle_id in sorted(section.bundle_bias)},
+        learning=BanditLearning(
+            shared_gram=tuple(tuple(row) for row in state.shared_gram),
+            shared_target=tuple(state.shared_target),
+            bundles={
+                bundle_id: BundleSums(sums[0], sums[1], tuple(sums[2:]))
+                for bundle_id, sums in sorted(state.bundles.items())
+            },
+            explored_clicks=tuple(state.explored_clicks),
+            explored_shown=tuple(state.explored_shown),
+        ),
+        closed_through=section.closed_through,
+    )
 
 
 def params_from_json(document: Any) -> PolicyParams:
@@ -76,6 +121,7 @@ def params_from_json(document: Any) -> PolicyParams:
         exploration=parsed.exploration,
         epsilon=parsed.epsilon,
         window_positions=positions_from_json(parsed.window_positions),
+        bandit=None if parsed.bandit is None else bandit_from_json(parsed.bandit),
     )
 
 
@@ -136,7 +182,7 @@ class PostgresSnapshotStore:
             .values(
                 catalog_id=catalog_id,
                 version=next_version,
-                policy_name=POLICY_NAME,
+                policy_name=policy_name(params),
                 params=params_to_json(params),
                 note=note,
             )

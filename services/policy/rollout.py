@@ -3,15 +3,18 @@ one, which need an off-policy evaluation; plus rollback.
 
 - **Refresh** (:class:`RefreshGuard`, applied by the updater to every publish): the learned click
   rates move towards what the events say by at most ``max_rate_change`` per published version and
-  arm; the serving settings (temperature, weight) stay those of the approved policy. The raw counts
-  are published unbounded, so a restart or the next refresh catches up step by step.
+  arm; a contextual bandit's served weights and biases move at most ``max_bandit_step`` of the way
+  from the approved ones to the learned ones; the serving settings (temperature, weight, exploration)
+  stay those of the approved policy. The raw counts and the bandit's learning state are published
+  unbounded, so a restart or the next refresh catches up step by step.
 - **Promotion** (:func:`promote`): publishes a candidate's parameters only with an OPE result that
   passes :class:`PromotionRule` (enough impressions, and the 95% interval of the candidate's
   difference to the logging policy not below ``-max_regression``); the result goes into the
   version's note, the audit trail.
 - **Rollback** (:func:`rollback`): republishes an earlier version's parameters under a new, higher
-  version (consumers only ever move up), keeping the latest version's log positions so that the
-  updater does not learn again from the events the rollback undid.
+  version (consumers only ever move up), its contextual bandit as it was, keeping the latest version's
+  log positions (and the bandit's ``closed_through``) so that the updater does not learn again from
+  the events the rollback undid.
 
 The updater adopts a version it did not publish itself (a promotion or rollback) at its next publish.
 
@@ -35,6 +38,7 @@ from typing import Any
 
 import grpc
 
+from services.policy.bandit import BanditParams
 from services.policy.domain import PolicyParams, Snapshot
 from services.policy.ports import SnapshotStore
 from services.policy.postgres_snapshots import PostgresSnapshotStore, params_from_json
@@ -52,21 +56,35 @@ class PromotionRefused(BundlewiseError):
 
 @dataclass(frozen=True)
 class RefreshGuard:
-    """Bounds one refresh: every arm's expected click rate moves by at most ``max_rate_change``."""
+    """Bounds one refresh: every arm's expected click rate moves by at most ``max_rate_change``; a
+    contextual bandit's served weights and biases move at most ``max_bandit_step`` of the way from the
+    approved ones towards the learned ones."""
 
     max_rate_change: float
+    max_bandit_step: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.max_rate_change <= 1:
             raise ValueError(f"max_rate_change must be in (0, 1], got {self.max_rate_change}")
+        if not 0 < self.max_bandit_step <= 1:
+            raise ValueError(f"max_bandit_step must be in (0, 1], got {self.max_bandit_step}")
 
     def apply(self, approved: PolicyParams | None, learned: PolicyParams) -> PolicyParams:
         """``learned`` with each arm's posterior mean clipped to within ``max_rate_change`` of the same
         arm in ``approved`` (of the prior mean for a new arm), keeping the posterior's strength
         (alpha + beta), the raw counts and the learned reward; serving settings from ``approved``. With no approved
-        policy yet, ``learned`` unchanged."""
+        policy yet, ``learned`` unchanged.
+
+        A bandit in ``learned`` serves ``approved + max_bandit_step × (learned − approved)`` for the
+        weights and for each bundle's bias (0 where ``approved`` has none: a new bundle, or no bandit
+        yet), so every candidate's attractiveness moves at most that share of the way; its learning
+        state is kept whole. When the kind changes (a bandit where ``approved`` had none, or none where
+        it had one: the updater restarted with another ``BUNDLEWISE_POLICY_KIND``), the serving settings
+        are ``learned``'s, since the approved ones were chosen for the other kind."""
         if approved is None:
             return learned
+        same_kind = (approved.bandit is None) == (learned.bandit is None)
+        serving = approved if same_kind else learned
         before = {arm.bundle_id: arm.expected_click_rate for arm in approved.arms}
         prior_mean = learned.prior_alpha / (learned.prior_alpha + learned.prior_beta)
         arms = []
@@ -79,10 +97,33 @@ class RefreshGuard:
         return replace(
             learned,
             arms=tuple(arms),
-            temperature=approved.temperature,
-            ctr_weight=approved.ctr_weight,
-            exploration=approved.exploration,
-            epsilon=approved.epsilon,
+            temperature=serving.temperature,
+            ctr_weight=serving.ctr_weight,
+            exploration=serving.exploration,
+            epsilon=serving.epsilon,
+            bandit=None if learned.bandit is None else self._bounded_bandit(approved.bandit, learned.bandit),
+        )
+
+    def _bounded_bandit(self, approved: BanditParams | None, learned: BanditParams) -> BanditParams:
+        # Bounded in what is served, not in the learning state: blending the sums
+        # (HybridLinUCB.bounded_step_towards) would keep the learner's full state out of the snapshot, so
+        # a restart would lose what the blend held back, and it would not bound the served weights (a
+        # share of a large state's sums solves to nearly its weights).
+        step = self.max_bandit_step
+        if approved is None or approved.feature_names != learned.feature_names:
+            weights_before: tuple[float, ...] = (0.0,) * len(learned.weights)
+            biases_before: dict[str, float] = {}
+        else:
+            weights_before, biases_before = approved.weights, dict(approved.biases)
+        bundles = sorted(learned.biases.keys() | biases_before.keys())
+        return replace(
+            learned,
+            weights=tuple(old + step * (new - old) for old, new in zip(weights_before, learned.weights, strict=True)),
+            biases={
+                bundle: biases_before.get(bundle, 0.0)
+                + step * (learned.biases.get(bundle, 0.0) - biases_before.get(bundle, 0.0))
+                for bundle in bundles
+            },
         )
 
 
@@ -158,10 +199,8 @@ def promote(
     if refusal is not None:
         raise PromotionRefused(f"promotion refused: {refusal}")
     latest = store.latest(catalog_id)
-    positions = latest.params.log_positions if latest is not None else candidate.log_positions
-    return store.publish(
-        catalog_id, replace(candidate, log_positions=positions), note=f"promoted: {evidence.describe()}"
-    )
+    params = candidate if latest is None else _with_learning_positions(candidate, latest.params)
+    return store.publish(catalog_id, params, note=f"promoted: {evidence.describe()}")
 
 
 def rollback(store: SnapshotStore, catalog_id: str, to_version: int) -> int:
@@ -175,14 +214,24 @@ def rollback(store: SnapshotStore, catalog_id: str, to_version: int) -> int:
     latest = store.latest(catalog_id)
     if target is None or latest is None:
         raise NotFound(f"catalog {catalog_id} has no policy version {to_version}")
-    params = replace(target.params, log_positions=latest.params.log_positions)
+    params = _with_learning_positions(target.params, latest.params)
     return store.publish(catalog_id, params, note=f"rollback to version {to_version} (from {latest.version})")
+
+
+def _with_learning_positions(params: PolicyParams, latest: PolicyParams) -> PolicyParams:
+    """``params`` with the latest version's log positions and, where both carry a bandit, its
+    ``closed_through``: how far the log was learned from stays where it was, whatever is served."""
+    bandit = params.bandit
+    if bandit is not None and latest.bandit is not None:
+        bandit = replace(bandit, closed_through=latest.bandit.closed_through)
+    return replace(params, log_positions=latest.log_positions, bandit=bandit)
 
 
 def _describe(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "version": snapshot.version,
         "policy": snapshot.policy_name,
+        "kind": snapshot.params.kind,
         "arms": len(snapshot.params.arms),
         "temperature": snapshot.params.temperature,
         "ctr_weight": snapshot.params.ctr_weight,

@@ -24,18 +24,38 @@ _CACHE_PRUNE_SIZE = 1024
 
 
 def snapshot_to_proto(snapshot: Snapshot) -> policy_pb2.PolicySnapshot:
+    """The snapshot as served. A contextual bandit's feature names and weights fill ``feature_names``
+    and ``feature_weights``, each bundle's bias its arm's ``bandit_bias``; a bundle only the bandit knows
+    gets an arm with the Beta prior, after the others."""
     params = snapshot.params
+    bandit = params.bandit
+    biases = {} if bandit is None else bandit.biases
+    arms = [
+        policy_pb2.BundleArm(
+            bundle_id=a.bundle_id, alpha=a.alpha, beta=a.beta, bandit_bias=biases.get(a.bundle_id, 0.0)
+        )
+        for a in params.arms
+    ]
+    known = {a.bundle_id for a in params.arms}
+    arms.extend(
+        policy_pb2.BundleArm(
+            bundle_id=bundle_id, alpha=params.prior_alpha, beta=params.prior_beta, bandit_bias=biases[bundle_id]
+        )
+        for bundle_id in sorted(biases.keys() - known)
+    )
     return policy_pb2.PolicySnapshot(
         catalog_id=snapshot.catalog_id,
         version=snapshot.version,
         name=snapshot.policy_name,
         temperature=params.temperature,
         ctr_weight=params.ctr_weight,
-        arms=[policy_pb2.BundleArm(bundle_id=a.bundle_id, alpha=a.alpha, beta=a.beta) for a in params.arms],
+        arms=arms,
         exploration=policy_pb2.EXPLORATION_EPSILON_MIXTURE
         if params.exploration == EPSILON_MIXTURE
         else policy_pb2.EXPLORATION_SOFTMAX,
         epsilon=params.epsilon,
+        feature_names=[] if bandit is None else list(bandit.feature_names),
+        feature_weights=[] if bandit is None else list(bandit.weights),
     )
 
 

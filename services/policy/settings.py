@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from services.policy.contextual import MAX_EPSILON, BanditConfig
+from services.policy.domain import CONTEXTUAL_BANDIT, EPSILON_MIXTURE
 from services.policy.join import RewardWeights
 from shared.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
 
@@ -59,7 +61,36 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         "marginal propensities, what off-policy evaluation needs).",
     )
     policy_epsilon: float = Field(
-        default=0.05, ge=0, le=0.3, description="Share of uniformly random lists under epsilon_mixture (at most 0.3)."
+        default=0.05,
+        ge=0,
+        le=MAX_EPSILON,
+        description="Share of uniformly random lists under epsilon_mixture (at most 0.3, the contextual "
+        "bandit's most exploration).",
+    )
+    policy_kind: Literal["click_rates", "contextual_bandit"] = Field(
+        default="click_rates",
+        description="What the updater publishes: click_rates (each bundle's Beta click rate, added to the ranker's "
+        "score) or contextual_bandit (also a bandit over the shopper's features of each candidate, which the "
+        "ranker then serves with epsilon_mixture exploration; docs/policy.md).",
+    )
+    policy_bandit_ridge: float = Field(
+        default=BanditConfig.ridge, gt=0, description="Contextual bandit: prior precision of the shared weights."
+    )
+    policy_bandit_bundle_ridge: float = Field(
+        default=BanditConfig.bundle_ridge, gt=0, description="Contextual bandit: prior precision of each bundle's bias."
+    )
+    policy_bandit_positions: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Contextual bandit: how many positions of an impression are learned from (deeper ones are not).",
+    )
+    policy_bandit_max_step: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Guard rail: the share of the way from the approved bandit weights and biases to the learned "
+        "ones that one refresh may move.",
     )
     policy_max_rate_change: float = Field(
         default=0.05,
@@ -83,6 +114,35 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
                 "BUNDLEWISE_POLICY_PURCHASE_WEIGHT or BUNDLEWISE_POLICY_REVENUE_WEIGHT above 0"
             )
         return self
+
+    @model_validator(mode="after")
+    def _bandit_explores_by_epsilon_mixture(self) -> PolicySettings:
+        if (
+            self.policy_kind == CONTEXTUAL_BANDIT
+            and "policy_exploration" in self.model_fields_set
+            and self.policy_exploration != EPSILON_MIXTURE
+        ):
+            raise ValueError(
+                "BUNDLEWISE_POLICY_KIND=contextual_bandit explores by epsilon_mixture only: unset "
+                "BUNDLEWISE_POLICY_EXPLORATION or set it to epsilon_mixture (BUNDLEWISE_POLICY_EPSILON is the share "
+                "of random lists)"
+            )
+        return self
+
+    @property
+    def policy_served_exploration(self) -> str:
+        """How the published policies explore: epsilon_mixture for a contextual bandit, else the setting."""
+        return EPSILON_MIXTURE if self.policy_kind == CONTEXTUAL_BANDIT else self.policy_exploration
+
+    @property
+    def policy_bandit_config(self) -> BanditConfig:
+        """The contextual bandit's learning settings (its ``alpha`` is not served)."""
+        return BanditConfig(
+            slate_size=self.policy_bandit_positions,
+            epsilon=self.policy_epsilon,
+            ridge=self.policy_bandit_ridge,
+            bundle_ridge=self.policy_bandit_bundle_ridge,
+        )
 
     @property
     def policy_reward_weights(self) -> RewardWeights:

@@ -60,7 +60,7 @@ class World:
     """The simulator's ground truth and what policies may see; row ``u`` is shopper ``u``.
 
     ``candidates`` [U, M] bundle ids, best ranker score first; ``features`` [U, M, d] policy features
-    (:data:`services.policy.contextual.FEATURES`); ``attraction`` [U, M] true click probability when
+    (:data:`shared.bandit_features.FEATURES`); ``attraction`` [U, M] true click probability when
     looked at (hidden from policies).
     """
 
@@ -124,7 +124,7 @@ def youshu_world(data: BundleRecData, scorer: UserScorer, model: ShopperModel) -
 
 
 def candidate_features(scores: FloatArray, log_popularity: FloatArray) -> FloatArray:
-    """[n, M, 6] features of :data:`~services.policy.contextual.FEATURES` from the ranker's scores and
+    """[n, M, 6] features of :data:`~shared.bandit_features.FEATURES` from the ranker's scores and
     the candidates' log(1 + training purchases) [n, M], each row's candidates best score first; the
     shopper-feedback features start at 0 (a :class:`LearningPolicy` fills them in as it learns).
 
@@ -177,9 +177,15 @@ class RandomPolicy(FixedListPolicy):
 
 
 class ShopperFeedback:
-    """Each shopper's own feedback on each of their candidates, the last two :data:`FEATURES`: looks
-    without a click (weighted by the examination of the position shown at; ``log1p`` of that sum) and
-    whether they clicked it before. A learning policy keeps one and updates it after each batch."""
+    """Each shopper's own feedback on each of their candidates, the last two
+    :data:`~shared.bandit_features.FEATURES`: looks without a click (weighted by the examination of the
+    position shown at; ``log1p`` of that sum) and whether they clicked it before. A learning policy keeps
+    one and updates it after each batch.
+
+    The served ``shopper_looks`` (the online store's, :mod:`shared.bandit_features`) counts every look,
+    clicked or not, and ``shopper_clicked_before`` beside it tells the clicked ones apart. The simulator
+    keeps its looks without a click in that slot (its figures were measured so); the two differ only for
+    bundles the shopper clicked."""
 
     def __init__(self, world: World) -> None:
         self._world = world

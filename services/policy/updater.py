@@ -37,6 +37,13 @@ event time after each impression:
   counted), so an outcome after a restart still finds its impression, and a duplicate of one credited
   before it is still recognised. Events below a catalog's snapshot positions that the group consumer
   delivers again go to the join the same way.
+
+With ``BUNDLEWISE_POLICY_KIND=contextual_bandit`` a contextual bandit (:mod:`services.policy.bandit`)
+learns beside the arms, from each impression *when its window closes* (then its rewards are final), and
+every snapshot carries it. Its state is in the snapshots, with the join's watermark at publish
+(``closed_through``): an impression read below a catalog's snapshot positions whose window ended by then
+is in that snapshot's state. Rebuilding the join on start closes such impressions again; they are not
+learned twice. An impression still open at the publish closes later and is learned then.
 """
 
 from __future__ import annotations
@@ -53,11 +60,14 @@ from typing import Any, Protocol, cast
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from services.policy.bandit import BanditObservation, CatalogBandits
 from services.policy.domain import BetaArms, LogPartition, Observation, PolicyParams
-from services.policy.join import Credit, Fate, ImpressionJoin, RewardWeights
+from services.policy.join import Credit, Fate, ImpressionJoin, JoinedImpression, RewardWeights
 from services.policy.metrics import (
+    BANDIT_IMPRESSIONS,
     CONSUMER_REPLACEMENTS,
     GROUP_MEMBER,
+    IMPRESSIONS_WITHOUT_FEATURES,
     LATE_OUTCOMES,
     OUTCOMES,
     PUBLISH_DURATION,
@@ -174,6 +184,9 @@ class PolicyUpdater:
     ``rewards`` says how outcomes are credited. ``window_reader`` reads the log again on start to
     rebuild the join window (see the module docstring); without one, outcomes whose impression came
     before the restart are orphans unless the consumer delivers that impression again.
+
+    ``bandit`` (the kind ``contextual_bandit``) learns from the closed impressions and is published with
+    every snapshot; None publishes click rates alone.
     """
 
     def __init__(
@@ -188,10 +201,15 @@ class PolicyUpdater:
         stall_after_s: float = 30.0,
         rewards: RewardJoin | None = None,
         window_reader: WindowReader | None = None,
+        bandit: CatalogBandits | None = None,
     ) -> None:
         self._store = store
         self._guard = guard
         self._learner = learner
+        self._bandit = bandit
+        # Per catalog, what its restored snapshot's bandit state counts: the join watermark it was
+        # published at and its log positions (see the module docstring).
+        self._bandit_counted: dict[str, tuple[datetime | None, dict[LogPartition, int]]] = {}
         self._consumer_factory = consumer_factory
         self._publish_every_s = publish_every_s
         self._publish_every_outcomes = publish_every_outcomes
@@ -325,6 +343,11 @@ class PolicyUpdater:
                         continue
                     self._learner.load(catalog, snapshot.params)
                     self._snapshot_positions[catalog] = dict(snapshot.params.log_positions)
+                    if self._bandit is not None:
+                        bandit = snapshot.params.bandit
+                        self._bandit.load(catalog, bandit)
+                        closed_through = None if bandit is None else bandit.closed_through
+                        self._bandit_counted[catalog] = (closed_through, dict(snapshot.params.log_positions))
                     for position, start in snapshot.params.window_positions.items():
                         read_to = snapshot.params.log_positions.get(position, start)
                         if read_to >= newest_window.get(position, (-1, 0))[0]:
@@ -394,6 +417,9 @@ class PolicyUpdater:
         catalog = event.catalog_id
         verdict = self._join.add(event, origin=(position, offset))
         credits = self._join.drain_credits()
+        if self._bandit is not None:
+            for closed in verdict.closed:
+                self._learn_closed(self._bandit, closed)
         if offset < self._snapshot_positions.get(catalog, {}).get(position, 0):
             # The arms already count it; the join needed it for the outcomes still to come.
             OUTCOMES.labels(OutcomeKind.REJOINED if rejoining else OutcomeKind.ALREADY_COUNTED).inc()
@@ -429,6 +455,23 @@ class PolicyUpdater:
         if credit.late:
             LATE_OUTCOMES.inc()
         return observed is Observation.COUNTED and (clicks > 0 or gained > 0)
+
+    def _learn_closed(self, bandit: CatalogBandits, closed: JoinedImpression) -> None:
+        """Gives a closed impression to the bandit, unless the restored snapshot's state counts it."""
+        catalog = closed.catalog_id
+        closed_through, positions = self._bandit_counted.get(catalog, (None, {}))
+        if closed_through is not None and closed.origin is not None:
+            partition, offset = closed.origin
+            read_before = offset < positions.get(cast(LogPartition, partition), 0)
+            if read_before and closed.event_time + self._join.window <= closed_through:
+                return
+        observed = bandit.observe(closed)
+        if observed is BanditObservation.WITHOUT_FEATURES:
+            IMPRESSIONS_WITHOUT_FEATURES.labels(catalog).inc()
+            return
+        BANDIT_IMPRESSIONS.labels(catalog, observed).inc()
+        if observed is BanditObservation.LEARNED:
+            self._unpublished[catalog] += 1
 
     def _window_positions(self) -> dict[LogPartition, int]:
         """Per partition, where a restart must read the log again from to rebuild the join window."""
@@ -473,7 +516,12 @@ class PolicyUpdater:
             for position, offset in self._read_positions.items():
                 positions[position] = max(offset, positions.get(position, 0))
             learned = replace(
-                self._learner.snapshot(catalog), log_positions=positions, window_positions=self._window_positions()
+                self._learner.snapshot(catalog),
+                log_positions=positions,
+                window_positions=self._window_positions(),
+                bandit=None
+                if self._bandit is None
+                else self._bandit.snapshot(catalog, closed_through=self._closed_through(catalog)),
             )
             approved = self._approved.get(catalog)
             params = learned if self._guard is None else self._guard.apply(approved and approved[1], learned)
@@ -492,6 +540,11 @@ class PolicyUpdater:
         )
         return True
 
+    def _closed_through(self, catalog: str) -> datetime | None:
+        """The join's watermark, or before this process read anything, what the restored snapshot had."""
+        watermark = self._join.watermark
+        return watermark if watermark is not None else self._bandit_counted.get(catalog, (None, {}))[0]
+
     def _adopt_external_version(self, catalog: str, events: int) -> bool:
         """Loads a version of ``catalog`` published by someone else since this process's last one;
         True if there was one. Raises Unavailable."""
@@ -500,6 +553,8 @@ class PolicyUpdater:
         if latest is None or (approved is not None and latest.version == approved[0]):
             return False
         self._learner.load(catalog, latest.params)
+        if self._bandit is not None:
+            self._bandit.load(catalog, latest.params.bandit)
         positions = dict(latest.params.log_positions)
         for position, offset in self._read_positions.items():
             positions[position] = max(offset, positions.get(position, 0))

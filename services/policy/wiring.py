@@ -13,7 +13,8 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from sqlalchemy import Engine
 
-from services.policy.domain import BetaArms, LogPartition
+from services.policy.bandit import CatalogBandits
+from services.policy.domain import CONTEXTUAL_BANDIT, BetaArms, LogPartition
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.policy.rollout import RefreshGuard
 from services.policy.servicer import PolicyServicer
@@ -60,8 +61,13 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         prior_beta=settings.policy_prior_beta,
         max_arms=settings.policy_max_arms,
         dedup_window=settings.policy_dedup_window,
-        exploration=settings.policy_exploration,
+        exploration=settings.policy_served_exploration,
         epsilon=settings.policy_epsilon,
+    )
+    bandit = (
+        CatalogBandits(settings.policy_bandit_config, max_bundles=settings.policy_max_arms)
+        if settings.policy_kind == CONTEXTUAL_BANDIT
+        else None
     )
 
     def new_consumer() -> tuple[KafkaConsumer, GroupMembership]:
@@ -100,10 +106,11 @@ def build_policy_service(settings: PolicySettings) -> PolicyService:
         consumer_factory=new_consumer,
         publish_every_s=settings.policy_publish_every_s,
         publish_every_outcomes=settings.policy_publish_every_outcomes,
-        guard=RefreshGuard(settings.policy_max_rate_change),
+        guard=RefreshGuard(settings.policy_max_rate_change, settings.policy_bandit_max_step),
         stall_after_s=settings.stall_after_s,
         rewards=rewards,
         window_reader=read_window,
+        bandit=bandit,
     )
     servicer = PolicyServicer(store)
 

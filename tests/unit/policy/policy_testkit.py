@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import text
 
-from services.policy.domain import POLICY_NAME, BetaArms, PolicyParams, Snapshot
+from services.policy.bandit import BanditLearning, BanditParams, BundleSums
+from services.policy.domain import BetaArms, PolicyParams, Snapshot, policy_name
+from shared.bandit_features import FEATURES
 from shared.errors import Unavailable
 from shared.events import (
     BundleImpressionEvent,
@@ -37,7 +41,15 @@ def next_event_id() -> str:
     return f"evt-{next(_event_ids):08d}"
 
 
-def impression(catalog: str, impression_id: str, bundles: list[str], user: str = "u1") -> BundleImpressionEvent:
+def impression(
+    catalog: str,
+    impression_id: str,
+    bundles: list[str],
+    user: str = "u1",
+    features: Sequence[Sequence[float] | None] | None = None,
+    propensities: Sequence[float] | None = None,
+) -> BundleImpressionEvent:
+    """Shows ``bundles`` at positions 0, 1, ...; each with its ``features`` and propensity (0.5) if given."""
     return BundleImpressionEvent(
         type="bundle_impression",
         event_id=next_event_id(),
@@ -45,7 +57,15 @@ def impression(catalog: str, impression_id: str, bundles: list[str], user: str =
         user_id=user,
         event_time=EVENT_TIME,
         impression_id=impression_id,
-        bundles=[ShownBundle(bundle_id=b, position=i, propensity=0.5) for i, b in enumerate(bundles)],
+        bundles=[
+            ShownBundle(
+                bundle_id=b,
+                position=i,
+                propensity=0.5 if propensities is None else propensities[i],
+                policy_features=None if features is None or features[i] is None else list(features[i] or ()),
+            )
+            for i, b in enumerate(bundles)
+        ],
     )
 
 
@@ -72,6 +92,58 @@ def purchase(catalog: str, impression_id: str, bundle: str, user: str = "u1") ->
         impression_id=impression_id,
         revenue=10.0,
     )
+
+
+# The shopper of the contextual bandit tests: (shopper_looks, shopper_clicked_before) per kind of bundle.
+SHOPPER_FEEDBACK = {
+    "clicked_before": (math.log1p(1.0), 1.0),
+    "ignored_often": (math.log1p(6.0), 0.0),
+    "new": (0.0, 0.0),
+}
+# Click probability at the top position by (feedback, whether the bundle is "star").
+SHOPPER_CLICKS = {
+    ("clicked_before", False): 0.6,
+    ("clicked_before", True): 0.9,
+    ("ignored_often", False): 0.0,
+    ("ignored_often", True): 0.0,
+    ("new", False): 0.05,
+    ("new", True): 0.5,
+}
+STAR = "star"
+
+
+@dataclass(frozen=True)
+class Showing:
+    """One list shown to the bandit tests' shopper: bundles by position, their features
+    (shared.bandit_features.FEATURES), propensities, and the bundles the shopper clicked."""
+
+    bundles: list[str]
+    features: list[tuple[float, ...]]
+    propensities: list[float]
+    clicked: list[str]
+
+
+def shopper_showings(n: int, seed: int = 7) -> list[Showing]:
+    """``n`` lists of 3 of 10 bundles, each bundle with a random kind of feedback from the shopper. The
+    shopper clicks bundles they clicked before (often), never those they were shown many times, rarely
+    new ones, and :data:`STAR` far more often than the others; a position's chance of a click falls
+    with its depth. One list in ten is a uniform one (propensity 0.02 at every position)."""
+    rng = random.Random(seed)
+    pool = [STAR] + [f"b{i}" for i in range(9)]
+    showings = []
+    for _ in range(n):
+        bundles = rng.sample(pool, 3)
+        uniform = rng.random() < 0.1
+        features: list[tuple[float, ...]] = []
+        clicked = []
+        for position, bundle in enumerate(bundles):
+            feedback = rng.choice(list(SHOPPER_FEEDBACK))
+            looks, clicked_before = SHOPPER_FEEDBACK[feedback]
+            features.append((1.0, rng.gauss(0.0, 1.0), rng.random(), 1.0 / (1 + position), looks, clicked_before))
+            if rng.random() < SHOPPER_CLICKS[(feedback, bundle == STAR)] / math.sqrt(1 + position):
+                clicked.append(bundle)
+        showings.append(Showing(bundles, features, [0.02 if uniform else 0.96] * 3, clicked))
+    return showings
 
 
 def item_view(catalog: str, item: str, user: str = "u1") -> ItemEvent:
@@ -112,6 +184,30 @@ def learner(**overrides: Any) -> BetaArms:
     }
     settings.update(overrides)
     return BetaArms(**settings)
+
+
+def bandit_params(
+    weights: Sequence[float] = (0.1, 0.2, -0.05, 0.3, -0.4, 0.5),
+    biases: Mapping[str, float] | None = None,
+    closed_through: datetime | None = None,
+) -> BanditParams:
+    """A bandit over FEATURES serving ``weights`` and ``biases`` (default: b1 0.25, b2 -0.125), with a
+    small learning state of its own for each biased bundle."""
+    biases = {"b1": 0.25, "b2": -0.125} if biases is None else biases
+    d = len(FEATURES)
+    return BanditParams(
+        feature_names=FEATURES,
+        weights=tuple(weights),
+        biases=dict(biases),
+        learning=BanditLearning(
+            shared_gram=tuple(tuple(2.0 if i == j else 0.5 for j in range(d)) for i in range(d)),
+            shared_target=(0.5,) * d,
+            bundles={bundle: BundleSums(1.5, 0.25, (0.75,) * d) for bundle in biases},
+            explored_clicks=(1.0, 0.5),
+            explored_shown=(4.0, 4.0),
+        ),
+        closed_through=closed_through,
+    )
 
 
 def counts(params: PolicyParams | None) -> dict[str, tuple[int, int]]:
@@ -160,7 +256,7 @@ class InMemorySnapshotStore:
                 self.fail_next_publishes -= 1
                 raise Unavailable("store down (test)")
             version = 1 + sum(1 for s in self.snapshots if s.catalog_id == catalog_id)
-            self.snapshots.append(Snapshot(catalog_id, version, POLICY_NAME, params, note, datetime.now(UTC)))
+            self.snapshots.append(Snapshot(catalog_id, version, policy_name(params), params, note, datetime.now(UTC)))
             self.journal.append(("publish", (catalog_id, version)))
             return version
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.policy.contextual import FEATURES, BanditConfig, HybridLinUCB
+from services.policy.contextual import BanditConfig, HybridLinUCB
+from shared.bandit_features import FEATURES
 
 POOL, SLATE = 8, 3
 

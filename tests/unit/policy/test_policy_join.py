@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.policy.join import Credit, Fate, ImpressionJoin, JoinCounts, RewardWeights
+from services.policy.join import Credit, Fate, ImpressionJoin, JoinCounts, RewardWeights, ShownPosition
 from shared.events import BundleImpressionEvent, BundleOutcomeEvent, EventType
 from tests.unit.policy.policy_testkit import EVENT_TIME, click, impression, purchase
 
@@ -171,3 +171,42 @@ def test_held_from_is_the_oldest_offset_of_an_open_impression_or_waiting_outcome
     join.add(at(impression("shop", "i2", ["b1"]), 4), origin=("p0", 12))  # takes its waiting click
     join.add(at(click("shop", "i3", "b1"), 31), origin=("p1", 4))  # the watermark (31 min) closes i1
     assert join.held_from() == {"p0": 11}
+
+
+def test_each_shown_position_keeps_the_features_it_was_chosen_with_until_the_impression_closes() -> None:
+    features = [[1.0, 1.25, 0.5, 1.0, 0.0, 0.0], None, [1.0, -0.5, 0.125, 1 / 3, 1.1, 1.0]]
+    shown = impression("shop", "i1", ["b1", "b2", "b3"], features=features, propensities=[0.96, 0.02, 0.96])
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(shown, 0), origin=("p0", 41))
+    join.add(at(click("shop", "i1", "b3"), 1))
+
+    closed = join.add(at(impression("shop", "i2", ["b1"]), 31)).closed
+
+    assert [c.impression_id for c in closed] == ["i1"]
+    assert closed[0].shown == (
+        ShownPosition("b1", 0, 0.96, (1.0, 1.25, 0.5, 1.0, 0.0, 0.0)),
+        ShownPosition("b2", 1, 0.02, None),
+        ShownPosition("b3", 2, 0.96, (1.0, -0.5, 0.125, 1 / 3, 1.1, 1.0)),
+    )
+    assert closed[0].rewards == (0.0, 0.0, 1.0)
+    assert closed[0].origin == ("p0", 41)
+
+
+def test_an_impression_without_features_closes_with_none_for_each_position() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights())
+    join.add(at(impression("shop", "i1", ["b1", "b2"]), 0))
+
+    [closed] = join.flush()
+
+    assert [p.features for p in closed.shown] == [None, None]
+    assert closed.origin is None
+
+
+def test_the_watermark_is_the_latest_event_time_less_the_lateness() -> None:
+    join = ImpressionJoin(WINDOW, RewardWeights(), allowed_lateness=timedelta(minutes=10))
+    assert join.watermark is None
+
+    join.add(at(impression("shop", "i1", ["b1"]), 30))
+    join.add(at(click("shop", "i1", "b1"), 20))
+
+    assert join.watermark == EVENT_TIME + timedelta(minutes=20)

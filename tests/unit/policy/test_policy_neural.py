@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.policy.contextual import FEATURES, BanditConfig
+from services.policy.contextual import BanditConfig
 from services.policy.neural import NeuralConfig, NeuralSlateLearner
 from services.policy.simulator import (
     FixedListPolicy,
@@ -28,6 +28,7 @@ from services.policy.simulator import (
     simulate,
     standard_policies,
 )
+from shared.bandit_features import FEATURES
 
 
 @pytest.fixture(autouse=True)

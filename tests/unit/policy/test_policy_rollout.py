@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
+from services.policy.bandit import BanditParams
 from services.policy.domain import Arm, PolicyParams
 from services.policy.rollout import OpeEvidence, PromotionRefused, PromotionRule, RefreshGuard, promote, rollback
 from shared.errors import NotFound
-from tests.unit.policy.policy_testkit import InMemorySnapshotStore
+from tests.unit.policy.policy_testkit import EVENT_TIME, InMemorySnapshotStore, bandit_params
 
 
 def params(*arms: Arm, temperature: float = 0.1, ctr_weight: float = 1.0) -> PolicyParams:
@@ -95,3 +97,68 @@ def test_a_rollback_to_an_unknown_version_is_not_found() -> None:
 
     with pytest.raises(NotFound):
         rollback(store, "shop", to_version=5)
+
+
+def with_bandit(base: PolicyParams, bandit: BanditParams, epsilon: float = 0.05) -> PolicyParams:
+    return replace(base, exploration="epsilon_mixture", epsilon=epsilon, bandit=bandit)
+
+
+def test_a_refresh_moves_the_served_bandit_a_bounded_share_of_the_way_and_keeps_its_learning_whole() -> None:
+    approved = with_bandit(params(), bandit_params(weights=(0.0, 0.4, 0.0, 0.0, 0.0, 0.2), biases={"b1": 0.1}))
+    learned_bandit = bandit_params(weights=(1.0, 0.0, 0.0, 0.0, -0.8, 0.6), biases={"b1": 0.5, "b2": -0.2})
+    learned = with_bandit(params(), learned_bandit, epsilon=0.2)
+
+    refreshed = RefreshGuard(max_rate_change=0.05, max_bandit_step=0.25).apply(approved, learned)
+
+    assert refreshed.bandit is not None
+    assert refreshed.bandit.weights == pytest.approx((0.25, 0.3, 0.0, 0.0, -0.2, 0.3))
+    assert refreshed.bandit.biases == pytest.approx({"b1": 0.2, "b2": -0.05})  # a new bundle starts from 0
+    assert refreshed.bandit.learning == learned_bandit.learning
+    assert refreshed.epsilon == 0.05  # the approved version's serving settings
+
+
+def test_a_bandit_published_over_an_approved_policy_of_click_rates_starts_from_zero_weights() -> None:
+    approved = params(Arm("b1", 100, 10, 11.0, 110.0), temperature=0.3)
+    learned = with_bandit(params(Arm("b1", 100, 10, 11.0, 110.0)), bandit_params(weights=(0.8,) * 6))
+
+    refreshed = RefreshGuard(max_rate_change=0.05, max_bandit_step=0.5).apply(approved, learned)
+
+    assert refreshed.bandit is not None
+    assert refreshed.bandit.weights == pytest.approx((0.4,) * 6)
+    # The kind changed: the serving settings are the bandit's own (the approved ones were for softmax).
+    assert (refreshed.exploration, refreshed.epsilon, refreshed.temperature) == ("epsilon_mixture", 0.05, 0.1)
+
+
+def test_the_first_bandit_publish_has_nothing_to_bound_against() -> None:
+    learned = with_bandit(params(), bandit_params())
+
+    assert RefreshGuard(0.05, max_bandit_step=0.25).apply(None, learned) == learned
+
+
+@pytest.mark.parametrize("step", [0.0, 1.5])
+def test_a_bandit_step_outside_zero_to_one_is_refused(step: float) -> None:
+    with pytest.raises(ValueError, match="max_bandit_step"):
+        RefreshGuard(0.05, max_bandit_step=step)
+
+
+def test_a_rollback_republishes_an_earlier_bandit_as_it_was_with_the_latest_learning_positions() -> None:
+    store = InMemorySnapshotStore()
+    first = with_bandit(params(), bandit_params(weights=(0.1,) * 6, closed_through=EVENT_TIME))
+    store.publish("shop", first, note="v1")
+    later = EVENT_TIME + timedelta(hours=1)
+    store.publish(
+        "shop",
+        replace(
+            with_bandit(params(), bandit_params(weights=(0.9,) * 6, closed_through=later)),
+            log_positions={("events", 0): 99},
+        ),
+        "v2",
+    )
+
+    rollback(store, "shop", to_version=1)
+
+    latest = store.latest("shop")
+    assert latest is not None
+    assert first.bandit is not None
+    assert latest.params.bandit == replace(first.bandit, closed_through=later)
+    assert latest.params.log_positions == {("events", 0): 99}

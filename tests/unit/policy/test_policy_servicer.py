@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -14,11 +15,18 @@ from services.policy.domain import Arm, PolicyParams
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.policy.servicer import PolicyServicer
 from services.policy.wiring import SERVICE_FULL_NAME
+from shared.bandit_features import FEATURES
 from shared.errors import InvalidArgument, NotFound
 from shared.grpc_client import open_channel, wait_until_serving
 from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
 from shared.store.migrate import make_engine
-from tests.unit.policy.policy_testkit import POSTGRES_URL, InMemorySnapshotStore, create_namespace, drop_namespace
+from tests.unit.policy.policy_testkit import (
+    POSTGRES_URL,
+    InMemorySnapshotStore,
+    bandit_params,
+    create_namespace,
+    drop_namespace,
+)
 
 PARAMS = PolicyParams(
     temperature=0.2,
@@ -155,3 +163,45 @@ def test_grpc_invalid_catalog_id_is_invalid_argument(stub: policy_pb2_grpc.Polic
         stub.GetCurrentPolicy(request("Not A Catalog"), timeout=5)
 
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_bandit_is_served_as_feature_names_weights_and_each_arms_bandit_bias() -> None:
+    store = CountingStore()
+    bandit = bandit_params(weights=(0.5, 0.25, 0.0, 0.125, -0.75, 1.5), biases={"b1": 0.375, "b0": -0.25})
+    store.publish("shop", replace(PARAMS, exploration="epsilon_mixture", epsilon=0.1, bandit=bandit), "")
+
+    served = PolicyServicer(store).GetCurrentPolicy(request("shop"), None)  # type: ignore[arg-type]
+
+    assert served == policy_pb2.PolicySnapshot(
+        catalog_id="shop",
+        version=1,
+        name="hybrid_linucb",
+        temperature=0.2,
+        ctr_weight=1.5,
+        arms=[
+            policy_pb2.BundleArm(bundle_id="b1", alpha=2.0, beta=23.0, bandit_bias=0.375),
+            policy_pb2.BundleArm(bundle_id="b2", alpha=1.0, beta=20.0, bandit_bias=0.0),
+            # Known only to the bandit: the Beta prior as its click rate.
+            policy_pb2.BundleArm(bundle_id="b0", alpha=1.0, beta=20.0, bandit_bias=-0.25),
+        ],
+        exploration=policy_pb2.EXPLORATION_EPSILON_MIXTURE,
+        epsilon=0.1,
+        feature_names=list(FEATURES),
+        feature_weights=[0.5, 0.25, 0.0, 0.125, -0.75, 1.5],
+    )
+
+
+@pytest.mark.integration
+def test_grpc_serves_a_bandit_snapshot_read_back_from_postgresql(
+    grpc_engine: Engine, stub: policy_pb2_grpc.PolicyStub
+) -> None:
+    bandit = bandit_params(weights=(0.5, 0.25, 0.0, 0.125, -0.75, 1.5), biases={"b2": 0.625})
+    PostgresSnapshotStore(grpc_engine).publish("garden", replace(PARAMS, bandit=bandit), "")
+
+    served = stub.GetCurrentPolicy(request("garden"), timeout=5)
+
+    assert (list(served.feature_names), list(served.feature_weights)) == (
+        list(FEATURES),
+        [0.5, 0.25, 0.0, 0.125, -0.75, 1.5],
+    )
+    assert {arm.bundle_id: arm.bandit_bias for arm in served.arms} == {"b1": 0.0, "b2": 0.625}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -10,12 +11,14 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
-from services.policy.domain import POLICY_NAME, Arm, PolicyParams
+from services.policy.domain import BANDIT_POLICY_NAME, POLICY_NAME, Arm, PolicyParams
 from services.policy.postgres_snapshots import PostgresSnapshotStore, params_from_json, params_to_json
+from shared.bandit_features import FEATURES
 from shared.errors import Unavailable
+from shared.policy_params import ServingParamsDocument
 from shared.store import tables
 from shared.store.migrate import make_engine
-from tests.unit.policy.policy_testkit import POSTGRES_URL
+from tests.unit.policy.policy_testkit import EVENT_TIME, POSTGRES_URL, bandit_params
 
 PARAMS = PolicyParams(
     temperature=0.1,
@@ -156,3 +159,77 @@ def test_namespaces_do_not_see_each_others_snapshots(engine: Engine, make_namesp
         assert other.publish("shop", PARAMS, "") == 1
     finally:
         other_engine.dispose()
+
+
+BANDIT_PARAMS = replace(
+    PARAMS,
+    exploration="epsilon_mixture",
+    epsilon=0.05,
+    bandit=bandit_params(biases={"bundle-a": 0.25, "bundle-new": -0.5}, closed_through=EVENT_TIME),
+)
+
+
+def test_params_json_with_a_bandit_has_the_documented_bandit_section_and_round_trips() -> None:
+    document = params_to_json(BANDIT_PARAMS)
+
+    assert document == {**params_to_json(replace(BANDIT_PARAMS, bandit=None)), "bandit": document["bandit"]}
+    assert document["bandit"] == {
+        "feature_names": list(FEATURES),
+        "feature_weights": [0.1, 0.2, -0.05, 0.3, -0.4, 0.5],
+        "bundle_bias": {"bundle-a": 0.25, "bundle-new": -0.5},
+        "closed_through": "2026-01-02T03:04:05+00:00",
+        "state": {
+            "shared_gram": [[2.0 if i == j else 0.5 for j in range(6)] for i in range(6)],
+            "shared_target": [0.5] * 6,
+            "bundles": {"bundle-a": [1.5, 0.25, *[0.75] * 6], "bundle-new": [1.5, 0.25, *[0.75] * 6]},
+            "explored_clicks": [1.0, 0.5],
+            "explored_shown": [4.0, 4.0],
+        },
+    }
+    assert params_from_json(json.loads(json.dumps(document))) == BANDIT_PARAMS
+
+
+def test_a_document_of_click_rates_has_no_bandit_section() -> None:
+    assert "bandit" not in params_to_json(PARAMS)
+    assert params_from_json(params_to_json(PARAMS)).bandit is None
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("feature_weights",), [0.1] * 5),
+        (("state", "shared_gram"), [[1.0] * 6] * 5),
+        (("state", "shared_target"), [0.5] * 7),
+        (("state", "bundles"), {"bundle-a": [1.5, 0.25]}),
+        (("state", "explored_shown"), [4.0]),
+    ],
+)
+def test_a_bandit_section_whose_shapes_disagree_with_its_features_is_refused(
+    path: tuple[str, ...], value: object
+) -> None:
+    document = params_to_json(BANDIT_PARAMS)
+    section = document["bandit"]
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+
+    with pytest.raises(ValidationError, match="bandit over d = 6 features"):
+        params_from_json(document)
+
+
+def test_the_serving_reader_accepts_a_document_with_a_bandit_and_reads_its_click_rates() -> None:
+    served = ServingParamsDocument.model_validate(params_to_json(BANDIT_PARAMS))
+
+    assert served.arms == {"bundle-a": (4.0, 27.0), "bundle:b/2": (2.0, 20.0)}
+    assert (served.exploration, served.epsilon) == ("epsilon_mixture", 0.05)
+
+
+@pytest.mark.integration
+def test_a_snapshot_with_a_bandit_reads_back_whole_under_the_bandit_name(engine: Engine) -> None:
+    store = PostgresSnapshotStore(engine)
+
+    store.publish("shop", BANDIT_PARAMS, note="bandit")
+    latest = store.latest("shop")
+
+    assert latest is not None
+    assert (latest.policy_name, latest.params) == (BANDIT_POLICY_NAME, BANDIT_PARAMS)
