@@ -68,7 +68,7 @@ class PolicySettings(BaseServiceSettings, PostgresSettings, KafkaSettings):
         "bandit's most exploration).",
     )
     policy_kind: Literal["click_rates", "contextual_bandit"] = Field(
-        default="click_rates",
+        default="contextual_bandit",
         description="What the updater publishes: click_rates (each bundle's Beta click rate, added to the ranker's "
         "score) or contextual_bandit (also a bandit over the shopper's features of each candidate, which the "
         "ranker then serves with epsilon_mixture exploration; docs/policy.md).",

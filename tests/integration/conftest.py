@@ -62,6 +62,9 @@ def stack_env(namespace: str, topics: dict[str, str]) -> dict[str, str]:
         "BUNDLEWISE_EVENTS_PARTITIONS": str(PARTITIONS),
         "BUNDLEWISE_POLICY_PUBLISH_EVERY_S": "1",
         "BUNDLEWISE_POLICY_REFRESH_S": "1",
+        # Impressions close (and the contextual bandit learns from them) 2 s of event time after them.
+        "BUNDLEWISE_POLICY_JOIN_WINDOW_S": "2",
+        "BUNDLEWISE_POLICY_JOIN_LATENESS_S": "0",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }

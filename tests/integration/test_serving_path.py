@@ -150,7 +150,14 @@ def test_bundle_outcomes_posted_as_events_publish_a_policy_the_ranker_swaps_in(
             return None
         return reply
 
-    published = wait_for(snapshot, lambda s: s is not None and s.version >= 1, 30, "a policy version")
+    # Other tests' bundle events may have published versions of this catalog before: wait for the one
+    # that learned from these.
+    published = wait_for(
+        snapshot,
+        lambda s: s is not None and any(arm.bundle_id == "electronic-b320" for arm in s.arms),
+        30,
+        "a policy version that learned electronic-b320",
+    )
     assert published is not None
     arms = {arm.bundle_id: (arm.alpha, arm.beta) for arm in published.arms}
     assert arms["electronic-b320"] == (2.0, 20.0)  # the default Beta(1, 20) prior plus one click

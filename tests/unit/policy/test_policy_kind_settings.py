@@ -23,7 +23,17 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_the_default_kind_publishes_click_rates_explored_as_configured(environment: pytest.MonkeyPatch) -> None:
+def test_the_default_kind_is_the_contextual_bandit_explored_by_the_epsilon_mixture(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(PolicySettings)
+
+    assert (settings.policy_kind, settings.policy_served_exploration) == ("contextual_bandit", "epsilon_mixture")
+    assert settings.policy_epsilon == 0.05
+
+
+def test_the_click_rates_kind_publishes_click_rates_explored_as_configured(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("BUNDLEWISE_POLICY_KIND", "click_rates")
     environment.setenv("BUNDLEWISE_POLICY_EXPLORATION", "softmax")
 
     settings = load_settings(PolicySettings)

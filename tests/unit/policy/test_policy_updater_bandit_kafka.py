@@ -147,10 +147,10 @@ def test_impressions_without_features_leave_the_bandit_as_it_was_and_are_counted
     assert {a.bundle_id: a.clicks for a in snapshot.params.arms}["b1"] >= 1  # the click rates learned from them
 
 
-def test_with_the_default_kind_snapshots_carry_no_bandit_whatever_the_impressions_log(
+def test_with_the_click_rates_kind_snapshots_carry_no_bandit_whatever_the_impressions_log(
     start_service: Callable[..., PolicyService], produce: Produce
 ) -> None:
-    service = start_service(policy_join_window_s=WINDOW_S, policy_join_lateness_s=LATENESS_S)
+    service = start_service(policy_kind="click_rates", policy_join_window_s=WINDOW_S, policy_join_lateness_s=LATENESS_S)
 
     produce([*shown(shopper_showings(10)), tick(CLOSE_S)])
     snapshot = wait_for(
