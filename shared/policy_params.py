@@ -52,13 +52,31 @@ PositionsJson = dict[str, dict[int, int]]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+class ServedBanditDocument(BaseModel):
+    """What serving reads of a ``bandit`` section: the features, their weights and the bundles' biases.
+    The learning state beside them (``state``, ``closed_through``) is accepted and not checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    feature_names: list[str] = Field(min_length=1)
+    feature_weights: list[FiniteFloat]
+    bundle_bias: dict[str, FiniteFloat] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _a_weight_per_feature(self) -> Self:
+        if len(self.feature_weights) != len(self.feature_names):
+            raise ValueError(
+                f"bandit: {len(self.feature_weights)} feature_weights for {len(self.feature_names)} feature_names"
+            )
+        return self
+
+
 class ServingParamsDocument(BaseModel):
     """The document as a reader that only serves the policy reads it (the ranker's shadow candidate).
 
-    The serving fields are checked. The learning state beside them may be absent and its inside is not
-    checked: serving does not use it. A key the document does not have is refused. A ``bandit`` section
-    is accepted and not checked, and a reader of this class ignores it: shadow candidates are policies
-    of click rates for now (their ``arms``), whatever else the document holds.
+    The serving fields are checked, a ``bandit`` section's served part included. The learning state
+    beside them may be absent and its inside is not checked: serving does not use it. A key the
+    document does not have is refused.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -73,7 +91,7 @@ class ServingParamsDocument(BaseModel):
     counts: dict[str, Any] | None = None
     log_positions: dict[str, Any] | None = None
     window_positions: dict[str, Any] | None = None
-    bandit: dict[str, Any] | None = None
+    bandit: ServedBanditDocument | None = None
 
 
 class BanditStateDocument(BaseModel):
@@ -137,7 +155,7 @@ class PolicyParamsDocument(ServingParamsDocument):
     counts: dict[str, ArmCounts]
     log_positions: PositionsJson = Field(default_factory=dict)
     window_positions: PositionsJson = Field(default_factory=dict)
-    # Narrower than the serving reader's unchecked object, as the fields above are.
+    # The learning state checked too, as the fields above are.
     bandit: BanditDocument | None = None  # type: ignore[assignment]
 
     @model_validator(mode="after")

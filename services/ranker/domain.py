@@ -257,16 +257,43 @@ def choose_by_bandit(
     (ties in the ranker's order), shown through the ε-mixture with exact marginal propensities. Each
     chosen bundle carries its features (``shared.bandit_features``), to be logged with the impression.
     """
+    ordered, features = _bandit_order(scored, k, policy, purchases, signals)
+    chosen = choose_epsilon_mixture(ordered, k, policy.epsilon, _seeded(seed))
+    return [Chosen(c.bundle_id, c.score, c.propensity, features[c.bundle_id]) for c in chosen]
+
+
+def bandit_shown_propensities(
+    scored: Sequence[tuple[str, float]],
+    k: int,
+    policy: PolicyParams,
+    purchases: Mapping[str, int],
+    signals: UserSignals,
+    shown: Sequence[str],
+) -> list[float]:
+    """The probability that ``policy``'s contextual bandit, choosing as :func:`choose_by_bandit` does,
+    would have put each bundle of ``shown`` at its position: the exact ε-mixture marginal, 0 outside its
+    pool. How a bandit candidate in shadow is evaluated on the list actually served."""
+    ordered, _ = _bandit_order(scored, k, policy, purchases, signals)
+    return _epsilon_marginals(ordered, k, policy.epsilon, shown)
+
+
+def _bandit_order(
+    scored: Sequence[tuple[str, float]],
+    k: int,
+    policy: PolicyParams,
+    purchases: Mapping[str, int],
+    signals: UserSignals,
+) -> tuple[list[tuple[str, float]], dict[str, tuple[float, ...]]]:
+    """The pool of :func:`choose` in the bandit's greedy order (most attractive first, ties in the
+    ranker's order), and each candidate's features."""
     bandit = policy.bandit
     if bandit is None:
-        raise ValueError("choose_by_bandit needs a policy with a bandit; use choose()")
+        raise ValueError("a bandit's choice needs a policy with a bandit; use choose()")
     pool = _pool(scored, k)
     features = candidate_features(pool, purchases, signals.bundle_looks, signals.clicked_bundle_ids)
     attractiveness = [bandit.attractiveness(b, f) for (b, _), f in zip(pool, features, strict=True)]
     order = sorted(range(len(pool)), key=lambda i: (-attractiveness[i], i))
-    by_id = {pool[i][0]: features[i] for i in order}
-    chosen = choose_epsilon_mixture([pool[i] for i in order], k, policy.epsilon, _seeded(seed))
-    return [Chosen(c.bundle_id, c.score, c.propensity, by_id[c.bundle_id]) for c in chosen]
+    return [pool[i] for i in order], {pool[i][0]: features[i] for i in order}
 
 
 def _seeded(seed: str) -> random.Random:

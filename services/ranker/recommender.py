@@ -134,19 +134,23 @@ class Recommender:
                 for bundle_id, bundle in servable.items()
             ]
         seed = f"{catalog_id}:{user_id}:{request_id}"
+        purchases = {b: servable[b].purchases for b, _ in base}
         chosen = (
-            domain.choose_by_bandit(base, k, policy, {b: servable[b].purchases for b, _ in base}, signals, seed=seed)
+            domain.choose_by_bandit(base, k, policy, purchases, signals, seed=seed)
             if policy.bandit is not None
             else domain.choose(domain.policy_scores(base, policy), k, policy, seed=seed)
         )
+        shown = [c.bundle_id for c in chosen]
         shadow = self._shadows.get(catalog_id)
-        shadow_propensities: Sequence[float | None] = (
-            domain.shown_propensities(
-                domain.policy_scores(base, shadow.params), k, shadow.params, [c.bundle_id for c in chosen]
+        shadow_propensities: Sequence[float | None]
+        if shadow is None:
+            shadow_propensities = [None] * len(chosen)
+        elif shadow.params.bandit is not None:
+            shadow_propensities = domain.bandit_shown_propensities(base, k, shadow.params, purchases, signals, shown)
+        else:
+            shadow_propensities = domain.shown_propensities(
+                domain.policy_scores(base, shadow.params), k, shadow.params, shown
             )
-            if shadow is not None
-            else [None] * len(chosen)
-        )
         return Recommendation(
             bundles=tuple(
                 Recommended(

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.ranker.domain import PolicyParams
+from services.ranker.domain import LinearBandit, PolicyParams
+from shared.bandit_features import FEATURES
 from shared.policy_params import ServingParamsDocument
 from shared.settings import SettingsError
 
@@ -62,5 +63,28 @@ def load_shadow_policy(path: Path, catalog_id: str, label: str) -> ShadowPolicy:
         arms=document.arms,
         exploration=document.exploration,
         epsilon=document.epsilon,
+        bandit=_bandit(path, document),
     )
     return ShadowPolicy(catalog_id, label, params)
+
+
+def _bandit(path: Path, document: ServingParamsDocument) -> LinearBandit | None:
+    """A contextual bandit candidate's served part; None for a candidate of click rates.
+
+    Raises:
+        shared.settings.SettingsError: its features are not the ones this ranker computes, or it
+            explores otherwise than by the epsilon-mixture.
+    """
+    if document.bandit is None:
+        return None
+    if tuple(document.bandit.feature_names) != FEATURES:
+        raise SettingsError(
+            f"BUNDLEWISE_SHADOW_POLICY_FILE {path}: a contextual bandit over features "
+            f"{document.bandit.feature_names}, but this ranker computes {list(FEATURES)}"
+        )
+    if document.exploration != "epsilon_mixture":
+        raise SettingsError(
+            f"BUNDLEWISE_SHADOW_POLICY_FILE {path}: a contextual bandit explores by epsilon_mixture; "
+            f"the file says {document.exploration!r}"
+        )
+    return LinearBandit(tuple(document.bandit.feature_weights), dict(document.bandit.bundle_bias))

@@ -4,9 +4,12 @@ reads a bandit from a policy snapshot."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 from bundlewise.policy.v1 import policy_pb2
@@ -15,7 +18,9 @@ from services.ranker import domain
 from services.ranker.domain import BundleInfo, ItemInfo, LinearBandit, PolicyParams, UserSignals
 from services.ranker.policy_client import params_from_snapshot
 from services.ranker.recommender import Recommender
+from services.ranker.shadow_policy import load_shadow_policy
 from shared.bandit_features import FEATURES, candidate_features, examination_prior
+from shared.settings import SettingsError
 
 # The ranker's candidates, best first, and what the shopper did with them.
 SCORED = [(f"kit-{c}", 10.0 - n) for n, c in enumerate("abcdefgh")]
@@ -197,3 +202,86 @@ def test_under_the_click_rate_policy_no_features_are_returned() -> None:
     answer = Recommender(SeenItAll(), Fixed(domain.DEFAULT_POLICY)).recommend("garden", "shopper-1", 3, request_id="r")
 
     assert all(r.policy_features == () for r in answer.bundles)
+
+
+# --- a bandit candidate in shadow ------------------------------------------------------------------
+
+
+def bandit_candidate_file(tmp_path: Path, **changes: Any) -> Path:
+    """A candidate in the promotion format (shared/policy_params.py) that is a contextual bandit."""
+    document: dict[str, Any] = {
+        "temperature": 0.0,
+        "ctr_weight": 0.0,
+        "arms": {"kit-a": [1.0, 20.0]},
+        "exploration": "epsilon_mixture",
+        "epsilon": 0.1,
+        "bandit": {
+            "feature_names": list(FEATURES),
+            "feature_weights": [0.0, 0.0, 0.0, 0.3, -0.5, 0.0],
+            "bundle_bias": {"kit-e": 0.4},
+            "state": {"ignored": "by serving"},
+        },
+    }
+    document.update(changes)
+    path = tmp_path / "bandit-candidate.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_a_bandit_candidate_file_becomes_a_bandit_in_shadow(tmp_path: Path) -> None:
+    shadow = load_shadow_policy(bandit_candidate_file(tmp_path), "garden", "rotate:v1")
+
+    assert shadow.params.bandit == LinearBandit((0.0, 0.0, 0.0, 0.3, -0.5, 0.0), {"kit-e": 0.4})
+    assert (shadow.params.exploration, shadow.params.epsilon) == ("epsilon_mixture", 0.1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"bandit": {"feature_names": ["intercept", "weather"], "feature_weights": [0.1, 0.2]}},
+            "a contextual bandit over features \\['intercept', 'weather'\\], but this ranker computes",
+        ),
+        ({"exploration": "softmax"}, "a contextual bandit explores by epsilon_mixture"),
+        ({"bandit": {"feature_names": list(FEATURES), "feature_weights": [0.1]}}, "1 feature_weights for 6"),
+    ],
+)
+def test_a_bandit_candidate_the_ranker_cannot_serve_stops_it_saying_why(
+    tmp_path: Path, changes: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_shadow_policy(bandit_candidate_file(tmp_path, **changes), "garden", "rotate:v1")
+
+
+def test_a_bandit_in_shadow_changes_no_answer_and_reports_its_exact_marginals(tmp_path: Path) -> None:
+    served = bandit_policy(ranker_reciprocal_rank=0.3)
+    shadow = load_shadow_policy(bandit_candidate_file(tmp_path), "garden", "rotate:v1")
+    plain = Recommender(SeenItAll(), Fixed(served)).recommend("garden", "shopper-1", 3, request_id="r1")
+
+    shadowed = Recommender(SeenItAll(), Fixed(served), None, {"garden": shadow}).recommend(
+        "garden", "shopper-1", 3, request_id="r1"
+    )
+
+    assert [(r.bundle.bundle_id, r.propensity) for r in shadowed.bundles] == [
+        (r.bundle.bundle_id, r.propensity) for r in plain.bundles
+    ]
+    assert shadowed.shadow_policy == "rotate:v1"
+    # The candidate's greedy list is e (its bias), b, c, ..., a last (looked at 4 times): of the served
+    # a, b, c, only b and c are where it would have put them. M = 8 candidates, ε = 0.1.
+    assert [r.shadow_propensity for r in shadowed.bundles] == [
+        pytest.approx(0.1 / 8),
+        pytest.approx(0.9 + 0.1 / 8),
+        pytest.approx(0.9 + 0.1 / 8),
+    ]
+
+
+def test_a_bandit_in_shadow_equal_to_the_served_one_reports_the_served_propensities(tmp_path: Path) -> None:
+    document_weights = [0.0, 0.0, 0.0, 0.3, -0.5, 0.0]
+    path = bandit_candidate_file(tmp_path, epsilon=0.2)
+    shadow = load_shadow_policy(path, "garden", "same:v1")
+    served = bandit_policy(epsilon=0.2, bias={"kit-e": 0.4}, **dict(zip(FEATURES, document_weights, strict=True)))
+    recommender = Recommender(SeenItAll(), Fixed(served), None, {"garden": shadow})
+
+    for request in range(30):
+        answer = recommender.recommend("garden", "shopper-1", 3, request_id=f"r{request}")
+        assert [r.shadow_propensity for r in answer.bundles] == [pytest.approx(r.propensity) for r in answer.bundles]
