@@ -158,11 +158,13 @@ class _CatalogBandit:
         self.pending_count = 0
 
     def _grow(self, bundles: int) -> None:
-        """Makes room for ``bundles`` bundles (doubling), keeping what was learned."""
+        """Makes room for ``bundles`` bundles (doubling), keeping what was learned and what waits."""
         capacity = self.model.n_bundles
         if bundles <= capacity:
             return
-        self.load(_padded(self.model.state(), max(bundles, 2 * capacity)))
+        state = _padded(self.model.state(), max(bundles, 2 * capacity))
+        self.model = HybridLinUCB(self.config, n_bundles=state.bundle_counts.shape[0])
+        self.model.load(state)
 
     def params(self, closed_through: datetime | None) -> BanditParams:
         state = self.model.state()

@@ -102,6 +102,20 @@ def test_a_catalog_learns_at_most_max_bundles_and_skips_impressions_that_show_mo
     assert sorted(learner.snapshot("shop", closed_through=None).learning.bundles) == ["b1", "b2", "b3"]
 
 
+def test_impressions_waiting_when_the_catalog_outgrows_its_room_are_all_learned() -> None:
+    learner = bandits(max_bundles=1000)
+    many = [f"b{n}" for n in range(200)]  # more bundles than a new catalog has room for
+    for start in range(0, len(many), 4):
+        learner.observe(closed(many[start : start + 4], [1.0, 0.0, 0.0, 0.0]))
+
+    learning = learner.snapshot("shop", closed_through=None).learning
+
+    assert sorted(learning.bundles) == sorted(many)
+    clicked = many[::4]
+    assert all(learning.bundles[bundle].target == pytest.approx(1.0) for bundle in clicked)
+    assert all(learning.bundles[bundle].count > 0 for bundle in many)
+
+
 def test_catalogs_learn_apart() -> None:
     learner = bandits()
     learner.observe(closed(["b1"], [1.0], catalog="shop"))
