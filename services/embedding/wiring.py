@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
+from bundlewise.embedding.v1 import embedding_pb2_grpc
 from PIL import Image
 
 from services.embedding.audio_encoder import WhisperBase
@@ -20,7 +21,7 @@ from services.embedding.image_encoder import EfficientNetLiteImageEncoder, Image
 from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
 from services.embedding.model_cache import e5_dir, is_prepared, whisper_dir
-from services.embedding.servicer import EmbeddingServicer
+from services.embedding.servicer import SERVICE_FULL_NAME, EmbeddingServicer
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.spoken_query import SpokenQueryEmbedder, Transcriber
 from services.embedding.text_encoder import (
@@ -31,6 +32,7 @@ from services.embedding.text_encoder import (
     TextRole,
 )
 from services.embedding.vector_cache import RedisVectorCache
+from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +197,29 @@ def _warm_up_audio(whisper: WhisperBase) -> None:
     tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
     whisper.encode([whisper.features(tone)] * 2)
     whisper.transcribe(whisper.window_features(tone), "en")
+
+
+def start_service(
+    settings: EmbeddingSettings,
+    encoders: LoadedEncoders | None = None,
+    metrics_service: str = "embedding",
+    grace_s: float = 10.0,
+) -> GrpcServer:
+    """Builds the service (:func:`build_service`) and serves it on ``settings.grpc_port`` with health,
+    metrics (named after ``metrics_service``) and error mapping; stopping the server closes what the
+    service opened."""
+    servicer, closeables = build_service(settings, encoders)
+    server = start_grpc_server(
+        metrics_service,
+        [
+            ServiceRegistration(
+                SERVICE_FULL_NAME,
+                lambda grpc_server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, grpc_server),
+            )
+        ],
+        settings.grpc_port,
+        settings.metrics_port,
+        grace_s=grace_s,
+    )
+    server.on_stop.extend(closeable.close for closeable in closeables)
+    return server

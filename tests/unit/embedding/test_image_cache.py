@@ -25,12 +25,10 @@ from services.embedding.batcher import ImageBatcher
 from services.embedding.embedder import IMAGE_KEY_ROLE, ImageEmbedder
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder, ImageEncoder
 from services.embedding.image_input import ImageLimits, decode_image
-from services.embedding.servicer import SERVICE_FULL_NAME
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.vector_cache import KEY_LAYOUT, RedisVectorCache, content_key
-from services.embedding.wiring import LoadedEncoders, build_service
+from services.embedding.wiring import LoadedEncoders, start_service
 from shared.errors import InvalidArgument
-from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
 from tests.unit.embedding.redis_namespaces import CACHE_TTL_S, REDIS_URL, throwaway_namespace
 
 WAIT_S = 30.0
@@ -282,21 +280,8 @@ def stub(
         embedding_max_image_bytes=LIMITS.max_bytes,
     )
     encoders = LoadedEncoders(loaded.placement, loaded.texts, [served_encoder], None)
-    servicer, closeables = build_service(settings, encoders)
     # Its own service name: test_servicer's server already registered the "embedding" gRPC metrics.
-    server: GrpcServer = start_grpc_server(
-        "embedding_image_cache_test",
-        [
-            ServiceRegistration(
-                SERVICE_FULL_NAME,
-                lambda grpc_server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, grpc_server),
-            )
-        ],
-        settings.grpc_port,
-        settings.metrics_port,
-        grace_s=1.0,
-    )
-    server.on_stop.extend(closeable.close for closeable in closeables)
+    server = start_service(settings, encoders, "embedding_image_cache_test", grace_s=1.0)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield embedding_pb2_grpc.EmbeddingStub(channel)
     server.stop()

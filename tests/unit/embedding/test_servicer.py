@@ -22,8 +22,8 @@ from services.embedding.image_encoder import EfficientNetLiteImageEncoder
 from services.embedding.servicer import SERVICE_FULL_NAME
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextRole
-from services.embedding.wiring import LoadedEncoders, build_service
-from shared.grpc_server import GrpcServer, ServiceRegistration, start_grpc_server
+from services.embedding.wiring import LoadedEncoders, start_service
+from shared.grpc_server import GrpcServer
 from tests.unit.embedding.conftest import CPU_FLOAT32
 from tests.unit.embedding.recording_encoder import RecordingEncoder
 from tests.unit.embedding.speech import MANDARIN_PINYIN, encode, speak, tone
@@ -50,20 +50,7 @@ def server(loaded: LoadedEncoders, image_root: Path) -> Iterator[GrpcServer]:
         embedding_image_root=image_root,
         embedding_max_image_bytes=200_000,
     )
-    servicer, closeables = build_service(settings, loaded)
-    running = start_grpc_server(
-        "embedding",
-        [
-            ServiceRegistration(
-                SERVICE_FULL_NAME,
-                lambda grpc_server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, grpc_server),
-            )
-        ],
-        settings.grpc_port,
-        settings.metrics_port,
-        grace_s=1.0,
-    )
-    running.on_stop.extend(closeable.close for closeable in closeables)
+    running = start_service(settings, loaded, grace_s=1.0)
     yield running
     running.stop()
 
@@ -202,21 +189,10 @@ def test_each_embed_texts_call_tokenises_its_texts_on_its_own_grpc_thread_and_th
 ) -> None:
     recording = RecordingEncoder(tiny_encoder)
     settings = EmbeddingSettings(grpc_port=0, metrics_port=0, embedding_device="cpu", redis_url=None)
-    servicer, closeables = build_service(settings, LoadedEncoders(CPU_FLOAT32, [recording], [], None))
     # Its own service name: the module's server already registered the "embedding" gRPC metrics.
-    running = start_grpc_server(
-        "embedding_tokenising_test",
-        [
-            ServiceRegistration(
-                SERVICE_FULL_NAME,
-                lambda grpc_server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, grpc_server),
-            )
-        ],
-        settings.grpc_port,
-        settings.metrics_port,
-        grace_s=1.0,
+    running = start_service(
+        settings, LoadedEncoders(CPU_FLOAT32, [recording], [], None), "embedding_tokenising_test", grace_s=1.0
     )
-    running.on_stop.extend(closeable.close for closeable in closeables)
     calls = [[f"call {c} text {i} " + "cable " * (i % 4) for i in range(3 + c)] for c in range(6)]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, ThreadPoolExecutor(len(calls)) as pool:
