@@ -21,6 +21,7 @@ from services.ranker.recommender import Recommender
 from services.ranker.shadow_policy import load_shadow_policy
 from shared.bandit_features import FEATURES, candidate_features, examination_prior
 from shared.settings import SettingsError
+from tests.unit.ranker.in_memory_shop import InMemoryShop
 
 # The ranker's candidates, best first, and what the shopper did with them.
 SCORED = [(f"kit-{c}", 10.0 - n) for n, c in enumerate("abcdefgh")]
@@ -152,32 +153,9 @@ BUNDLES = {b: BundleInfo(b, f"Kit {b}", (f"g{n}",), 20.0, None, False, 3) for n,
 ITEMS = {f"g{n}": ItemInfo(f"g{n}", f"Garden thing {n}", 10.0, "", False) for n in range(len(SCORED))}
 
 
-class SeenItAll:
+def seen_it_all() -> InMemoryShop:
     """A shopper who looked at every kit's item (g0 most recently) and keeps being shown kit-a."""
-
-    def settle_catalog(self, catalog_id: str) -> None:
-        pass
-
-    def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
-        return UserSignals(tuple(ITEMS), frozenset(), (), bundle_looks={"kit-a": 4.0})
-
-    def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
-        return {}
-
-    def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
-        return {i: [b for b, bundle in BUNDLES.items() if i in bundle.item_ids] for i in item_ids}
-
-    def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
-        return {}
-
-    def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
-        return {b: BUNDLES[b] for b in bundle_ids if b in BUNDLES}
-
-    def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
-        return {i: ITEMS[i] for i in item_ids if i in ITEMS}
-
-    def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
-        return list(BUNDLES)[:k]
+    return InMemoryShop(BUNDLES, ITEMS, UserSignals(tuple(ITEMS), frozenset(), (), bundle_looks={"kit-a": 4.0}))
 
 
 class Fixed:
@@ -191,7 +169,7 @@ class Fixed:
 def test_the_recommender_serves_the_bandits_list_and_returns_each_bundles_features() -> None:
     policy = bandit_policy(ranker_reciprocal_rank=0.3, shopper_looks=-0.5)
 
-    answer = Recommender(SeenItAll(), Fixed(policy)).recommend("garden", "shopper-1", 3, request_id="r1")
+    answer = Recommender(seen_it_all(), Fixed(policy)).recommend("garden", "shopper-1", 3, request_id="r1")
 
     assert [r.bundle.bundle_id for r in answer.bundles] == ["kit-b", "kit-c", "kit-d"]
     assert answer.policy_version == 3
@@ -199,7 +177,9 @@ def test_the_recommender_serves_the_bandits_list_and_returns_each_bundles_featur
 
 
 def test_under_the_click_rate_policy_no_features_are_returned() -> None:
-    answer = Recommender(SeenItAll(), Fixed(domain.DEFAULT_POLICY)).recommend("garden", "shopper-1", 3, request_id="r")
+    answer = Recommender(seen_it_all(), Fixed(domain.DEFAULT_POLICY)).recommend(
+        "garden", "shopper-1", 3, request_id="r"
+    )
 
     assert all(r.policy_features == () for r in answer.bundles)
 
@@ -256,9 +236,9 @@ def test_a_bandit_candidate_the_ranker_cannot_serve_stops_it_saying_why(
 def test_a_bandit_in_shadow_changes_no_answer_and_reports_its_exact_marginals(tmp_path: Path) -> None:
     served = bandit_policy(ranker_reciprocal_rank=0.3)
     shadow = load_shadow_policy(bandit_candidate_file(tmp_path), "garden", "rotate:v1")
-    plain = Recommender(SeenItAll(), Fixed(served)).recommend("garden", "shopper-1", 3, request_id="r1")
+    plain = Recommender(seen_it_all(), Fixed(served)).recommend("garden", "shopper-1", 3, request_id="r1")
 
-    shadowed = Recommender(SeenItAll(), Fixed(served), None, {"garden": shadow}).recommend(
+    shadowed = Recommender(seen_it_all(), Fixed(served), None, {"garden": shadow}).recommend(
         "garden", "shopper-1", 3, request_id="r1"
     )
 
@@ -280,7 +260,7 @@ def test_a_bandit_in_shadow_equal_to_the_served_one_reports_the_served_propensit
     path = bandit_candidate_file(tmp_path, epsilon=0.2)
     shadow = load_shadow_policy(path, "garden", "same:v1")
     served = bandit_policy(epsilon=0.2, bias={"kit-e": 0.4}, **dict(zip(FEATURES, document_weights, strict=True)))
-    recommender = Recommender(SeenItAll(), Fixed(served), None, {"garden": shadow})
+    recommender = Recommender(seen_it_all(), Fixed(served), None, {"garden": shadow})
 
     for request in range(30):
         answer = recommender.recommend("garden", "shopper-1", 3, request_id=f"r{request}")

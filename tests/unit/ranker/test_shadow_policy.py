@@ -5,7 +5,7 @@ recommender and the real gRPC servicer."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from services.ranker.settings import RankerSettings
 from services.ranker.shadow_policy import ShadowPolicy, load_shadow_policy
 from services.ranker.wiring import shadow_policies
 from shared.settings import SettingsError, load_settings
+from tests.unit.ranker.in_memory_shop import InMemoryShop
 
 SERVED = PolicyParams(version=7, temperature=0.5, ctr_weight=1.0, arms={"kit-a": (5.0, 5.0)})
 CANDIDATE = PolicyParams(
@@ -137,32 +138,10 @@ BUNDLES = {f"kit-{c}": kit(f"kit-{c}", (f"g{n}", f"g{n + 1}"), 10 - n) for n, c 
 ITEMS = {f"g{n}": ItemInfo(f"g{n}", f"Garden thing {n}", 10.0, "", False, ("Garden", "Tools")) for n in range(10)}
 
 
-class GardenShop:
-    """The FeatureSource reads of one recommendation: a shopper who looked at two items."""
-
-    def settle_catalog(self, catalog_id: str) -> None:
-        pass
-
-    def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
-        return UserSignals(("g3", "g1"), frozenset(), ())
-
-    def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
-        return {"g3": [("g5", 2.0), ("g6", 1.0)]}
-
-    def bundles_by_item(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[str]]:
-        return {i: [b for b, bundle in BUNDLES.items() if i in bundle.item_ids] for i in item_ids}
-
-    def bundles_by_category(self, catalog_id: str, categories: Sequence[str]) -> dict[str, list[str]]:
-        return {}
-
-    def bundles(self, catalog_id: str, bundle_ids: Sequence[str]) -> dict[str, BundleInfo]:
-        return {b: BUNDLES[b] for b in bundle_ids if b in BUNDLES}
-
-    def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
-        return {i: ITEMS[i] for i in item_ids if i in ITEMS}
-
-    def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
-        return sorted(BUNDLES, key=lambda b: -BUNDLES[b].purchases)[:k]
+# The FeatureSource reads of one recommendation: a shopper who looked at two items.
+GARDEN_SHOP = InMemoryShop(
+    BUNDLES, ITEMS, UserSignals(("g3", "g1"), frozenset(), ()), {"g3": [("g5", 2.0), ("g6", 1.0)]}
+)
 
 
 class ServedPolicy:
@@ -171,7 +150,7 @@ class ServedPolicy:
 
 
 def recommender(shadows: dict[str, ShadowPolicy]) -> Recommender:
-    return Recommender(GardenShop(), ServedPolicy(), None, shadows)
+    return Recommender(GARDEN_SHOP, ServedPolicy(), None, shadows)
 
 
 def recommend(shadows: dict[str, ShadowPolicy], catalog_id: str = "garden", request: str = "r1") -> Recommendation:
