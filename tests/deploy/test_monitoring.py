@@ -3,7 +3,7 @@
 The exported metrics are read from the source, the way a reviewer would grep for them: every
 ``Counter``/``Gauge``/``Histogram``/``Summary`` declared with ``metric_name(service, thing)`` under
 services/ and shared/. A declaration whose service is a variable (``GrpcMetrics``) exists once per
-gRPC server, i.e. for every service whose entrypoint calls ``start_grpc_server``.
+gRPC server, i.e. for every service whose package (its entrypoint or its wiring) calls ``start_grpc_server``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ def _labels(call: ast.Call) -> frozenset[str]:
 
 
 def grpc_services() -> list[str]:
-    return [s for s in services() if "start_grpc_server(" in (REPO / f"services/{s}/__main__.py").read_text()]
+    return [
+        s
+        for s in services()
+        if any("start_grpc_server(" in path.read_text() for path in (REPO / "services" / s).glob("*.py"))
+    ]
 
 
 def exported_families() -> dict[str, Family]:
