@@ -66,7 +66,17 @@ class SpokenSearchResponse(BundleSearchResponse):
     speech_model_version: str
 
 
-AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
+AUDIO_TYPES = (
+    "audio/wav",
+    "audio/x-wav",
+    "audio/flac",
+    "audio/ogg",
+    "audio/mpeg",
+    "audio/webm",
+    "audio/mp4",
+    "audio/x-m4a",
+    "application/octet-stream",
+)
 
 
 async def transcriber(request: Request) -> Transcriber:
@@ -145,7 +155,8 @@ def _response(catalog_id: str, query: str, result: BundleSearchResult) -> Bundle
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "One clip of speech, up to 30 s: WAV, FLAC, OGG (Vorbis, Opus) or MP3, any sample rate.",
+            "description": "One clip of speech, up to 30 s: WAV, FLAC, OGG (Vorbis, Opus), MP3, or what browsers "
+            "record (WebM Opus, M4A AAC), any sample rate.",
             "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in AUDIO_TYPES},
         }
     },
