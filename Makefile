@@ -85,7 +85,7 @@ bench: venv up ## run every benchmark on the real servers; figures to benchmarks
 # (docs/bundle-quality.md).
 YOUSHU_MAIN = --model crossview --epochs 100 --members 2 --bundle-priors
 
-eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold splits (baselines, 3 seeds of the main model) and complete-the-bundle on Amazon and Steam (about 2.5 hours on 2 cores)
+eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold splits (baselines, 3 seeds of the main model) and complete-the-bundle on Amazon and Steam, and the embedding service's item fusion (about 2.5 hours on 2 cores)
 	for model in popularity item_cooccurrence itemknn mf_bpr lightgcn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed; done
@@ -96,6 +96,7 @@ eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold spl
 	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-cold \
 	  --out benchmarks/results/youshu_cold.json --plot docs/youshu-cold-recall-at-k.png
 	nice -n 10 $(PY) -m services.ranker.offline.complete_bundles --seeds 0 1 2 3 4
+	nice -n 10 $(PY) -m services.ranker.offline.train_item_fusion --seeds 0 1 2 3 4
 
 demo: venv models up ## run the whole system on the real data and show what it does
 	$(PY) -m scripts.demo

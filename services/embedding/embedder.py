@@ -114,11 +114,12 @@ class ImageEmbedder:
         """What one image may be (encoded bytes, pixels)."""
         return self._limits
 
-    def embed(self, images: Sequence[bytes], timeout_s: float | None) -> Vectors:
+    def embed(self, images: Sequence[bytes], timeout_s: float | None, labels: Sequence[str] | None = None) -> Vectors:
         """float32 ``(len(images), dim)`` unit vectors in the order of ``images``.
 
         Every image's byte count is checked first; decoding (and so the format and pixel checks)
-        happens only for images not in the cache. Error messages name the image ``images[<index>]``.
+        happens only for images not in the cache. Error messages name the image ``labels[index]``
+        (None: ``images[<index>]``).
 
         Raises:
             InvalidArgument: an image is empty or has more bytes than the limit; an image not in
@@ -128,10 +129,11 @@ class ImageEmbedder:
             ResourceExhausted: the batcher's queue is full.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for index, data in enumerate(images):
-            check_image_bytes(data, self._limits, _image_label(index))
+        names = list(labels) if labels is not None else [_image_label(index) for index in range(len(images))]
+        for data, name in zip(images, names, strict=True):
+            check_image_bytes(data, self._limits, name)
         if self._cache is None:
-            pixels = [self._preprocess(data, index) for index, data in enumerate(images)]
+            pixels = [self._preprocess(data, name) for data, name in zip(images, names, strict=True)]
             return wait_for_vectors(self._batcher.submit(pixels, None), _seconds_left(deadline))
         encoder = self._batcher.encoder
         keys = [content_key(encoder.version, IMAGE_KEY_ROLE, hashlib.sha256(data).hexdigest()) for data in images]
@@ -139,15 +141,15 @@ class ImageEmbedder:
         if not missing:
             return vectors
         # In order of first appearance, so the lowest invalid index among the misses is the one refused.
-        pixels = [self._preprocess(images[indices[0]], indices[0]) for indices in missing.values()]
+        pixels = [self._preprocess(images[indices[0]], names[indices[0]]) for indices in missing.values()]
         encoded = wait_for_vectors(self._batcher.submit(pixels, None), _seconds_left(deadline))
         for row, indices in zip(encoded, missing.values(), strict=True):
             vectors[indices] = row
         _write_back(self._cache, missing, encoded)
         return vectors
 
-    def _preprocess(self, data: bytes, index: int) -> torch.Tensor:
-        return self._batcher.encoder.preprocess(decode_image(data, self._limits, _image_label(index)))
+    def _preprocess(self, data: bytes, label: str) -> torch.Tensor:
+        return self._batcher.encoder.preprocess(decode_image(data, self._limits, label))
 
 
 class AudioEmbedder:

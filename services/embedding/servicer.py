@@ -13,12 +13,14 @@ from services.embedding.audio_encoder import AudioEncoder
 from services.embedding.audio_input import AudioLimits, decode_audio
 from services.embedding.batcher import Vectors
 from services.embedding.embedder import AudioEmbedder, ImageEmbedder, TextEmbedder
+from services.embedding.fusion import ItemFusion, item_document
 from services.embedding.image_encoder import ImageEncoder
 from services.embedding.image_input import read_image_file
 from services.embedding.settings import (
     MAX_AUDIO_CLIPS_PER_CALL,
     MAX_AUDIO_SECONDS,
     MAX_IMAGES_PER_CALL,
+    MAX_ITEMS_PER_CALL,
     MAX_TEXTS_PER_CALL,
 )
 from services.embedding.spoken_query import SpokenQueryEmbedder
@@ -26,6 +28,9 @@ from services.embedding.text_encoder import TextEncoder, TextRole
 from shared.errors import InvalidArgument, NotFound
 
 SERVICE_FULL_NAME: str = embedding_pb2.DESCRIPTOR.services_by_name["Embedding"].full_name
+
+# The fusion's weights are the project's own, trained on BundleRec_Amazon, whose repository states no license.
+FUSION_LICENSE = "NOASSERTION"
 
 # UNSPECIFIED means the common case: product text.
 _ROLES = {
@@ -47,13 +52,17 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
         audio_embedders: Sequence[AudioEmbedder] = (),
         audio_limits: AudioLimits | None = None,
         spoken_queries: SpokenQueryEmbedder | None = None,
+        item_fusion: ItemFusion | None = None,
+        no_item_fusion_reason: str = "this server has no item fusion",
     ) -> None:
         """``text_embedders[0]`` is the default text model, ``image_embedders[0]`` the default image
         model, ``audio_embedders[0]`` the default audio model.
 
         Texts past ``max_text_chars`` are refused; images past their embedder's limits and clips past
         ``audio_limits`` too; images may be given by path only inside ``image_root`` (None: not at
-        all). ``spoken_queries`` None: EmbedSpokenQuery answers NOT_FOUND.
+        all). ``spoken_queries`` None: EmbedSpokenQuery answers NOT_FOUND. ``item_fusion`` fuses
+        the default text and image encoders' vectors (it must have been trained on them); None:
+        EmbedItems answers NOT_FOUND with ``no_item_fusion_reason``.
         """
         if not text_embedders:
             raise ValueError("the embedding servicer needs at least one text encoder")
@@ -67,6 +76,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
         self._default_audio = audio_embedders[0] if audio_embedders else None
         self._audio_limits = audio_limits or AudioLimits(max_bytes=10 * 1024 * 1024, max_seconds=MAX_AUDIO_SECONDS)
         self._spoken_queries = spoken_queries
+        self._item_fusion = item_fusion
+        self._no_item_fusion_reason = no_item_fusion_reason
 
     def EmbedTexts(
         self, request: embedding_pb2.EmbedTextsRequest, context: grpc.ServicerContext
@@ -180,16 +191,77 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):  # type: ignore[m
             speech_model_version=query.speech_model.version,
         )
 
+    def EmbedItems(
+        self, request: embedding_pb2.EmbedItemsRequest, context: grpc.ServicerContext
+    ) -> embedding_pb2.EmbedItemsResponse:
+        """Embeds each item's document and image with the default encoders and fuses them; see the proto.
+
+        Raises:
+            NotFound: no item fusion on this server (the message says why).
+            InvalidArgument: no items, more than 256, an item without a title, a document past the
+                character limit, or a bad image; the message names the index.
+            ResourceExhausted: a batching queue is full.
+            Unavailable: the call's deadline passed while it waited, or the server is stopping.
+        """
+        fusion = self._item_fusion
+        if fusion is None:
+            raise NotFound(self._no_item_fusion_reason)
+        items = list(request.items)
+        documents = _item_documents(items, self._max_text_chars)
+        with_image = [index for index, item in enumerate(items) if item.HasField("image")]
+        image_vectors = None
+        if with_image:
+            image_embedder = self._image_embedder_for("")
+            labels = [f"items[{i}].image" for i in with_image]
+            data = [
+                self._image_bytes(items[i].image, image_embedder, label)
+                for i, label in zip(with_image, labels, strict=True)
+            ]
+            image_vectors = np.zeros((len(items), image_embedder.encoder.dim), dtype=np.float32)
+            image_vectors[with_image] = image_embedder.embed(data, context.time_remaining(), labels)
+        text_vectors = self._default_text.embed(documents, TextRole.PASSAGE, context.time_remaining())
+        has_image = np.zeros(len(items), dtype=bool)
+        has_image[with_image] = True
+        fused = fusion.fuse(np.asarray(text_vectors, dtype=np.float32), image_vectors, has_image)
+        return embedding_pb2.EmbedItemsResponse(
+            items=[
+                embedding_pb2.ItemVector(
+                    item_id=item.item_id,
+                    vector=embedding_pb2.Vector(values=row.tolist()),
+                    modalities=["text", "image"] if image else ["text"],
+                )
+                for item, row, image in zip(items, fused, has_image, strict=True)
+            ],
+            model=fusion.name,
+            model_version=fusion.version,
+            dim=fusion.dim,
+            text_model_version=self._default_text.encoder.version,
+            image_model_version=self._default_image.encoder.version if self._default_image is not None else "",
+        )
+
     def DescribeModels(
         self, request: embedding_pb2.DescribeModelsRequest, context: grpc.ServicerContext
     ) -> embedding_pb2.DescribeModelsResponse:
-        """Every loaded encoder: the default text one first, the other text ones, the image ones, the audio ones."""
+        """Every loaded encoder: the default text one first, the other text ones, the image ones, the
+        audio ones; then the item fusion."""
         texts = [self._default_text.encoder] + [
             embedder.encoder for embedder in self._texts_by_name.values() if embedder is not self._default_text
         ]
         infos = [_model_info(encoder, "text") for encoder in texts]
         infos += [_model_info(embedder.encoder, "image") for embedder in self._images_by_name.values()]
         infos += [_model_info(embedder.encoder, "audio") for embedder in self._audio_by_name.values()]
+        if self._item_fusion is not None:
+            fusion = self._item_fusion
+            infos.append(
+                embedding_pb2.ModelInfo(
+                    name=fusion.name,
+                    version=fusion.version,
+                    modality="item",
+                    dim=fusion.dim,
+                    device="cpu",
+                    license=FUSION_LICENSE,
+                )
+            )
         return embedding_pb2.DescribeModelsResponse(models=infos)
 
     def _image_bytes(self, image: embedding_pb2.ImageInput, embedder: ImageEmbedder, label: str) -> bytes:
@@ -249,3 +321,22 @@ def _check_texts(texts: list[str], max_chars: int) -> None:
             raise InvalidArgument(f"texts[{index}] is empty or only whitespace")
         if len(text) > max_chars:
             raise InvalidArgument(f"texts[{index}] has {len(text)} characters; the limit is {max_chars}")
+
+
+def _item_documents(items: list[embedding_pb2.ItemInput], max_chars: int) -> list[str]:
+    if not items:
+        raise InvalidArgument("items is empty; send at least one item")
+    if len(items) > MAX_ITEMS_PER_CALL:
+        raise InvalidArgument(f"{len(items)} items in one call; the limit is {MAX_ITEMS_PER_CALL}, split it")
+    documents = []
+    for index, item in enumerate(items):
+        if not item.title.strip():
+            raise InvalidArgument(f"items[{index}].title is empty; every item needs a title")
+        document = item_document(item.title, list(item.category_paths), item.description)
+        if len(document) > max_chars:
+            raise InvalidArgument(
+                f"items[{index}] has {len(document)} characters of title, category paths and description; "
+                f"the limit is {max_chars}"
+            )
+        documents.append(document)
+    return documents

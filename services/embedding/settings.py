@@ -22,7 +22,13 @@ MAX_AUDIO_CLIPS_PER_CALL = 16
 MAX_AUDIO_SECONDS = 30.0
 """Whisper's window: no clip may be longer, whatever the setting."""
 
+MAX_ITEMS_PER_CALL = 256
+"""The API's hard limit on items in one ``EmbedItems`` call (larger calls are INVALID_ARGUMENT)."""
+
 DEFAULT_MODEL_CACHE = Path("~/.cache/bundlewise/models")
+
+DEFAULT_FUSION_PATH = Path(__file__).resolve().parent / "weights" / "item-fusion.npz"
+"""The item fusion shipped with the code (``python -m services.ranker.offline.train_item_fusion`` writes it)."""
 
 
 class ModelCacheSettings(BaseSettings):
@@ -130,6 +136,10 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
     )
     embedding_max_spoken_batch: int = Field(
         default=8, ge=1, le=128, description="Spoken queries transcribed together in one encoder pass and decode."
+    )
+    embedding_fusion_path: Path = Field(
+        default=DEFAULT_FUSION_PATH,
+        description="The item fusion EmbedItems serves (.npz); the one shipped with the code by default.",
     )
     embedding_max_spoken_queue: int = Field(
         default=8, ge=1, le=1024, description="Spoken queries waiting or transcribing before RESOURCE_EXHAUSTED."

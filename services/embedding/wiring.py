@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -17,6 +18,7 @@ from services.embedding.audio_input import SAMPLE_RATE, AudioLimits
 from services.embedding.batcher import AudioBatcher, ImageBatcher, TextBatcher
 from services.embedding.device import DevicePlacement, choose_device, ctranslate2_placement
 from services.embedding.embedder import AudioEmbedder, ImageEmbedder, TextEmbedder
+from services.embedding.fusion import ItemFusion
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder, ImageEncoder
 from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
@@ -154,6 +156,11 @@ def build_service(
         spoken_queries = SpokenQueryEmbedder(
             transcribers[0], text_embedders[0], settings.embedding_spoken_query_timeout_s
         )
+    fusion, no_fusion_reason = load_item_fusion(
+        settings.embedding_fusion_path,
+        text_embedders[0].encoder.version,
+        image_embedders[0].encoder.version if image_embedders else None,
+    )
     servicer = EmbeddingServicer(
         text_embedders,
         settings.embedding_max_text_chars,
@@ -162,11 +169,29 @@ def build_service(
         audio_embedders=[AudioEmbedder(batcher) for batcher in audio_batchers],
         audio_limits=AudioLimits(settings.embedding_max_audio_bytes, settings.embedding_max_audio_seconds),
         spoken_queries=spoken_queries,
+        item_fusion=fusion,
+        no_item_fusion_reason=no_fusion_reason,
     )
     closeables: list[Closeable] = [*text_batchers, *image_batchers, *audio_batchers, *transcribers]
     if cache is not None:
         closeables.append(cache)
     return servicer, closeables
+
+
+def load_item_fusion(
+    path: Path, text_model_version: str, image_model_version: str | None
+) -> tuple[ItemFusion | None, str]:
+    """The item fusion at ``path`` if it was trained on these encoders; else None and why (logged:
+    the rest of the service runs without it, and EmbedItems answers NOT_FOUND with the reason)."""
+    try:
+        fusion = ItemFusion.load(path)
+        fusion.check_encoders(text_model_version, image_model_version)
+    except (FileNotFoundError, ValueError) as error:  # FusionMismatch is a ValueError
+        reason = f"EmbedItems is off: {error}"
+        log.warning(reason)
+        return None, reason
+    log.info("item fusion %s from %s (dim %d)", fusion.version, path, fusion.dim)
+    return fusion, ""
 
 
 def _timed(load: Callable[[], EncoderT]) -> EncoderT:

@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.embedding.fusion import MAX_CATEGORY_PATHS, item_document
 from shared.datasets.amazon import AmazonDomain
 from shared.datasets.steam import SteamCatalog
 
@@ -96,16 +97,17 @@ def _distinct(items: Sequence[int]) -> tuple[int, ...]:
 
 
 def amazon_completion_domain(domain: AmazonDomain) -> CompletionDomain:
-    """A BundleRec_Amazon domain: text is the title plus its category paths (up to 2); the category
+    """A BundleRec_Amazon domain: text is the title plus its category paths (up to 2), as the embedding
+    service's EmbedItems writes it (:func:`item_document`); the category
     for diversity is the last level of its deepest path."""
     titled = sorted(item_id for item_id, item in domain.items.items() if item.title.strip())
     index = {item_id: position for position, item_id in enumerate(titled)}
     titles, texts, categories = [], [], []
     for item_id in titled:
         item = domain.items[item_id]
-        paths = [" > ".join(path) for path in item.category_paths[:2] if path]
+        paths = [" > ".join(path) for path in item.category_paths[:MAX_CATEGORY_PATHS] if path]
         titles.append(item.title.strip())
-        texts.append(item.title.strip() + (" | " + " ; ".join(paths) if paths else ""))
+        texts.append(item_document(item.title, paths))
         deepest = max(item.category_paths, key=len, default=())
         categories.append(deepest[-1] if deepest else "")
     bundles = []
@@ -150,7 +152,7 @@ def steam_completion_domain(catalog: SteamCatalog, max_tags: int = 8) -> Complet
         title, genres, tags = names[game_id]
         titles.append(title)
         described = list(dict.fromkeys([*genres, *tags[:max_tags]]))
-        texts.append(title + (" | " + ", ".join(described) if described else ""))
+        texts.append(item_document(title, [", ".join(described)]))
         categories.append(genres[0] if genres else "")
     bundles = tuple(
         CompletionBundle(bundle.bundle_id, _distinct([index[i.item_id] for i in bundle.items if i.item_id in index]))

@@ -18,9 +18,10 @@ from prometheus_client import REGISTRY
 
 from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import AudioLimits, decode_audio
+from services.embedding.fusion import ItemFusion
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder
 from services.embedding.servicer import SERVICE_FULL_NAME
-from services.embedding.settings import EmbeddingSettings
+from services.embedding.settings import DEFAULT_FUSION_PATH, EmbeddingSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextRole
 from services.embedding.wiring import LoadedEncoders, start_service
 from shared.grpc_server import GrpcServer
@@ -304,7 +305,109 @@ def test_an_unknown_image_model_is_not_found(stub: embedding_pb2_grpc.EmbeddingS
     )
 
 
-def test_describe_models_lists_the_default_text_model_first_then_the_others_then_images_then_audio(
+def embed_items(stub: embedding_pb2_grpc.EmbeddingStub, items: list[embedding_pb2.ItemInput]) -> np.ndarray:
+    response = stub.EmbedItems(embedding_pb2.EmbedItemsRequest(items=items), timeout=DEADLINE_S)
+    return np.array([item.vector.values for item in response.items], dtype=np.float32)
+
+
+def test_embed_items_fuses_each_items_document_and_image_into_one_unit_vector_in_request_order(
+    stub: embedding_pb2_grpc.EmbeddingStub, loaded: LoadedEncoders, image_root: Path, e5_prepared: Path
+) -> None:
+    fusion = ItemFusion.load(DEFAULT_FUSION_PATH)
+    red = png((220, 30, 30))
+    items = [
+        embedding_pb2.ItemInput(
+            item_id="tripod", title="Aluminium camera tripod", category_paths=["Electronics > Camera & Photo"]
+        ),
+        embedding_pb2.ItemInput(
+            item_id="boots", title="Leather hiking boots", image=embedding_pb2.ImageInput(data=red)
+        ),
+        embedding_pb2.ItemInput(
+            title="50mm prime lens", description="Fast portrait lens", image=embedding_pb2.ImageInput(path="blue.png")
+        ),
+    ]
+
+    response = stub.EmbedItems(embedding_pb2.EmbedItemsRequest(items=items), timeout=DEADLINE_S)
+
+    assert [(item.item_id, list(item.modalities)) for item in response.items] == [
+        ("tripod", ["text"]),
+        ("boots", ["text", "image"]),
+        ("", ["text", "image"]),
+    ]
+    text_encoder, image_encoder = loaded.texts[0], loaded.images[0]
+    assert (response.model, response.model_version, response.dim) == ("item-fusion", fusion.version, 384)
+    assert (response.text_model_version, response.image_model_version) == (text_encoder.version, image_encoder.version)
+    documents = [
+        "Aluminium camera tripod | Electronics > Camera & Photo",
+        "Leather hiking boots",
+        "50mm prime lens | Fast portrait lens",
+    ]
+    images = np.zeros((3, image_encoder.dim), dtype=np.float32)
+    images[1:] = image_encoder.encode(
+        [
+            image_encoder.preprocess(Image.open(io.BytesIO(red)).convert("RGB")),
+            image_encoder.preprocess(Image.open(image_root / "blue.png").convert("RGB")),
+        ]
+    )
+    expected = fusion.fuse(text_encoder.encode(documents, TextRole.PASSAGE), images, np.array([False, True, True]))
+    vectors = np.array([item.vector.values for item in response.items], dtype=np.float32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_new_item_with_only_text_lands_nearer_a_like_item_than_an_unlike_one(
+    stub: embedding_pb2_grpc.EmbeddingStub, e5_prepared: Path
+) -> None:
+    lens, tripod, boots = embed_items(
+        stub,
+        [
+            embedding_pb2.ItemInput(title="Canon EF 50mm f/1.8 lens", category_paths=["Electronics > Camera & Photo"]),
+            embedding_pb2.ItemInput(
+                title="Camera tripod with ball head", category_paths=["Electronics > Camera & Photo"]
+            ),
+            embedding_pb2.ItemInput(title="Women's leather ankle boots", category_paths=["Clothing > Shoes > Boots"]),
+        ],
+    )
+
+    assert lens @ tripod > lens @ boots
+
+
+@pytest.mark.parametrize(
+    ("items", "details"),
+    [
+        ([], "items is empty; send at least one item"),
+        ([embedding_pb2.ItemInput(title="t")] * 257, "257 items in one call; the limit is 256, split it"),
+        (
+            [embedding_pb2.ItemInput(title="lens"), embedding_pb2.ItemInput(title="  ", description="no title")],
+            "items[1].title is empty; every item needs a title",
+        ),
+        (
+            [embedding_pb2.ItemInput(title="lens", description="x" * 1995)],
+            "items[0] has 2002 characters of title, category paths and description; the limit is 2000",
+        ),
+        (
+            [
+                embedding_pb2.ItemInput(title="lens"),
+                embedding_pb2.ItemInput(title="cap", image=embedding_pb2.ImageInput(data=b"not an image")),
+            ],
+            "items[1].image is not a decodable image (accepted: JPEG, PNG, WEBP, GIF, BMP)",
+        ),
+        (
+            [embedding_pb2.ItemInput(title="cap", image=embedding_pb2.ImageInput(path="../etc/passwd"))],
+            "items[0].image is outside the image folder",
+        ),
+    ],
+    ids=["no-items", "too-many", "no-title", "too-long", "corrupt-image", "image-outside-root"],
+)
+def test_bad_items_are_invalid_argument_naming_the_problem(
+    stub: embedding_pb2_grpc.EmbeddingStub, items: list[embedding_pb2.ItemInput], details: str, e5_prepared: Path
+) -> None:
+    error = rpc_error(stub.EmbedItems, embedding_pb2.EmbedItemsRequest(items=items))
+
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
+def test_describe_models_lists_the_default_text_model_first_then_the_others_then_images_audio_and_the_fusion(
     stub: embedding_pb2_grpc.EmbeddingStub, loaded: LoadedEncoders
 ) -> None:
     response = stub.DescribeModels(embedding_pb2.DescribeModelsRequest(), timeout=DEADLINE_S)
@@ -315,12 +418,22 @@ def test_describe_models_lists_the_default_text_model_first_then_the_others_then
         for encoder in loaded.texts
     ]
     expected_audio = [] if loaded.whisper is None else [("whisper-base", "audio", 512, "cpu", "MIT")]
-    assert described == [*expected_texts, ("efficientnet-lite0", "image", 1280, "cpu", "Apache-2.0"), *expected_audio]
+    # The shipped item fusion was trained on multilingual-e5's vectors: without them it is not loaded.
+    with_fusion = isinstance(loaded.texts[0], E5TextEncoder)
+    expected_fusion = [("item-fusion", "item", 384, "cpu", "NOASSERTION")] if with_fusion else []
+    assert described == [
+        *expected_texts,
+        ("efficientnet-lite0", "image", 1280, "cpu", "Apache-2.0"),
+        *expected_audio,
+        *expected_fusion,
+    ]
     audio_versions = [] if loaded.whisper is None else [loaded.whisper.version]
+    fusion_versions = [ItemFusion.load(DEFAULT_FUSION_PATH).version] if with_fusion else []
     assert [m.version for m in response.models] == [
         *(e.version for e in loaded.texts),
         loaded.images[0].version,
         *audio_versions,
+        *fusion_versions,
     ]
     assert isinstance(loaded.texts[-1], MiniLMTextEncoder)
 
@@ -384,7 +497,7 @@ def test_embed_audio_returns_each_clips_vector_in_request_order_across_lengths(
         ([encode(tone(0.5), 16_000, "WAV")] * 17, "17 clips in one call; the limit is 16, split it"),
         (
             [encode(tone(0.5), 16_000, "WAV"), b"GIF89a not audio"],
-            "clips[1] is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3)",
+            "clips[1] is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3, WEBM, M4A)",
         ),
         ([encode(tone(31.0, rate=8_000), 8_000, "WAV")], "clips[0] lasts 31.0 s; the limit is 30 s"),
         ([b""], "clips[0] is empty"),
@@ -477,7 +590,7 @@ def test_a_spoken_query_in_a_named_language_is_transcribed_in_it(
         ),
         (
             embedding_pb2.EmbedSpokenQueryRequest(audio=b"RIFF....WAVEfmt broken"),
-            "audio is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3)",
+            "audio is not decodable audio (accepted: WAV, WAVEX, RF64, FLAC, OGG, MP3, WEBM, M4A)",
         ),
         (
             embedding_pb2.EmbedSpokenQueryRequest(audio=encode(tone(31.0, rate=8_000), 8_000, "WAV")),

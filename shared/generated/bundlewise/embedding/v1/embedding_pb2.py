@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'bundlewise/embedding/v1/embedding.proto\x12\x17\x62undlewise.embedding.v1\"b\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.bundlewise.embedding.v1.TextRole\x12\r\n\x05model\x18\x03 \x01(\t\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"y\n\x12\x45mbedTextsResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\"6\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"X\n\x12\x45mbedImagesRequest\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.bundlewise.embedding.v1.ImageInput\x12\r\n\x05model\x18\x02 \x01(\t\"z\n\x13\x45mbedImagesResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\"1\n\x11\x45mbedAudioRequest\x12\r\n\x05\x63lips\x18\x01 \x03(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\"y\n\x12\x45mbedAudioResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\":\n\x17\x45mbedSpokenQueryRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x10\n\x08language\x18\x02 \x01(\t\"\x80\x02\n\x18\x45mbedSpokenQueryResponse\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x1c\n\x14language_probability\x18\x03 \x01(\x02\x12/\n\x06vector\x18\x04 \x01(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\x12\n\ntext_model\x18\x05 \x01(\t\x12\x1a\n\x12text_model_version\x18\x06 \x01(\t\x12\x0b\n\x03\x64im\x18\x07 \x01(\r\x12\x14\n\x0cspeech_model\x18\x08 \x01(\t\x12\x1c\n\x14speech_model_version\x18\t \x01(\t\"\x17\n\x15\x44\x65scribeModelsRequest\"j\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07license\x18\x06 \x01(\t\"L\n\x16\x44\x65scribeModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".bundlewise.embedding.v1.ModelInfo*Q\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_PASSAGE\x10\x02\x32\xaf\x04\n\tEmbedding\x12\x65\n\nEmbedTexts\x12*.bundlewise.embedding.v1.EmbedTextsRequest\x1a+.bundlewise.embedding.v1.EmbedTextsResponse\x12h\n\x0b\x45mbedImages\x12+.bundlewise.embedding.v1.EmbedImagesRequest\x1a,.bundlewise.embedding.v1.EmbedImagesResponse\x12\x65\n\nEmbedAudio\x12*.bundlewise.embedding.v1.EmbedAudioRequest\x1a+.bundlewise.embedding.v1.EmbedAudioResponse\x12w\n\x10\x45mbedSpokenQuery\x12\x30.bundlewise.embedding.v1.EmbedSpokenQueryRequest\x1a\x31.bundlewise.embedding.v1.EmbedSpokenQueryResponse\x12q\n\x0e\x44\x65scribeModels\x12..bundlewise.embedding.v1.DescribeModelsRequest\x1a/.bundlewise.embedding.v1.DescribeModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'bundlewise/embedding/v1/embedding.proto\x12\x17\x62undlewise.embedding.v1\"b\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.bundlewise.embedding.v1.TextRole\x12\r\n\x05model\x18\x03 \x01(\t\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"y\n\x12\x45mbedTextsResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\"6\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"X\n\x12\x45mbedImagesRequest\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.bundlewise.embedding.v1.ImageInput\x12\r\n\x05model\x18\x02 \x01(\t\"z\n\x13\x45mbedImagesResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\"1\n\x11\x45mbedAudioRequest\x12\r\n\x05\x63lips\x18\x01 \x03(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\"y\n\x12\x45mbedAudioResponse\x12\x30\n\x07vectors\x18\x01 \x03(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\":\n\x17\x45mbedSpokenQueryRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x10\n\x08language\x18\x02 \x01(\t\"\x80\x02\n\x18\x45mbedSpokenQueryResponse\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x1c\n\x14language_probability\x18\x03 \x01(\x02\x12/\n\x06vector\x18\x04 \x01(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\x12\n\ntext_model\x18\x05 \x01(\t\x12\x1a\n\x12text_model_version\x18\x06 \x01(\t\x12\x0b\n\x03\x64im\x18\x07 \x01(\r\x12\x14\n\x0cspeech_model\x18\x08 \x01(\t\x12\x1c\n\x14speech_model_version\x18\t \x01(\t\"\x8c\x01\n\tItemInput\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61tegory_paths\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x32\n\x05image\x18\x05 \x01(\x0b\x32#.bundlewise.embedding.v1.ImageInput\"F\n\x11\x45mbedItemsRequest\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".bundlewise.embedding.v1.ItemInput\"b\n\nItemVector\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12/\n\x06vector\x18\x02 \x01(\x0b\x32\x1f.bundlewise.embedding.v1.Vector\x12\x12\n\nmodalities\x18\x03 \x03(\t\"\xb4\x01\n\x12\x45mbedItemsResponse\x12\x32\n\x05items\x18\x01 \x03(\x0b\x32#.bundlewise.embedding.v1.ItemVector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x1a\n\x12text_model_version\x18\x05 \x01(\t\x12\x1b\n\x13image_model_version\x18\x06 \x01(\t\"\x17\n\x15\x44\x65scribeModelsRequest\"j\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07license\x18\x06 \x01(\t\"L\n\x16\x44\x65scribeModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".bundlewise.embedding.v1.ModelInfo*Q\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_PASSAGE\x10\x02\x32\x96\x05\n\tEmbedding\x12\x65\n\nEmbedTexts\x12*.bundlewise.embedding.v1.EmbedTextsRequest\x1a+.bundlewise.embedding.v1.EmbedTextsResponse\x12h\n\x0b\x45mbedImages\x12+.bundlewise.embedding.v1.EmbedImagesRequest\x1a,.bundlewise.embedding.v1.EmbedImagesResponse\x12\x65\n\nEmbedAudio\x12*.bundlewise.embedding.v1.EmbedAudioRequest\x1a+.bundlewise.embedding.v1.EmbedAudioResponse\x12w\n\x10\x45mbedSpokenQuery\x12\x30.bundlewise.embedding.v1.EmbedSpokenQueryRequest\x1a\x31.bundlewise.embedding.v1.EmbedSpokenQueryResponse\x12\x65\n\nEmbedItems\x12*.bundlewise.embedding.v1.EmbedItemsRequest\x1a+.bundlewise.embedding.v1.EmbedItemsResponse\x12q\n\x0e\x44\x65scribeModels\x12..bundlewise.embedding.v1.DescribeModelsRequest\x1a/.bundlewise.embedding.v1.DescribeModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VECTOR'].fields_by_name['values']._loaded_options = None
   _globals['_VECTOR'].fields_by_name['values']._serialized_options = b'\020\001'
-  _globals['_TEXTROLE']._serialized_start=1295
-  _globals['_TEXTROLE']._serialized_end=1376
+  _globals['_TEXTROLE']._serialized_start=1793
+  _globals['_TEXTROLE']._serialized_end=1874
   _globals['_EMBEDTEXTSREQUEST']._serialized_start=68
   _globals['_EMBEDTEXTSREQUEST']._serialized_end=166
   _globals['_VECTOR']._serialized_start=168
@@ -55,12 +55,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDSPOKENQUERYREQUEST']._serialized_end=823
   _globals['_EMBEDSPOKENQUERYRESPONSE']._serialized_start=826
   _globals['_EMBEDSPOKENQUERYRESPONSE']._serialized_end=1082
-  _globals['_DESCRIBEMODELSREQUEST']._serialized_start=1084
-  _globals['_DESCRIBEMODELSREQUEST']._serialized_end=1107
-  _globals['_MODELINFO']._serialized_start=1109
-  _globals['_MODELINFO']._serialized_end=1215
-  _globals['_DESCRIBEMODELSRESPONSE']._serialized_start=1217
-  _globals['_DESCRIBEMODELSRESPONSE']._serialized_end=1293
-  _globals['_EMBEDDING']._serialized_start=1379
-  _globals['_EMBEDDING']._serialized_end=1938
+  _globals['_ITEMINPUT']._serialized_start=1085
+  _globals['_ITEMINPUT']._serialized_end=1225
+  _globals['_EMBEDITEMSREQUEST']._serialized_start=1227
+  _globals['_EMBEDITEMSREQUEST']._serialized_end=1297
+  _globals['_ITEMVECTOR']._serialized_start=1299
+  _globals['_ITEMVECTOR']._serialized_end=1397
+  _globals['_EMBEDITEMSRESPONSE']._serialized_start=1400
+  _globals['_EMBEDITEMSRESPONSE']._serialized_end=1580
+  _globals['_DESCRIBEMODELSREQUEST']._serialized_start=1582
+  _globals['_DESCRIBEMODELSREQUEST']._serialized_end=1605
+  _globals['_MODELINFO']._serialized_start=1607
+  _globals['_MODELINFO']._serialized_end=1713
+  _globals['_DESCRIBEMODELSRESPONSE']._serialized_start=1715
+  _globals['_DESCRIBEMODELSRESPONSE']._serialized_end=1791
+  _globals['_EMBEDDING']._serialized_start=1877
+  _globals['_EMBEDDING']._serialized_end=2539
 # @@protoc_insertion_point(module_scope)

@@ -348,6 +348,133 @@ class EmbedSpokenQueryResponse(_message.Message):
 Global___EmbedSpokenQueryResponse: _TypeAlias = EmbedSpokenQueryResponse  # noqa: Y015
 
 @_typing.final
+class ItemInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CATEGORY_PATHS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    """The storefront's id of the item, echoed in the answer; may be empty."""
+    title: _builtins.str
+    """Required."""
+    description: _builtins.str
+    @_builtins.property
+    def category_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Category paths such as "Electronics > Camera & Photo > Lenses"; the first two are used."""
+
+    @_builtins.property
+    def image(self) -> Global___ImageInput:
+        """The product image, if any (as in EmbedImagesRequest)."""
+
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        category_paths: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+        image: Global___ImageInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_paths", b"category_paths", "description", b"description", "image", b"image", "item_id", b"item_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemInput: _TypeAlias = ItemInput  # noqa: Y015
+
+@_typing.final
+class EmbedItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemInput]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ItemInput] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedItemsRequest: _TypeAlias = EmbedItemsRequest  # noqa: Y015
+
+@_typing.final
+class ItemVector(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    @_builtins.property
+    def vector(self) -> Global___Vector: ...
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the vector was made from: "text", or "text" and "image"."""
+
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        vector: Global___Vector | None = ...,
+        modalities: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vector", b"vector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "modalities", b"modalities", "vector", b"vector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemVector: _TypeAlias = ItemVector  # noqa: Y015
+
+@_typing.final
+class EmbedItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DIM_FIELD_NUMBER: _builtins.int
+    TEXT_MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    IMAGE_MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The item fusion ("item-fusion") and its version (from the SHA-256 of its weights): item vectors
+    of different versions must not be compared.
+    """
+    model_version: _builtins.str
+    dim: _builtins.int
+    text_model_version: _builtins.str
+    """The encoders whose vectors the fusion mapped."""
+    image_model_version: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemVector]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ItemVector] | None = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        dim: _builtins.int = ...,
+        text_model_version: _builtins.str = ...,
+        image_model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dim", b"dim", "image_model_version", b"image_model_version", "items", b"items", "model", b"model", "model_version", b"model_version", "text_model_version", b"text_model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedItemsResponse: _TypeAlias = EmbedItemsResponse  # noqa: Y015
+
+@_typing.final
 class DescribeModelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -375,7 +502,7 @@ class ModelInfo(_message.Message):
     name: _builtins.str
     version: _builtins.str
     modality: _builtins.str
-    """"text", "image" or "audio"."""
+    """"text", "image", "audio", or "item" for the item fusion."""
     dim: _builtins.int
     device: _builtins.str
     license: _builtins.str

@@ -54,6 +54,11 @@ class EmbeddingStub:
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.SerializeToString,
                 response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.FromString,
                 _registered_method=True)
+        self.EmbedItems = channel.unary_unary(
+                '/bundlewise.embedding.v1.Embedding/EmbedItems',
+                request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsRequest.SerializeToString,
+                response_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsResponse.FromString,
+                _registered_method=True)
         self.DescribeModels = channel.unary_unary(
                 '/bundlewise.embedding.v1.Embedding/DescribeModels',
                 request_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.DescribeModelsRequest.SerializeToString,
@@ -88,7 +93,8 @@ class EmbeddingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EmbedAudio(self, request, context):
-        """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3; any sample rate
+        """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3, WebM Opus or Vorbis,
+        M4A/MP4 AAC or MP3; any sample rate
         from 8 to 192 kHz, resampled to 16 kHz; channels averaged) with Whisper-base's encoder: the
         mean of its states over the clip's sound, L2-normalised, float32, 512 values, in request order.
         These vectors share no space with text or image vectors; for spoken search use
@@ -114,10 +120,26 @@ class EmbeddingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedItems(self, request, context):
+        """Embeds up to 256 catalog items into the one item space the ranker uses. Each item's document
+        (title, up to two category paths, description) is embedded as a passage with the default text
+        encoder and its image, when it has one, with the default image encoder; the item fusion, trained
+        in the project on which items are bought together, maps both into one L2-normalised float32
+        vector per item, in request order. An item with only text gets its vector at once (a new item).
+        Items carry no audio: no bundle data has any to train a fusion on (spoken search goes through
+        EmbedSpokenQuery). INVALID_ARGUMENT: no items, more than 256, an item without a title, a
+        document past the text limit, or a bad image (as for EmbedImages); the message names the index.
+        NOT_FOUND: the server has no item fusion for its encoders (the message says why).
+        RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeModels(self, request, context):
         """Which encoders this server has loaded, their dimensions and the device they run on; the
-        default text encoder first, then the other text encoders, the image encoders, then the audio
-        encoders.
+        default text encoder first, then the other text encoders, the image encoders, the audio
+        encoders, then the item fusion.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +167,11 @@ def add_EmbeddingServicer_to_server(servicer, server):
                     servicer.EmbedSpokenQuery,
                     request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.FromString,
                     response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.SerializeToString,
+            ),
+            'EmbedItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedItems,
+                    request_deserializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsRequest.FromString,
+                    response_serializer=bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsResponse.SerializeToString,
             ),
             'DescribeModels': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeModels,
@@ -260,6 +287,33 @@ class Embedding:
             '/bundlewise.embedding.v1.Embedding/EmbedSpokenQuery',
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryRequest.SerializeToString,
             bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedSpokenQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bundlewise.embedding.v1.Embedding/EmbedItems',
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsRequest.SerializeToString,
+            bundlewise_dot_embedding_dot_v1_dot_embedding__pb2.EmbedItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,7 +49,8 @@ class EmbeddingStub:
     folder. RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
     """
     EmbedAudio: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.EmbedAudioRequest, _embedding_pb2.EmbedAudioResponse]
-    """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3; any sample rate
+    """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3, WebM Opus or Vorbis,
+    M4A/MP4 AAC or MP3; any sample rate
     from 8 to 192 kHz, resampled to 16 kHz; channels averaged) with Whisper-base's encoder: the
     mean of its states over the clip's sound, L2-normalised, float32, 512 values, in request order.
     These vectors share no space with text or image vectors; for spoken search use
@@ -67,10 +68,22 @@ class EmbeddingStub:
     RESOURCE_EXHAUSTED: too many spoken queries in progress. UNAVAILABLE: the budget or deadline ran
     out, or the server is shutting down.
     """
+    EmbedItems: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.EmbedItemsRequest, _embedding_pb2.EmbedItemsResponse]
+    """Embeds up to 256 catalog items into the one item space the ranker uses. Each item's document
+    (title, up to two category paths, description) is embedded as a passage with the default text
+    encoder and its image, when it has one, with the default image encoder; the item fusion, trained
+    in the project on which items are bought together, maps both into one L2-normalised float32
+    vector per item, in request order. An item with only text gets its vector at once (a new item).
+    Items carry no audio: no bundle data has any to train a fusion on (spoken search goes through
+    EmbedSpokenQuery). INVALID_ARGUMENT: no items, more than 256, an item without a title, a
+    document past the text limit, or a bad image (as for EmbedImages); the message names the index.
+    NOT_FOUND: the server has no item fusion for its encoders (the message says why).
+    RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
+    """
     DescribeModels: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.DescribeModelsRequest, _embedding_pb2.DescribeModelsResponse]
     """Which encoders this server has loaded, their dimensions and the device they run on; the
-    default text encoder first, then the other text encoders, the image encoders, then the audio
-    encoders.
+    default text encoder first, then the other text encoders, the image encoders, the audio
+    encoders, then the item fusion.
     """
 
 @_typing.type_check_only
@@ -92,7 +105,8 @@ class EmbeddingAsyncStub(EmbeddingStub):
     folder. RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
     """
     EmbedAudio: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedAudioRequest, _embedding_pb2.EmbedAudioResponse]  # type: ignore[assignment]
-    """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3; any sample rate
+    """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3, WebM Opus or Vorbis,
+    M4A/MP4 AAC or MP3; any sample rate
     from 8 to 192 kHz, resampled to 16 kHz; channels averaged) with Whisper-base's encoder: the
     mean of its states over the clip's sound, L2-normalised, float32, 512 values, in request order.
     These vectors share no space with text or image vectors; for spoken search use
@@ -110,10 +124,22 @@ class EmbeddingAsyncStub(EmbeddingStub):
     RESOURCE_EXHAUSTED: too many spoken queries in progress. UNAVAILABLE: the budget or deadline ran
     out, or the server is shutting down.
     """
+    EmbedItems: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedItemsRequest, _embedding_pb2.EmbedItemsResponse]  # type: ignore[assignment]
+    """Embeds up to 256 catalog items into the one item space the ranker uses. Each item's document
+    (title, up to two category paths, description) is embedded as a passage with the default text
+    encoder and its image, when it has one, with the default image encoder; the item fusion, trained
+    in the project on which items are bought together, maps both into one L2-normalised float32
+    vector per item, in request order. An item with only text gets its vector at once (a new item).
+    Items carry no audio: no bundle data has any to train a fusion on (spoken search goes through
+    EmbedSpokenQuery). INVALID_ARGUMENT: no items, more than 256, an item without a title, a
+    document past the text limit, or a bad image (as for EmbedImages); the message names the index.
+    NOT_FOUND: the server has no item fusion for its encoders (the message says why).
+    RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
+    """
     DescribeModels: _aio.UnaryUnaryMultiCallable[_embedding_pb2.DescribeModelsRequest, _embedding_pb2.DescribeModelsResponse]  # type: ignore[assignment]
     """Which encoders this server has loaded, their dimensions and the device they run on; the
-    default text encoder first, then the other text encoders, the image encoders, then the audio
-    encoders.
+    default text encoder first, then the other text encoders, the image encoders, the audio
+    encoders, then the item fusion.
     """
 
 class EmbeddingServicer(metaclass=_abc_1.ABCMeta):
@@ -150,7 +176,8 @@ class EmbeddingServicer(metaclass=_abc_1.ABCMeta):
         request: _embedding_pb2.EmbedAudioRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.EmbedAudioResponse, _abc.Awaitable[_embedding_pb2.EmbedAudioResponse]]:
-        """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3; any sample rate
+        """Embeds a batch of up to 16 audio clips (WAV, FLAC, OGG Vorbis or Opus, MP3, WebM Opus or Vorbis,
+        M4A/MP4 AAC or MP3; any sample rate
         from 8 to 192 kHz, resampled to 16 kHz; channels averaged) with Whisper-base's encoder: the
         mean of its states over the clip's sound, L2-normalised, float32, 512 values, in request order.
         These vectors share no space with text or image vectors; for spoken search use
@@ -176,14 +203,32 @@ class EmbeddingServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def EmbedItems(
+        self,
+        request: _embedding_pb2.EmbedItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_pb2.EmbedItemsResponse, _abc.Awaitable[_embedding_pb2.EmbedItemsResponse]]:
+        """Embeds up to 256 catalog items into the one item space the ranker uses. Each item's document
+        (title, up to two category paths, description) is embedded as a passage with the default text
+        encoder and its image, when it has one, with the default image encoder; the item fusion, trained
+        in the project on which items are bought together, maps both into one L2-normalised float32
+        vector per item, in request order. An item with only text gets its vector at once (a new item).
+        Items carry no audio: no bundle data has any to train a fusion on (spoken search goes through
+        EmbedSpokenQuery). INVALID_ARGUMENT: no items, more than 256, an item without a title, a
+        document past the text limit, or a bad image (as for EmbedImages); the message names the index.
+        NOT_FOUND: the server has no item fusion for its encoders (the message says why).
+        RESOURCE_EXHAUSTED and UNAVAILABLE as for EmbedTexts.
+        """
+
+    @_abc_1.abstractmethod
     def DescribeModels(
         self,
         request: _embedding_pb2.DescribeModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.DescribeModelsResponse, _abc.Awaitable[_embedding_pb2.DescribeModelsResponse]]:
         """Which encoders this server has loaded, their dimensions and the device they run on; the
-        default text encoder first, then the other text encoders, the image encoders, then the audio
-        encoders.
+        default text encoder first, then the other text encoders, the image encoders, the audio
+        encoders, then the item fusion.
         """
 
 def add_EmbeddingServicer_to_server(servicer: EmbeddingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
