@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from services.ranker.bundle_index import BundleVectors, load_bundle_vectors
 from services.ranker.domain import BundleInfo, ItemInfo
+from services.ranker.vector_index import BundleVectors, ItemVectors, load_bundle_vectors, load_item_vectors
 from shared.store.feature_reads import FeatureReadBatch, StoredBundle, StoredItem
 from shared.store.redis_keys import CatalogKeys
 
@@ -45,7 +45,9 @@ class CatalogSnapshot:
     popular: tuple[str, ...]
     loaded_at: float = field(default_factory=time.monotonic)
     vectors: BundleVectors | None = None
-    """The live bundles' vectors and their search index; None before any backfill (see bundle_index)."""
+    """The live bundles' vectors and their search index; None before any backfill (see vector_index)."""
+    item_vectors: ItemVectors | None = None
+    """The items' fused vectors and their index; None before any backfill of item vectors."""
 
 
 def item_info(item: StoredItem) -> ItemInfo:
@@ -75,14 +77,14 @@ def bundle_info(bundle: StoredBundle, purchases: int) -> BundleInfo:
 
 
 def load_snapshot(
-    client: redis.Redis, keys: CatalogKeys, version: str | None, vectors_at_version: BundleVectors | None = None
+    client: redis.Redis, keys: CatalogKeys, version: str | None, same_version: CatalogSnapshot | None = None
 ) -> CatalogSnapshot:
     """Reads the catalog's live bundles, their items and the purchase counts (``client`` decodes).
 
     ``version`` is the token read before loading: a write during the load sets a new token, which the
-    next request sees, so the copy is never taken for newer than it is. ``vectors_at_version``: the
-    bundle vectors of a copy at this same version, kept instead of read again (every write to the
-    live bundles or their vectors renews the token, so they cannot have changed).
+    next request sees, so the copy is never taken for newer than it is. ``same_version``: a copy at
+    this same version, whose bundle and item vectors are kept instead of read again (every write to
+    the live bundles or their vectors renews the token, so they cannot have changed).
     """
     batch = FeatureReadBatch(client, keys)
     live_reply, purchases_reply = batch.live_bundles(), batch.all_bundle_purchases()
@@ -127,9 +129,8 @@ def load_snapshot(
         bundles_by_item={item_id: tuple(sorted(ids)) for item_id, ids in by_item.items()},
         bundles_by_category={category: most_bought(ids) for category, ids in by_category.items()},
         popular=(*bought, *never_bought),
-        vectors=(
-            vectors_at_version if vectors_at_version is not None else load_bundle_vectors(client, keys, list(bundles))
-        ),
+        vectors=same_version.vectors if same_version is not None else load_bundle_vectors(client, keys, list(bundles)),
+        item_vectors=same_version.item_vectors if same_version is not None else load_item_vectors(client, keys),
     )
 
 
@@ -185,7 +186,7 @@ class CatalogSnapshots:
             len(snapshot.items),
             (time.perf_counter() - started) * 1000,
             version,
-            _describe_vectors(snapshot.vectors),
+            _describe_vectors(snapshot),
         )
         return snapshot
 
@@ -200,13 +201,11 @@ class CatalogSnapshots:
             try:
                 held = self._snapshots.get(catalog_id)
                 # An age refresh (same version) re-reads the popularity order, not the vectors.
-                same = held.vectors if held is not None and version is not None and held.version == version else None
+                same = held if held is not None and version is not None and held.version == version else None
                 snapshot = load_snapshot(self._client, self._keys_of(catalog_id), version, same)
                 with self._lock:
                     self._snapshots[catalog_id] = snapshot
-                log.info(
-                    "catalog %s reloaded at version %s; %s", catalog_id, version, _describe_vectors(snapshot.vectors)
-                )
+                log.info("catalog %s reloaded at version %s; %s", catalog_id, version, _describe_vectors(snapshot))
             except redis.RedisError as exc:
                 log.warning("reloading catalog %s failed (%s); keeping the loaded copy", catalog_id, exc)
             finally:
@@ -216,10 +215,14 @@ class CatalogSnapshots:
         threading.Thread(target=refresh, name=f"catalog-refresh-{catalog_id}", daemon=True).start()
 
 
-def _describe_vectors(vectors: BundleVectors | None) -> str:
-    if vectors is None:
-        return "no bundle vectors (typed search needs `bundlewise backfill-vectors`)"
-    return (
-        f"{len(vectors.index)} bundle vectors of {vectors.model_version}, "
+def _describe_vectors(snapshot: CatalogSnapshot) -> str:
+    vectors, items = snapshot.vectors, snapshot.item_vectors
+    described = (
+        "no bundle vectors (typed search needs `bundlewise backfill-vectors`)"
+        if vectors is None
+        else f"{len(vectors.index)} bundle vectors of {vectors.model_version}, "
         f"{vectors.without_vector} live bundles without one (synced since the last backfill)"
     )
+    if items is None:
+        return described + "; no item vectors (composing around a new item needs `bundlewise backfill-vectors`)"
+    return described + f"; {len(items.index)} item vectors of {items.model_version}"

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.ranker.bundle_index import BundleVectors
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
 from services.ranker.models import ServedModel
+from services.ranker.vector_index import BundleVectors
 from shared.store.vectors import Vector
 
 
@@ -62,6 +62,14 @@ class BundleVectorSource(Protocol):
     def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
         """The catalog's bundle vectors as of the request's settled copy (after ``settle_catalog``);
         None when the catalog has none."""
+        ...
+
+
+class ItemVectorSource(Protocol):
+    def similar_items(self, catalog_id: str, item_id: str, n: int) -> list[tuple[str, float]]:
+        """At most ``n`` other items nearest ``item_id`` in the item space (the embedding service's
+        item fusion, where items bought together are close), as (item id, cosine), nearest first;
+        empty when the catalog or the item has no vector yet. Retired items may be among them."""
         ...
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
-from services.ranker.ports import FeatureSource, ModelSource, PolicySource
+from services.ranker.ports import FeatureSource, ItemVectorSource, ModelSource, PolicySource
 from services.ranker.shadow_policy import ShadowPolicy
 from shared.errors import NotFound
 
@@ -18,6 +18,9 @@ MAX_SOURCE_ITEMS = 20
 # Candidates whose details are fetched, per bundle wanted.
 CANDIDATES_PER_SLOT = 5
 GENERATED_BUNDLE_SIZE = 4
+# Names of generated bundles: from co-purchases alone, or completed in the item space.
+COMPLETE_THE_SET = "Complete the set"
+GOES_WITH_IT = "Goes with it"
 NO_CONSTRAINTS = Constraints()
 
 
@@ -63,11 +66,15 @@ class Recommender:
         policies: PolicySource,
         models: ModelSource | None = None,
         shadows: Mapping[str, ShadowPolicy] | None = None,
+        item_vectors: ItemVectorSource | None = None,
     ) -> None:
+        """``item_vectors``: where a bundle composed around an item with few co-purchases finds
+        items that go with it (None: co-purchases only)."""
         self._features = features
         self._policies = policies
         self._models = models
         self._shadows = dict(shadows or {})
+        self._item_vectors = item_vectors
 
     def recommend(
         self,
@@ -111,7 +118,7 @@ class Recommender:
             shortlist += [b for b in popular if b not in evidence]
         bundles = self._features.bundles(catalog_id, shortlist)
         if anchors:
-            generated = self._compose(anchors[0], neighbours.get(anchors[0], []))
+            generated = self._compose(catalog_id, anchors[0], neighbours.get(anchors[0], []))
             if generated is not None:
                 bundles[generated.bundle_id] = generated
         items = self._features.items(catalog_id, list(dict.fromkeys(i for b in bundles.values() for i in b.item_ids)))
@@ -221,20 +228,28 @@ class Recommender:
     ) -> str:
         bundle = servable[bundle_id]
         if bundle.source != "catalog":
+            if bundle.name == GOES_WITH_IT:
+                return "Composed for you from items that go with it, by what shoppers bundle together"
             return "Composed for you from items often bought together"
         if by_model and bundle_id not in evidence:
             return "Chosen by shoppers whose history is like yours"
         return domain.explain(evidence.get(bundle_id), bundle, items, signals)
 
-    def _compose(self, anchor: str, neighbours: Sequence[tuple[str, float]]) -> BundleInfo | None:
-        """A generated bundle: the anchor with its most frequent companions, no duplicates."""
+    def _compose(self, catalog_id: str, anchor: str, neighbours: Sequence[tuple[str, float]]) -> BundleInfo | None:
+        """A generated bundle: the anchor with its most frequent companions, no duplicates; an anchor
+        with too few (a new item) is completed by the live items nearest it in the item space."""
         members = list(dict.fromkeys([anchor, *(n for n, _ in neighbours)]))[:GENERATED_BUNDLE_SIZE]
+        bought_together = len(members)
+        if len(members) < GENERATED_BUNDLE_SIZE and self._item_vectors is not None:
+            similar = [i for i, _ in self._item_vectors.similar_items(catalog_id, anchor, 2 * GENERATED_BUNDLE_SIZE)]
+            live = self._features.items(catalog_id, [i for i in similar if i not in members])
+            members += [i for i in similar if i in live and not live[i].retired][: GENERATED_BUNDLE_SIZE - len(members)]
         if len(members) < 2:
             return None
         digest = hashlib.blake2b("|".join(members).encode(), digest_size=6).hexdigest()
         return BundleInfo(
             bundle_id=f"gen-{digest}",
-            name="Complete the set",
+            name=COMPLETE_THE_SET if len(members) == bought_together else GOES_WITH_IT,
             item_ids=tuple(members),
             price=None,
             discounted_price=None,

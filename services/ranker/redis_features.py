@@ -19,9 +19,9 @@ from contextlib import contextmanager
 
 import redis
 
-from services.ranker.bundle_index import BundleVectors
 from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_info, item_info
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from services.ranker.vector_index import BundleVectors
 from shared.errors import NotFound, Unavailable
 from shared.store import feature_reads
 from shared.store.feature_reads import FeatureReadBatch
@@ -170,6 +170,11 @@ class RedisFeatureSource:
         answer with through :meth:`bundles`, which reads Redis itself while the copy is stale.
         """
         return self._catalog(catalog_id)[0].vectors
+
+    def similar_items(self, catalog_id: str, item_id: str, n: int) -> list[tuple[str, float]]:
+        """Nearest items by the copy's item vectors (see :class:`ItemVectorSource`)."""
+        item_vectors = self._catalog(catalog_id)[0].item_vectors
+        return item_vectors.similar(item_id, n) if item_vectors is not None else []
 
     def _catalog(self, catalog_id: str) -> tuple[CatalogSnapshot, bool]:
         """The copy this request settled on, and whether it is current."""

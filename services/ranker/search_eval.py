@@ -6,7 +6,7 @@ only its items' titles and category paths (:func:`services.featurestore.backfill
 the one the backfill embeds), never its name, so the name is not looked up, it is matched.
 
 For every bundle the name is searched over the whole catalog (3,660 bundles, both domains) through
-:class:`services.ranker.bundle_index.BundleIndex`, the ranker's index. Reported:
+:class:`services.ranker.vector_index.VectorIndex`, the ranker's index. Reported:
 
 - ``recall_at_10``: share of bundles ranked in the first 10 for their own name.
 - ``mrr``: mean reciprocal rank of the bundle for its own name (full ranking).
@@ -41,7 +41,7 @@ from services.embedding.settings import ModelCacheSettings
 from services.embedding.text_encoder import E5TextEncoder, TextRole
 from services.featurestore.backfill_vectors import bundle_document
 from services.featurestore.real_catalogs import load_amazon
-from services.ranker.bundle_index import BundleIndex
+from services.ranker.vector_index import VectorIndex
 from shared.datasets import default_data_dir
 from shared.store.vectors import Vector
 
@@ -82,7 +82,7 @@ def cached_passages(encoder: E5TextEncoder, documents: Sequence[str]) -> tuple[V
     return vectors, False
 
 
-def rank_of(index: BundleIndex, passages: Vector, position: int, query: Vector) -> tuple[int, list[str]]:
+def rank_of(index: VectorIndex, passages: Vector, position: int, query: Vector) -> tuple[int, list[str]]:
     """1-based rank of the bundle at ``position`` for ``query`` over the whole catalog, and the ids
     of the first K by the index (the rank counts the bundles scoring strictly higher)."""
     scores = passages @ query
@@ -101,7 +101,7 @@ def evaluate(data_dir: Path, model_cache: Path) -> dict[str, Any]:
     encoder = E5TextEncoder.from_cache(model_cache, DevicePlacement(torch.device("cpu"), torch.float32), MAX_TOKENS)
     passages, from_cache = cached_passages(encoder, documents)
     passages_s = time.perf_counter() - started
-    index = BundleIndex([b.bundle_id for b in bundles], passages)
+    index = VectorIndex([b.bundle_id for b in bundles], passages)
 
     names = sorted({" ".join(b.name.split()) for b in bundles})
     query_started = time.perf_counter()

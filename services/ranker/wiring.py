@@ -52,7 +52,7 @@ def build_service(settings: RankerSettings) -> RankerService:
         else None
     )
     search, search_off_reason = bundle_search(settings, features, in_process)
-    recommender = Recommender(features, policies, models, shadow_policies(settings))
+    recommender = Recommender(features, policies, models, shadow_policies(settings), item_vectors=in_process)
     servicer = RankerServicer(recommender, search, search_off_reason)
     return RankerService(servicer, policies, models, in_process)
 

@@ -88,6 +88,24 @@ class CatalogKeys:
         """Hash: model (encoder name), model_version, dim; every vector of the catalog is of this version."""
         return f"{self.prefix}:bundle_vectors_meta"
 
+    # --- item vectors (written only by services.featurestore.backfill_vectors) -----------------------
+    def item_vectors(self) -> str:
+        """Hash item id -> its item vector from the embedding service's EmbedItems (the item fusion):
+        base64 of little-endian float32, L2-normalised."""
+        return f"{self.prefix}:item_vectors"
+
+    def item_vector_digests(self) -> str:
+        """Hash item id -> digest of the fusion version and item document its vector was made from."""
+        return f"{self.prefix}:item_vector_digests"
+
+    def item_vectors_meta(self) -> str:
+        """Hash: model (the item fusion's name), model_version, dim; every item vector is of this version."""
+        return f"{self.prefix}:item_vectors_meta"
+
+    def items_pattern(self) -> str:
+        """Matches every item hash of the catalog (:meth:`item`), for a batch job that visits them all."""
+        return f"{self.prefix}:item:*"
+
     def privacy_erasures(self) -> str:
         """Hash user digest -> id of the erasure whose Redis step is done (see shared.store.privacy)."""
         return f"{self.prefix}:privacy_erasures"

@@ -1,7 +1,7 @@
-"""How a bundle vector is stored: one field of ``CatalogKeys.bundle_vectors``.
+"""How a bundle or item vector is stored: one field of ``CatalogKeys.bundle_vectors`` or ``item_vectors``.
 
 The backfill (:mod:`services.featurestore.backfill_vectors`) writes vectors with
-:func:`vector_to_field`; the ranker's search index (:mod:`services.ranker.bundle_index`) reads them
+:func:`vector_to_field`; the ranker's search index (:mod:`services.ranker.vector_index`) reads them
 with :func:`vector_from_field`.
 """
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from services.featurestore.backfill_vectors import MAX_DOCUMENT_CHARS, bundle_document, document_digest
-from services.ranker.bundle_index import BundleIndex, BundleVectors
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from services.ranker.ports import QueryVector
 from services.ranker.search import BundleSearch, SearchNotReady, explain
+from services.ranker.vector_index import BundleVectors, VectorIndex
 from shared.errors import NotFound
 
 
@@ -53,7 +53,7 @@ def test_the_digest_changes_with_the_encoder_version_and_with_the_text() -> None
 def test_the_index_answers_the_most_similar_first_with_cosine_scores(exact_max: int) -> None:
     ids = ["far", "near", "middle", "opposite"]
     vectors = np.stack([unit(0, 1, 0), unit(1, 0.1, 0), unit(1, 1, 0), unit(-1, 0, 0)])
-    index = BundleIndex(ids, vectors, exact_max=exact_max)
+    index = VectorIndex(ids, vectors, exact_max=exact_max)
 
     hits = index.search(unit(1, 0, 0), 3)
 
@@ -64,7 +64,7 @@ def test_the_index_answers_the_most_similar_first_with_cosine_scores(exact_max: 
 
 
 def test_equal_scores_come_in_id_order_and_n_is_capped_by_the_index_size() -> None:
-    index = BundleIndex(["b", "a"], np.stack([unit(1, 0), unit(1, 0)]))
+    index = VectorIndex(["b", "a"], np.stack([unit(1, 0), unit(1, 0)]))
 
     hits = index.search(unit(1, 0), 10)
 
@@ -73,7 +73,7 @@ def test_equal_scores_come_in_id_order_and_n_is_capped_by_the_index_size() -> No
 
 
 def test_a_query_of_another_dimension_is_refused() -> None:
-    index = BundleIndex(["a"], np.stack([unit(1, 0)]))
+    index = VectorIndex(["a"], np.stack([unit(1, 0)]))
 
     with pytest.raises(ValueError, match="query vector"):
         index.search(unit(1, 0, 0), 1)
@@ -146,7 +146,7 @@ class FixedEncoder:
 
 def vectors_of(rows: dict[str, np.ndarray]) -> BundleVectors:
     ids = sorted(rows)
-    return BundleVectors("e5", "e5@1", BundleIndex(ids, np.stack([rows[b] for b in ids])), without_vector=0)
+    return BundleVectors("e5", "e5@1", VectorIndex(ids, np.stack([rows[b] for b in ids])), without_vector=0)
 
 
 def test_search_answers_servable_bundles_best_first_leaving_out_retired_ones() -> None:

@@ -1,9 +1,11 @@
-"""The bundle vectors of one catalog and the nearest-neighbour index searched by a shopper's query.
+"""A catalog's bundle and item vectors and their nearest-neighbour indexes.
 
-The vectors are written by ``bundlewise backfill-vectors`` (:mod:`services.featurestore.backfill_vectors`)
-under ``CatalogKeys.bundle_vectors``, in the format of :mod:`shared.store.vectors`, and loaded with the
+Bundle vectors (a bundle's text, searched by a shopper's query) and item vectors (the embedding
+service's item fusion, where items bought together are close) are written by ``bundlewise
+backfill-vectors`` (:mod:`services.featurestore.backfill_vectors`) under ``CatalogKeys.bundle_vectors``
+and ``CatalogKeys.item_vectors``, in the format of :mod:`shared.store.vectors`, and loaded with the
 rest of the catalog copy (:mod:`services.ranker.catalog_snapshot`), so the catalog version token that the backfill bumps
-governs them too: a ranker rebuilds its index exactly when its copy reloads.
+governs them too: a ranker rebuilds its indexes exactly when its copy reloads.
 
 The index is exact inner product (faiss ``IndexFlatIP``) up to :data:`EXACT_SEARCH_MAX` vectors and
 HNSW above. Vectors are L2-normalised, so inner product is cosine similarity. At the scale of the
@@ -33,8 +35,9 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
 
-class BundleIndex:
-    """Nearest bundles to a query vector by inner product; exact below ``exact_max`` vectors, HNSW above."""
+class VectorIndex:
+    """Nearest ids (bundles or items) to a query vector by inner product; exact below ``exact_max``
+    vectors, HNSW above."""
 
     def __init__(self, bundle_ids: Sequence[str], vectors: Vector, exact_max: int = EXACT_SEARCH_MAX) -> None:
         """``vectors[i]`` is the L2-normalised vector of ``bundle_ids[i]``, shape ``(len(bundle_ids), dim)``.
@@ -63,7 +66,7 @@ class BundleIndex:
         return len(self._ids)
 
     def search(self, query: Vector, n: int) -> list[tuple[str, float]]:
-        """At most ``n`` bundles as (bundle id, cosine similarity), most similar first; ties by id.
+        """At most ``n`` ids as (id, cosine similarity), most similar first; ties by id.
 
         Raises:
             ValueError: ``query`` is not of length :attr:`dim`.
@@ -84,7 +87,7 @@ class BundleVectors:
 
     model: str
     model_version: str
-    index: BundleIndex
+    index: VectorIndex
     without_vector: int
     """Live bundles with no vector (synced after the last backfill): search cannot find them."""
 
@@ -109,6 +112,43 @@ def load_bundle_vectors(client: redis.Redis, keys: CatalogKeys, live_bundle_ids:
     return BundleVectors(
         model=meta.get("model", ""),
         model_version=meta["model_version"],
-        index=BundleIndex(kept, matrix[: len(kept)]),
+        index=VectorIndex(kept, matrix[: len(kept)]),
         without_vector=len(live_bundle_ids) - len(kept),
     )
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """A catalog's item vectors: the item fusion that made them, each item's vector, and the index."""
+
+    model_version: str
+    vectors: Mapping[str, Vector]
+    index: VectorIndex
+
+    def similar(self, item_id: str, n: int) -> list[tuple[str, float]]:
+        """At most ``n`` other items nearest ``item_id`` as (item id, cosine similarity), most similar
+        first; empty when ``item_id`` has no vector (an item synced since the last backfill)."""
+        vector = self.vectors.get(item_id)
+        if vector is None:
+            return []
+        return [(other, score) for other, score in self.index.search(vector, n + 1) if other != item_id][:n]
+
+
+def load_item_vectors(client: redis.Redis, keys: CatalogKeys) -> ItemVectors | None:
+    """Every stored item vector of the catalog (``client`` decodes responses); None when it has none.
+
+    Items retired since the backfill may still be among them: callers check what they serve."""
+    meta: Mapping[str, str] = client.hgetall(keys.item_vectors_meta())  # type: ignore[assignment]
+    if not meta.get("model_version"):
+        return None
+    dim = int(meta.get("dim", "0"))
+    vectors: dict[str, Vector] = {}
+    for item_id, field in client.hscan_iter(keys.item_vectors(), count=1000):
+        vector = vector_from_field(field)
+        if vector.shape != (dim,):
+            log.warning("item %s has a vector of %d values, not %d; left out", item_id, len(vector), dim)
+            continue
+        vectors[str(item_id)] = vector
+    ids = sorted(vectors)
+    matrix = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, dim), dtype=np.float32)
+    return ItemVectors(model_version=meta["model_version"], vectors=vectors, index=VectorIndex(ids, matrix))
