@@ -1,4 +1,5 @@
-"""``bundlewise backfill-vectors``: embeds each live bundle of a catalog for typed search.
+"""``bundlewise backfill-vectors``: embeds each live bundle of a catalog for typed search, then each
+live item of it into the item space of the embedding service's item fusion.
 
 A bundle's document is its items' titles and category paths (:func:`bundle_document`), never its
 name: the search evaluation (``python -m services.ranker.search_eval``) uses the Amazon bundles'
@@ -7,10 +8,16 @@ embedded by the embedding service over gRPC as passages ("passage: <text>" for m
 in batches, and stored under ``CatalogKeys.bundle_vectors`` with the encoder's version; the catalog
 version token is then renewed, so every ranker reloads its copy and rebuilds its index.
 
-Safe to rerun: a bundle whose document and encoder version are unchanged is not embedded again;
-the vectors of bundles no longer live are removed. Every write of a run lands in one transaction,
-so a ranker never sees vectors of two encoder versions side by side. Run it after syncing bundles
-(a bundle synced since the last run is not found by search) and after ``bundlewise rebuild``.
+Items (title and category path each) are then embedded with ``EmbedItems`` into
+``CatalogKeys.item_vectors`` (:mod:`services.featurestore.backfill_item_vectors`). A service without
+an item fusion skips them with one line saying why, and the run still succeeds; ``--no-items``
+skips them on purpose.
+
+Safe to rerun: a bundle or item whose text and encoder (or fusion) version are unchanged is not
+embedded again; the vectors of bundles and items no longer live are removed. The writes of each
+part land in one transaction, so a ranker never sees vectors of two versions side by side. Run it
+after syncing a catalog (a bundle synced since the last run is not found by search, an item has no
+item vector) and after ``bundlewise rebuild``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ import redis
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from pydantic import Field
 
+from services.featurestore.backfill_item_vectors import (
+    ITEM_BATCH,
+    MAX_ITEM_BATCH,
+    ItemEncoder,
+    NoItemFusion,
+    backfill_items,
+    report_line,
+)
 from shared.errors import BundlewiseError, from_rpc_error
 from shared.grpc_client import open_channel
 from shared.log import configure_logging
@@ -188,14 +203,37 @@ def backfill_catalog(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bundlewise backfill-vectors", description=__doc__)
     parser.add_argument("--catalogs", required=True, help="comma-separated catalog ids, e.g. amazon")
-    parser.add_argument("--batch", type=int, default=BATCH, help=f"documents per EmbedTexts call (default {BATCH})")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help=f"bundle documents per EmbedTexts call (default {BATCH})"
+    )
+    parser.add_argument(
+        "--item-batch",
+        type=int,
+        default=ITEM_BATCH,
+        help=f"items per EmbedItems call, 1 to {MAX_ITEM_BATCH} (default {ITEM_BATCH})",
+    )
+    parser.add_argument("--no-items", action="store_true", help="embed bundles only, no item vectors")
     return parser.parse_args(argv)
+
+
+def open_item_encoder(channel: grpc.Channel, timeout_s: float) -> ItemEncoder | None:
+    """The item fusion, or None (saying why) when the embedding service has none."""
+    try:
+        encoder = ItemEncoder(channel, timeout_s)
+    except NoItemFusion as exc:
+        print(f"item vectors skipped: the embedding service has no item fusion; {exc}", flush=True)
+        return None
+    print(f"item fusion {encoder.model_version} ({encoder.dim} dimensions)", flush=True)
+    return encoder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not 1 <= args.batch <= 1024:
         print("--batch must be between 1 and 1024 (the embedding service's limit)", file=sys.stderr)
+        return 2
+    if not 1 <= args.item_batch <= MAX_ITEM_BATCH:
+        print(f"--item-batch must be between 1 and {MAX_ITEM_BATCH} (EmbedItems' limit)", file=sys.stderr)
         return 2
     catalog_ids = [c.strip() for c in args.catalogs.split(",") if c.strip()]
     try:
@@ -210,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         encoder = PassageEncoder(channel, settings.embedding_timeout_s)
         print(f"encoder {encoder.model_version} ({encoder.dim} dimensions) at {settings.embedding_addr}", flush=True)
+        item_encoder = None if args.no_items else open_item_encoder(channel, settings.embedding_timeout_s)
         for catalog_id in catalog_ids:
             keys = namespace.catalog(catalog_id)
             if client.get(keys.catalog_version()) is None:
@@ -224,6 +263,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{report.model_version}; {report.seconds:.1f}s",
                 flush=True,
             )
+            if item_encoder is None:
+                continue
+            try:
+                item_report = backfill_items(client, keys, catalog_id, item_encoder, args.item_batch)
+            except NoItemFusion as exc:
+                print(f"item vectors skipped: the embedding service lost its item fusion; {exc}", flush=True)
+                item_encoder = None
+                continue
+            print(report_line(item_report), flush=True)
     except BundlewiseError as exc:
         print(f"backfill failed: {exc}", file=sys.stderr)
         return 1

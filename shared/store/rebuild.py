@@ -95,7 +95,7 @@ def _text(value: str | bytes) -> str:
 def rebuild_redis(engine: Engine, redis_client: redis.Redis, namespace: str) -> RebuildReport:
     """Drops the namespace's keys, mirrors every catalog, then re-applies every event in Kafka order.
 
-    The backfill's bundle vectors are kept (they come from an encoder, not from PostgreSQL; after a
+    The backfill's bundle and item vectors are kept (they come from encoders, not from PostgreSQL; after a
     Redis loss, rerun ``bundlewise backfill-vectors``). Ingestion must be paused meanwhile, or it
     races the rebuild.
     """

@@ -167,8 +167,16 @@ def rate_limit_bucket(namespace: str, key_id: str) -> str:
     return f"bw-ratelimit:{namespace}:{key_id}"
 
 
-# Keys no rebuild can remake: the backfill's encoder outputs (bundle vectors), not derived from PostgreSQL.
-_BACKFILLED = (":bundle_vectors", ":bundle_vector_digests", ":bundle_vectors_meta")
+# Keys no rebuild can remake: the backfill's encoder outputs (bundle and item vectors), not derived
+# from PostgreSQL.
+_BACKFILLED = (
+    ":bundle_vectors",
+    ":bundle_vector_digests",
+    ":bundle_vectors_meta",
+    ":item_vectors",
+    ":item_vector_digests",
+    ":item_vectors_meta",
+)
 
 
 def made_by_backfill(key: str | bytes) -> bool:
