@@ -57,9 +57,13 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
 
     A batch is closed when ``max_batch`` inputs wait or when the oldest waiting input has waited
     ``max_wait_s``, whichever comes first, and right away while closing. A batch never mixes
-    groups (a text batcher's groups are roles): the oldest waiting call always goes into the next
-    batch, and calls of its group join it in arrival order. A call larger than ``max_batch`` is
-    spread over consecutive batches. At most ``max_queue`` inputs wait at a time.
+    groups (a text batcher's groups are roles). Calls of at most ``interactive_max`` inputs (a
+    shopper's search query, one product) go first: the oldest of them goes into the next batch with
+    the other interactive calls of its group, and bulk calls of that group (a backfill, a catalog
+    sync) fill the rest of the batch in arrival order; without interactive calls waiting, the oldest
+    call leads. So a query waits for at most the forward pass in progress, not for the bulk queued
+    before it; bulk calls wait only while interactive ones fill whole batches. A call larger than
+    ``max_batch`` is spread over consecutive batches. At most ``max_queue`` inputs wait at a time.
     """
 
     def __init__(
@@ -71,11 +75,14 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
+        interactive_max: int = 0,
     ) -> None:
         """Starts the worker thread; :meth:`close` stops it.
 
         ``encode(items, group)`` must return float32 ``(len(items), dim)``; ``modality`` (``text``,
-        ``image``, ``audio``) labels the metrics and names the inputs in error messages (``<modality>s``).
+        ``image``, ``audio``) labels the metrics and names the inputs in error messages
+        (``<modality>s``). ``interactive_max``: calls of at most this many inputs go first (0: none,
+        strictly oldest first).
         """
         self._encode_fn = encode
         self._dim = dim
@@ -84,6 +91,7 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_queue = max_queue
+        self._interactive_max = interactive_max
         self._pending: deque[_Request[ItemT, GroupT]] = deque()
         self._pending_items = 0
         self._closing = False
@@ -179,28 +187,35 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
             return batch
 
     def _take_batch(self) -> _Batch[ItemT, GroupT]:
-        """Moves up to ``max_batch`` inputs of the oldest call's group from the queue into a batch."""
-        batch: _Batch[ItemT, GroupT] = _Batch(self._pending[0].group)
+        """Moves up to ``max_batch`` inputs into a batch: the group of the oldest interactive call
+        (else of the oldest call), its interactive calls first, then its others, each in arrival order."""
+        lead = next((r for r in self._pending if self._interactive(r)), self._pending[0])
+        batch: _Batch[ItemT, GroupT] = _Batch(lead.group)
+        # A stable sort: interactive calls first, arrival order within each kind.
+        order = sorted((r for r in self._pending if r.group == batch.group), key=lambda r: not self._interactive(r))
         taken = 0
-        kept: deque[_Request[ItemT, GroupT]] = deque()
-        for request in self._pending:
-            if request.group != batch.group or taken == self._max_batch:
-                kept.append(request)
-                continue
+        finished: set[int] = set()
+        for request in order:
+            if taken == self._max_batch:
+                break
             starting = request.next_index == 0
             if (starting and not request.future.set_running_or_notify_cancel()) or request.future.done():
                 # Cancelled by its caller, or failed with an earlier slice: nothing left to deliver.
                 self._pending_items -= len(request.items) - request.next_index
+                finished.add(id(request))
                 continue
             count = min(len(request.items) - request.next_index, self._max_batch - taken)
             batch.slices.append(_Slice(request, request.next_index, count))
             request.next_index += count
             taken += count
             self._pending_items -= count
-            if request.next_index < len(request.items):
-                kept.append(request)
-        self._pending = kept
+            if request.next_index == len(request.items):
+                finished.add(id(request))
+        self._pending = deque(r for r in self._pending if id(r) not in finished)
         return batch
+
+    def _interactive(self, request: _Request[ItemT, GroupT]) -> bool:
+        return request.next_index == 0 and len(request.items) <= self._interactive_max
 
     def _encode(self, batch: _Batch[ItemT, GroupT]) -> None:
         items = [item for s in batch.slices for item in s.request.items[s.start : s.start + s.count]]
@@ -236,8 +251,16 @@ class TextBatcher:
     Batching is a :class:`DynamicBatcher`'s: texts of one role per batch, padded to the longest.
     """
 
-    def __init__(self, encoder: BatchableTextEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:
-        """Starts the worker thread; :meth:`close` stops it."""
+    def __init__(
+        self,
+        encoder: BatchableTextEncoder,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        interactive_max: int = 0,
+    ) -> None:
+        """Starts the worker thread; :meth:`close` stops it. Calls of at most ``interactive_max``
+        texts go first (see :class:`DynamicBatcher`)."""
         self._encoder = encoder
         self._batcher: DynamicBatcher[TokenizedText, TextRole] = DynamicBatcher(
             lambda tokens, _role: encoder.encode_tokenized(tokens),
@@ -247,6 +270,7 @@ class TextBatcher:
             max_batch,
             max_wait_s,
             max_queue,
+            interactive_max,
         )
 
     @property
@@ -284,8 +308,11 @@ class TextBatcher:
 class ImageBatcher(DynamicBatcher[torch.Tensor, None]):
     """Preprocessed images (``(3, H, W)`` tensors from :meth:`ImageEncoder.preprocess`) per forward pass."""
 
-    def __init__(self, encoder: ImageEncoder, max_batch: int, max_wait_s: float, max_queue: int) -> None:
-        """Starts the worker thread; :meth:`close` stops it."""
+    def __init__(
+        self, encoder: ImageEncoder, max_batch: int, max_wait_s: float, max_queue: int, interactive_max: int = 0
+    ) -> None:
+        """Starts the worker thread; :meth:`close` stops it. Calls of at most ``interactive_max``
+        images go first (see :class:`DynamicBatcher`)."""
         super().__init__(
             lambda pixels, _group: encoder.encode(pixels),
             encoder.dim,
@@ -294,6 +321,7 @@ class ImageBatcher(DynamicBatcher[torch.Tensor, None]):
             max_batch,
             max_wait_s,
             max_queue,
+            interactive_max,
         )
         self._encoder = encoder
 

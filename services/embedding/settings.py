@@ -76,6 +76,13 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         ge=MAX_IMAGES_PER_CALL,
         description="Decoded images waiting to be encoded before new calls get RESOURCE_EXHAUSTED.",
     )
+    embedding_interactive_max_inputs: int = Field(
+        default=8,
+        ge=0,
+        le=MAX_TEXTS_PER_CALL,
+        description="Calls of at most this many texts or images (a shopper's query, one product) are "
+        "batched before bulk calls queued earlier; 0: strictly oldest first.",
+    )
     embedding_max_text_chars: int = Field(
         default=2000, ge=1, description="Longer texts are rejected with INVALID_ARGUMENT."
     )

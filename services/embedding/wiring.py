@@ -131,11 +131,23 @@ def build_service(
     else:
         log.info("vector cache: off (BUNDLEWISE_REDIS_URL is not set)")
     text_batchers = [
-        TextBatcher(encoder, settings.embedding_max_batch, max_wait_s, settings.embedding_max_queue)
+        TextBatcher(
+            encoder,
+            settings.embedding_max_batch,
+            max_wait_s,
+            settings.embedding_max_queue,
+            settings.embedding_interactive_max_inputs,
+        )
         for encoder in encoders.texts
     ]
     image_batchers = [
-        ImageBatcher(encoder, settings.embedding_max_image_batch, max_wait_s, settings.embedding_max_image_queue)
+        ImageBatcher(
+            encoder,
+            settings.embedding_max_image_batch,
+            max_wait_s,
+            settings.embedding_max_image_queue,
+            settings.embedding_interactive_max_inputs,
+        )
         for encoder in encoders.images
     ]
     audio_batchers: list[AudioBatcher] = []

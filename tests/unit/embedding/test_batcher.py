@@ -267,3 +267,41 @@ def test_no_texts_resolve_at_once_to_an_empty_matrix(gated: GatedEncoder) -> Non
 
     assert batcher.submit([], TextRole.PASSAGE).result(0).shape == (0, 2)
     batcher.close()
+
+
+def test_a_small_call_goes_before_bulk_calls_queued_earlier(gated: GatedEncoder) -> None:
+    recording = RecordingEncoder(gated)
+    batcher = TextBatcher(recording, max_batch=4, max_wait_s=0.0, max_queue=100, interactive_max=2)
+    held = batcher.submit(["held"], TextRole.PASSAGE)
+    assert gated.started.wait(WAIT_S)
+    bulk = batcher.submit([f"b{i}" for i in range(6)], TextRole.PASSAGE)
+    query = batcher.submit(["shopper's query"], TextRole.QUERY)
+    product = batcher.submit(["new product", "its category"], TextRole.PASSAGE)
+
+    gated.gate.set()
+    for future in (held, bulk, query, product):
+        future.result(WAIT_S)
+    batcher.close()
+
+    assert recording.texts_of_batches() == [
+        ["held"],
+        ["shopper's query"],  # the oldest small call leads, in its own role
+        ["new product", "its category", "b0", "b1"],  # small calls first, bulk fills the rest
+        ["b2", "b3", "b4", "b5"],
+    ]
+
+
+def test_without_an_interactive_limit_the_oldest_call_always_leads(gated: GatedEncoder) -> None:
+    recording = RecordingEncoder(gated)
+    batcher = TextBatcher(recording, max_batch=4, max_wait_s=0.0, max_queue=100)
+    held = batcher.submit(["held"], TextRole.PASSAGE)
+    assert gated.started.wait(WAIT_S)
+    bulk = batcher.submit([f"b{i}" for i in range(6)], TextRole.PASSAGE)
+    query = batcher.submit(["shopper's query"], TextRole.QUERY)
+
+    gated.gate.set()
+    for future in (held, bulk, query):
+        future.result(WAIT_S)
+    batcher.close()
+
+    assert recording.texts_of_batches() == [["held"], ["b0", "b1", "b2", "b3"], ["b4", "b5"], ["shopper's query"]]
