@@ -24,10 +24,9 @@ import numpy as np
 import redis
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
+from services.featurestore.vector_sync import VectorHashes, progress_printer, sync_vectors
 from shared.errors import BundlewiseError, NotFound, from_rpc_error
-from shared.store.catalog import new_version
 from shared.store.redis_keys import CatalogKeys
-from shared.store.vectors import vector_to_field
 
 ITEM_BATCH = 256
 MAX_ITEM_BATCH = 256
@@ -179,41 +178,22 @@ def backfill_items(
     """
     started = time.perf_counter()
     items = read_items(client, keys)
-    stored_digests: Mapping[str, str] = client.hgetall(keys.item_vector_digests())  # type: ignore[assignment]
-    digests = {i: item_digest(encoder.model_version, text) for i, text in items.items()}
-    todo = sorted(i for i, digest in digests.items() if stored_digests.get(i) != digest)
-    vectors: dict[str, str] = {}
-    for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
-        for item_id, vector in zip(chunk, encoder.encode([(i, items[i]) for i in chunk]), strict=True):
-            vectors[item_id] = vector_to_field(vector)
-        print(
-            f"  {catalog_id}: embedded {start + len(chunk)}/{len(todo)} items ({time.perf_counter() - started:.1f}s)",
-            flush=True,
-        )
-    gone = sorted(set(stored_digests) - set(digests))
-    pipe = client.pipeline(transaction=True)
-    for start in range(0, len(gone), SCAN_CHUNK):
-        pipe.hdel(keys.item_vectors(), *gone[start : start + SCAN_CHUNK])
-        pipe.hdel(keys.item_vector_digests(), *gone[start : start + SCAN_CHUNK])
-    ids = sorted(vectors)
-    for start in range(0, len(ids), SCAN_CHUNK):
-        chunk_ids = ids[start : start + SCAN_CHUNK]
-        pipe.hset(keys.item_vectors(), mapping={i: vectors[i] for i in chunk_ids})
-        pipe.hset(keys.item_vector_digests(), mapping={i: digests[i] for i in chunk_ids})
-    pipe.hset(
-        keys.item_vectors_meta(),
-        mapping={"model": encoder.model, "model_version": encoder.model_version, "dim": str(encoder.dim)},
+    counts = sync_vectors(
+        client,
+        keys,
+        VectorHashes(keys.item_vectors(), keys.item_vector_digests(), keys.item_vectors_meta()),
+        {i: item_digest(encoder.model_version, text) for i, text in items.items()},
+        lambda ids: encoder.encode([(i, items[i]) for i in ids]),
+        batch,
+        (encoder.model, encoder.model_version, encoder.dim),
+        progress_printer(catalog_id, "items"),
     )
-    if vectors or gone:
-        pipe.set(keys.catalog_version(), new_version())
-    pipe.execute()
     return ItemBackfillReport(
         catalog_id=catalog_id,
         live=len(items),
-        embedded=len(vectors),
-        unchanged=len(digests) - len(todo),
-        removed=len(gone),
+        embedded=counts.embedded,
+        unchanged=counts.unchanged,
+        removed=counts.removed,
         model_version=encoder.model_version,
         seconds=time.perf_counter() - started,
     )

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -44,13 +44,12 @@ from services.featurestore.backfill_item_vectors import (
     backfill_items,
     report_line,
 )
+from services.featurestore.vector_sync import VectorHashes, progress_printer, sync_vectors
 from shared.errors import BundlewiseError, from_rpc_error
 from shared.grpc_client import open_channel
 from shared.log import configure_logging
 from shared.settings import RedisSettings, SettingsError, load_settings
-from shared.store.catalog import new_version
 from shared.store.redis_keys import CatalogKeys, NamespaceKeys
-from shared.store.vectors import vector_to_field
 
 # The embedding service takes up to 1024 texts per call and encodes 64 per forward pass.
 BATCH = 256
@@ -159,42 +158,24 @@ def backfill_catalog(
     """Embeds the live bundles of one catalog whose document or encoder changed; see the module doc."""
     started = time.perf_counter()
     documents = read_documents(client, keys)
-    stored_digests: Mapping[str, str] = client.hgetall(keys.bundle_vector_digests())  # type: ignore[assignment]
     digests = {b: document_digest(encoder.model_version, text) for b, text in documents.items() if text}
-    todo = sorted(b for b, digest in digests.items() if stored_digests.get(b) != digest)
-    vectors: dict[str, str] = {}
-    for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
-        for bundle_id, vector in zip(chunk, encoder.encode([documents[b] for b in chunk]), strict=True):
-            vectors[bundle_id] = vector_to_field(vector)
-        print(
-            f"  {catalog_id}: embedded {start + len(chunk)}/{len(todo)} bundles ({time.perf_counter() - started:.1f}s)",
-            flush=True,
-        )
-    gone = sorted(set(stored_digests) - set(digests))
-    pipe = client.pipeline(transaction=True)
-    for start in range(0, len(gone), CHUNK):
-        pipe.hdel(keys.bundle_vectors(), *gone[start : start + CHUNK])
-        pipe.hdel(keys.bundle_vector_digests(), *gone[start : start + CHUNK])
-    ids = sorted(vectors)
-    for start in range(0, len(ids), CHUNK):
-        chunk_ids = ids[start : start + CHUNK]
-        pipe.hset(keys.bundle_vectors(), mapping={b: vectors[b] for b in chunk_ids})
-        pipe.hset(keys.bundle_vector_digests(), mapping={b: digests[b] for b in chunk_ids})
-    pipe.hset(
-        keys.bundle_vectors_meta(),
-        mapping={"model": encoder.model, "model_version": encoder.model_version, "dim": str(encoder.dim)},
+    counts = sync_vectors(
+        client,
+        keys,
+        VectorHashes(keys.bundle_vectors(), keys.bundle_vector_digests(), keys.bundle_vectors_meta()),
+        digests,
+        lambda ids: encoder.encode([documents[b] for b in ids]),
+        batch,
+        (encoder.model, encoder.model_version, encoder.dim),
+        progress_printer(catalog_id, "bundles"),
     )
-    if vectors or gone:
-        pipe.set(keys.catalog_version(), new_version())
-    pipe.execute()
     return BackfillReport(
         catalog_id=catalog_id,
         live=len(documents),
-        embedded=len(vectors),
-        unchanged=len(digests) - len(todo),
+        embedded=counts.embedded,
+        unchanged=counts.unchanged,
         without_document=len(documents) - len(digests),
-        removed=len(gone),
+        removed=counts.removed,
         model_version=encoder.model_version,
         seconds=time.perf_counter() - started,
     )
