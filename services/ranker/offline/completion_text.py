@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from services.embedding.device import DevicePlacement
 from services.embedding.model_cache import e5_dir, is_prepared
 from services.embedding.settings import ModelCacheSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextEncoder, TextRole
+from services.ranker.offline.vector_file import VectorFile
 
 log = logging.getLogger(__name__)
 
@@ -69,37 +69,21 @@ class CachedTextVectors:
     def __init__(self, encoder: TextEncoder, cache_dir: Path) -> None:
         self.encoder = encoder
         self.path = cache_dir / f"{encoder.version.replace('/', '_')}-{MAX_TOKENS}tokens.npz"
-        self._vectors: dict[str, FloatArray] = self._read()
-
-    def _read(self) -> dict[str, FloatArray]:
-        if not self.path.is_file():
-            return {}
-        with np.load(self.path) as stored:
-            return {str(key): vector for key, vector in zip(stored["keys"], stored["vectors"], strict=True)}
+        self._file = VectorFile(self.path)
 
     def vectors(self, texts: Sequence[str]) -> FloatArray:
         """float32 [len(texts), dim], L2-normalised, row ``i`` for ``texts[i]``; encodes the texts the
         cache lacks (in batches of ``ENCODE_BATCH``) and saves the cache when it grew."""
         # Sorted by length, a batch pads little: about twice as fast on these titles.
-        missing = sorted(dict.fromkeys(t for t in texts if text_key(t) not in self._vectors), key=len)
+        missing = sorted(dict.fromkeys(t for t in texts if text_key(t) not in self._file), key=len)
         for start in range(0, len(missing), ENCODE_BATCH):
             batch = missing[start : start + ENCODE_BATCH]
             for text, vector in zip(batch, self.encoder.encode(batch, TextRole.PASSAGE), strict=True):
-                self._vectors[text_key(text)] = vector
+                self._file[text_key(text)] = vector
             if (start // ENCODE_BATCH) % 20 == 0:
                 log.info("encoded %d of %d new texts with %s", start + len(batch), len(missing), self.encoder.name)
         if missing:
-            self._save()
+            self._file.save()
         if not texts:
             return np.empty((0, self.encoder.dim), dtype=np.float32)
-        return np.stack([self._vectors[text_key(t)] for t in texts]).astype(np.float32)
-
-    def _save(self) -> None:
-        # Another run may have added texts since this one read the file: keep them too.
-        self._vectors = {**self._read(), **self._vectors}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(sorted(self._vectors))
-        vectors = np.stack([self._vectors[str(k)] for k in keys])
-        partial = self.path.with_suffix(f".{os.getpid()}.partial.npz")
-        np.savez(partial, keys=keys, vectors=vectors)
-        partial.replace(self.path)
+        return np.stack([self._file[text_key(t)] for t in texts]).astype(np.float32)

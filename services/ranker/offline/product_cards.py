@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import textwrap
 from collections.abc import Sequence
 from functools import cache
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from services.embedding.image_encoder import ImageEncoder
+from services.ranker.offline.vector_file import VectorFile
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +61,23 @@ class CachedCardVectors:
 
     def __init__(self, encoder: ImageEncoder, cache_dir: Path) -> None:
         self.encoder = encoder
-        self.path = cache_dir / f"{encoder.version.replace('/', '_')}-cards.npz"
-        self._vectors: dict[str, FloatArray] = self._read()
-
-    def _read(self) -> dict[str, FloatArray]:
-        if not self.path.is_file():
-            return {}
-        with np.load(self.path) as stored:
-            return {str(key): vector for key, vector in zip(stored["keys"], stored["vectors"], strict=True)}
+        self._file = VectorFile(cache_dir / f"{encoder.version.replace('/', '_')}-cards.npz")
 
     def vectors(self, cards: Sequence[tuple[str, str]]) -> FloatArray:
         """float32 [len(cards), dim], L2-normalised, row ``i`` for the card of ``cards[i]`` (title,
         category); renders and encodes the cards the cache lacks and saves the cache when it grew."""
-        missing = list(dict.fromkeys(card for card in cards if card_key(*card) not in self._vectors))
+        missing = list(dict.fromkeys(card for card in cards if card_key(*card) not in self._file))
         for start in range(0, len(missing), ENCODE_BATCH):
             batch = missing[start : start + ENCODE_BATCH]
             pixels = [self.encoder.preprocess(render_card(*card)) for card in batch]
             for card, vector in zip(batch, self.encoder.encode(pixels), strict=True):
-                self._vectors[card_key(*card)] = vector
+                self._file[card_key(*card)] = vector
             if (start // ENCODE_BATCH) % 20 == 0:
                 log.info(
                     "encoded %d of %d new product cards with %s", start + len(batch), len(missing), self.encoder.name
                 )
         if missing:
-            self._save()
+            self._file.save()
         if not cards:
             return np.empty((0, self.encoder.dim), dtype=np.float32)
-        return np.stack([self._vectors[card_key(*card)] for card in cards]).astype(np.float32)
-
-    def _save(self) -> None:
-        self._vectors = {**self._read(), **self._vectors}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(sorted(self._vectors))
-        partial = self.path.with_suffix(f".{os.getpid()}.partial.npz")
-        np.savez(partial, keys=keys, vectors=np.stack([self._vectors[str(k)] for k in keys]))
-        partial.replace(self.path)
+        return np.stack([self._file[card_key(*card)] for card in cards]).astype(np.float32)
