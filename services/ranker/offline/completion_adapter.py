@@ -13,7 +13,7 @@ excluded), i.e. retrieve the bundle partner from the whole catalog.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +82,28 @@ def contrastive_loss(
     return torch.nn.functional.cross_entropy(logits, positives)
 
 
+def contrastive_epoch(
+    bundles: Sequence[CompletionBundle],
+    rng: random.Random,
+    generator: torch.Generator,
+    batch_size: int,
+    train_step: Callable[[torch.Tensor], torch.Tensor],
+) -> float | None:
+    """One epoch: a fresh (anchor, positive) pair per bundle item (:func:`bundle_pairs`), shuffled,
+    in batches of ``batch_size``; ``train_step(batch)`` takes one optimiser step on an int64 [b, 2]
+    batch and returns its loss (measured before the step). The mean loss per pair, or None when the
+    bundles give no pair."""
+    pairs = torch.tensor(bundle_pairs(bundles, rng), dtype=torch.int64).reshape(-1, 2)
+    if pairs.shape[0] == 0:
+        return None
+    order = torch.randperm(pairs.shape[0], generator=generator)
+    total = 0.0
+    for start in range(0, order.numel(), batch_size):
+        batch = pairs[order[start : start + batch_size]]
+        total += float(train_step(batch).detach()) * batch.shape[0]
+    return total / pairs.shape[0]
+
+
 def train_adapter(
     frozen: FloatArray, bundles: Sequence[CompletionBundle], config: AdapterConfig, seed: int
 ) -> AdapterRun:
@@ -96,22 +118,20 @@ def train_adapter(
         adapter = LowRankAdapter(frozen.shape[1], config.rank)
     optimizer = torch.optim.Adam(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     inputs = torch.from_numpy(np.ascontiguousarray(frozen, dtype=np.float32))
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        loss = contrastive_loss(adapter(inputs), batch[:, 0], batch[:, 1], config.temperature)
+        optimizer.zero_grad()
+        torch.autograd.backward(loss)
+        optimizer.step()
+        return loss
+
     losses: list[float] = []
     for _ in range(config.epochs):
-        pairs = torch.tensor(bundle_pairs(bundles, rng), dtype=torch.int64).reshape(-1, 2)
-        if pairs.shape[0] == 0:
+        loss = contrastive_epoch(bundles, rng, generator, config.batch_size, step)
+        if loss is None:
             break
-        order = torch.randperm(pairs.shape[0], generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, order.numel(), config.batch_size):
-            batch = pairs[order[start : start + config.batch_size]]
-            loss = contrastive_loss(adapter(inputs), batch[:, 0], batch[:, 1], config.temperature)
-            optimizer.zero_grad()
-            torch.autograd.backward(loss)
-            optimizer.step()
-            total += float(loss.detach()) * batch.shape[0]
-            count += batch.shape[0]
-        losses.append(total / count)
+        losses.append(loss)
     with torch.no_grad():
         adapted = adapter(inputs).numpy().astype(np.float32)
     return AdapterRun(adapted, losses)

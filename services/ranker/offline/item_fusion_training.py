@@ -18,7 +18,7 @@ import numpy.typing as npt
 import torch
 
 from services.embedding.fusion import FusionMetadata, ItemFusion
-from services.ranker.offline.completion_adapter import bundle_pairs, contrastive_loss
+from services.ranker.offline.completion_adapter import contrastive_epoch, contrastive_loss
 from services.ranker.offline.completion_data import CompletionBundle
 
 FloatArray = npt.NDArray[np.float32]
@@ -105,26 +105,24 @@ def train_fusion(
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     text_in = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))
     image_in = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        keep = (torch.rand(text_in.shape[0], generator=generator) >= config.image_dropout).float()
+        loss = contrastive_loss(module(text_in, image_in, keep), batch[:, 0], batch[:, 1], config.temperature)
+        optimizer.zero_grad()
+        torch.autograd.backward(loss)
+        optimizer.step()
+        return loss
+
     losses: list[float] = []
     best = module.to_fusion(metadata)
     scores = [tune_score(best)] if tune_score is not None else []
     chosen = 0
     for epoch in range(1, config.epochs + 1):
-        pairs = torch.tensor(bundle_pairs(bundles, rng), dtype=torch.int64).reshape(-1, 2)
-        if pairs.shape[0] == 0:
+        loss = contrastive_epoch(bundles, rng, generator, config.batch_size, step)
+        if loss is None:
             break
-        order = torch.randperm(pairs.shape[0], generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, order.numel(), config.batch_size):
-            batch = pairs[order[start : start + config.batch_size]]
-            keep = (torch.rand(text_in.shape[0], generator=generator) >= config.image_dropout).float()
-            loss = contrastive_loss(module(text_in, image_in, keep), batch[:, 0], batch[:, 1], config.temperature)
-            optimizer.zero_grad()
-            torch.autograd.backward(loss)
-            optimizer.step()
-            total += float(loss.detach()) * batch.shape[0]
-            count += batch.shape[0]
-        losses.append(total / count)
+        losses.append(loss)
         fusion = module.to_fusion(metadata)
         if tune_score is None:
             best, chosen = fusion, epoch
