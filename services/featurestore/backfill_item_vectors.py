@@ -82,27 +82,26 @@ class ItemBackfillReport:
 
 
 def read_items(client: redis.Redis, keys: CatalogKeys) -> dict[str, ItemText]:
-    """Every live, titled item of the catalog mirror by id (``client`` decodes responses)."""
-    item_prefix = keys.item("")
-    items: dict[str, ItemText] = {}
-    batch: list[str] = []
+    """Every live, titled item of the catalog mirror by id (``client`` decodes responses).
 
-    def read(chunk: list[str]) -> None:
+    The ids come from ``CatalogKeys.catalog_items``; a mirror written before that set existed (it
+    fills at the next item sync or ``bundlewise rebuild``) is listed by a SCAN of the database."""
+    item_ids: list[str] = sorted(client.smembers(keys.catalog_items()))  # type: ignore[arg-type]
+    if not item_ids:
+        item_prefix = keys.item("")
+        item_ids = sorted(
+            str(key)[len(item_prefix) :] for key in client.scan_iter(match=keys.items_pattern(), count=SCAN_CHUNK)
+        )
+    items: dict[str, ItemText] = {}
+    for start in range(0, len(item_ids), SCAN_CHUNK):
+        chunk = item_ids[start : start + SCAN_CHUNK]
         pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            pipe.hmget(key, ["title", "category", "retired"])
-        for key, (title, category, retired) in zip(chunk, pipe.execute(), strict=True):
+        for item_id in chunk:
+            pipe.hmget(keys.item(item_id), ["title", "category", "retired"])
+        for item_id, (title, category, retired) in zip(chunk, pipe.execute(), strict=True):
             text = item_text({"title": title or "", "category": category or "", "retired": retired or ""})
             if text is not None:
-                items[key[len(item_prefix) :]] = text
-
-    for key in client.scan_iter(match=keys.items_pattern(), count=SCAN_CHUNK):
-        batch.append(str(key))
-        if len(batch) == SCAN_CHUNK:
-            read(batch)
-            batch = []
-    if batch:
-        read(batch)
+                items[item_id] = text
     return items
 
 

@@ -255,6 +255,7 @@ class CatalogWriter:
                         "retired": "1" if item.retired else "0",
                     },
                 )
+            pipe.sadd(keys.catalog_items(), *(item.item_id for item in chunk))
             pipe.set(keys.catalog_version(), new_version())
             pipe.execute()
 

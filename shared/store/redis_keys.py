@@ -102,8 +102,14 @@ class CatalogKeys:
         """Hash: model (the item fusion's name), model_version, dim; every item vector is of this version."""
         return f"{self.prefix}:item_vectors_meta"
 
+    def catalog_items(self) -> str:
+        """Set of every item id the catalog mirror holds a hash for (:meth:`item`), retired ones too
+        (their hash says so): what a batch job that visits every item reads."""
+        return f"{self.prefix}:catalog_items"
+
     def items_pattern(self) -> str:
-        """Matches every item hash of the catalog (:meth:`item`), for a batch job that visits them all."""
+        """Matches every item hash of the catalog (:meth:`item`): for mirrors written before
+        :meth:`catalog_items` existed, which only a SCAN of the whole database can list."""
         return f"{self.prefix}:item:*"
 
     def privacy_erasures(self) -> str:

@@ -119,6 +119,7 @@ def test_the_first_run_gives_every_live_item_a_unit_vector_of_the_fusion(
         assert vector.shape == (fusion.dim,), item_id
         assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5), item_id
     assert sorted(redis_client.hkeys(keys.item_vector_digests())) == sorted(ITEMS)
+    assert redis_client.smembers(keys.catalog_items()) == set(ITEMS)  # what the backfill lists items by
     assert redis_client.hgetall(keys.item_vectors_meta()) == {
         "model": fusion.name,
         "model_version": fusion.version,
@@ -161,6 +162,18 @@ def test_a_rerun_embeds_nothing_and_keeps_the_catalog_version(
     assert f"{CATALOG}: embedded" not in again.stdout  # no progress line: nothing was sent to embed
     assert redis_client.hgetall(keys.item_vectors()) == vectors
     assert redis_client.get(keys.catalog_version()) == version  # nothing changed: rankers keep their copy
+
+
+def test_a_mirror_written_before_the_catalog_items_set_is_listed_by_a_scan(
+    first_run: tuple[str, str | None], keys: CatalogKeys, stack: LocalStack, redis_client: redis.Redis
+) -> None:
+    redis_client.delete(keys.catalog_items())
+    try:
+        again = backfill(stack)
+    finally:
+        redis_client.sadd(keys.catalog_items(), *ITEMS)
+
+    assert f"{CATALOG}: 6 live items: 0 embedded, 6 unchanged, 0 removed" in again.stdout
 
 
 def test_no_items_embeds_the_bundles_only(
