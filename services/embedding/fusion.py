@@ -80,10 +80,10 @@ class ItemFusion:
         image_down: FloatArray,
         image_up: FloatArray,
         metadata: FusionMetadata,
-        version: str = "unsaved",
     ) -> None:
         """``text_down`` [rank, text_dim], ``text_up`` [text_dim, rank], ``image_down`` [image_rank,
-        image_dim], ``image_up`` [text_dim, image_rank]: the item space has the text encoder's dimension."""
+        image_dim], ``image_up`` [text_dim, image_rank]: the item space has the text encoder's dimension.
+        The version is derived from the weights and metadata, saved or not."""
         dim = text_down.shape[1]
         if text_up.shape != (dim, text_down.shape[0]) or image_up.shape != (dim, image_down.shape[0]):
             raise ValueError(
@@ -95,7 +95,7 @@ class ItemFusion:
         self.image_down = np.ascontiguousarray(image_down, dtype=np.float32)
         self.image_up = np.ascontiguousarray(image_up, dtype=np.float32)
         self.metadata = metadata
-        self.version = version
+        self.version = self._content_version()
 
     @property
     def name(self) -> str:
@@ -104,10 +104,6 @@ class ItemFusion:
     @property
     def dim(self) -> int:
         """The item space's dimension (the text encoder's)."""
-        return int(self.text_down.shape[1])
-
-    @property
-    def text_dim(self) -> int:
         return int(self.text_down.shape[1])
 
     @property
@@ -163,7 +159,7 @@ class ItemFusion:
             )
 
     def save(self, path: Path) -> str:
-        """Writes the artifact atomically; returns (and takes) its version, from the weights and metadata."""
+        """Writes the artifact atomically; returns its version."""
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         with partial.open("wb") as out:
@@ -176,7 +172,6 @@ class ItemFusion:
                 metadata=np.array(json.dumps(asdict(self.metadata), sort_keys=True)),
             )
         partial.replace(path)
-        self.version = self._content_version()
         return self.version
 
     @classmethod
@@ -199,9 +194,7 @@ class ItemFusion:
                 image_down, image_up = stored["image_down"], stored["image_up"]
         except (KeyError, TypeError, ValueError, OSError) as error:
             raise ValueError(f"{path} is not an item fusion artifact: {error}") from error
-        fusion = cls(text_down, text_up, image_down, image_up, metadata)
-        fusion.version = fusion._content_version()
-        return fusion
+        return cls(text_down, text_up, image_down, image_up, metadata)
 
     def _content_version(self) -> str:
         # The weights and metadata, not the file: a zip records when it was written.
