@@ -14,7 +14,6 @@ the command skips item vectors and still succeeds for the bundles.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import redis
 from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
-from services.featurestore.vector_sync import VectorHashes, progress_printer, sync_vectors
+from services.featurestore.vector_sync import VectorHashes, document_digest, progress_printer, sync_vectors
 from shared.errors import BundlewiseError, NotFound, from_rpc_error
 from shared.store.redis_keys import CatalogKeys
 
@@ -67,7 +66,7 @@ def item_text(fields: Mapping[str, str]) -> ItemText | None:
 
 def item_digest(fusion_version: str, item: ItemText) -> str:
     """What a stored item vector was made from: the fusion version, the title and the category path."""
-    return hashlib.sha256(f"{fusion_version}\n{item.title}\n{item.category_path}".encode()).hexdigest()[:24]
+    return document_digest(fusion_version, f"{item.title}\n{item.category_path}")
 
 
 @dataclass(frozen=True)

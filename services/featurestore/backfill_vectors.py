@@ -23,7 +23,6 @@ item vector) and after ``bundlewise rebuild``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -44,7 +43,7 @@ from services.featurestore.backfill_item_vectors import (
     backfill_items,
     report_line,
 )
-from services.featurestore.vector_sync import VectorHashes, progress_printer, sync_vectors
+from services.featurestore.vector_sync import VectorHashes, document_digest, progress_printer, sync_vectors
 from shared.errors import BundlewiseError, from_rpc_error
 from shared.grpc_client import open_channel
 from shared.log import configure_logging
@@ -78,11 +77,6 @@ def bundle_document(items: Sequence[tuple[str, Sequence[str]]]) -> str:
         specific = [level for level in (path[1:] if len(path) > 1 else path) if level.strip()]
         parts.append(f"{title} ({' > '.join(specific)})" if specific else title)
     return "; ".join(parts)[:MAX_DOCUMENT_CHARS]
-
-
-def document_digest(model_version: str, document: str) -> str:
-    """What a stored vector was made from: the encoder version and the document text."""
-    return hashlib.sha256(f"{model_version}\n{document}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ version token when anything changed, so every ranker reloads its copy."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from shared.store.vectors import vector_to_field
 
 CHUNK = 1000
 """Fields per HSET/HDEL command inside the transaction."""
+
+
+def document_digest(model_version: str, document: str) -> str:
+    """What a stored vector was made from: the model version and the text it embedded."""
+    return hashlib.sha256(f"{model_version}\n{document}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from services.featurestore.backfill_vectors import MAX_DOCUMENT_CHARS, bundle_document, document_digest
+from services.featurestore.backfill_vectors import MAX_DOCUMENT_CHARS, bundle_document
+from services.featurestore.vector_sync import document_digest
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
 from services.ranker.ports import QueryVector
 from services.ranker.search import BundleSearch, SearchNotReady, explain
