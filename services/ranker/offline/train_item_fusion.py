@@ -115,7 +115,9 @@ def space_vectors(fusion: ItemFusion, inputs: DomainInputs) -> dict[str, FloatAr
     }
 
 
-def test_metrics(fusion: ItemFusion, inputs: DomainInputs, split: CompletionSplit) -> dict[str, dict[str, DoubleArray]]:
+def held_out_metrics(
+    fusion: ItemFusion, inputs: DomainInputs, split: CompletionSplit
+) -> dict[str, dict[str, DoubleArray]]:
     """Per space, the per-query Recall@K and NDCG@K of ``split``'s test queries."""
     return {
         space: per_query_metrics(mean_cosine(vectors, split.test), split.test)
@@ -207,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         losses[seed] = run.losses
         selection[seed] = {"tune_recall@10_per_epoch": run.tune_scores, "chosen_epoch": run.chosen_epoch}
         for name in EVAL_DOMAINS:
-            per_domain[name].append(test_metrics(run.fusion, inputs[name], splits[name]))
+            per_domain[name].append(held_out_metrics(run.fusion, inputs[name], splits[name]))
             log.info(
                 "seed %d %s: test recall@10 %s",
                 seed,
@@ -218,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             served = run.fusion
     document: dict[str, Any] = {name: summarize(per_domain[name], args.resamples) for name in EVAL_DOMAINS}
     if served is not None:
+        served_run = list(args.seeds).index(SERVED_SEED)
         recall = {
-            name: {space: float(per_domain[name][0][space]["recall@10"].mean()) for space in SPACES}
+            name: {space: float(per_domain[name][served_run][space]["recall@10"].mean()) for space in SPACES}
             for name in EVAL_DOMAINS
         }
         metadata = replace(served.metadata, metrics={"test_recall@10_split_seed_0": recall})
