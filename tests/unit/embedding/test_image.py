@@ -9,9 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from services.embedding.image_encoder import EfficientNetLiteImageEncoder, packaged_efficientnet_lite0_weights
+from services.embedding.image_encoder import (
+    EfficientNetLiteImageEncoder,
+    _PooledFeatures,
+    packaged_efficientnet_lite0_weights,
+)
 from services.embedding.image_input import ImageLimits, decode_image, read_image_file
 from shared.errors import InvalidArgument, NotFound
 
@@ -78,6 +83,22 @@ def test_image_vectors_are_1280_wide_unit_vectors_robust_to_recompression(
     np.testing.assert_allclose(np.linalg.norm([china, flower, china_again], axis=1), np.ones(3), atol=1e-5)
     assert float(china @ china_again) > 0.9
     assert float(china @ flower) < 0.5
+
+
+def test_the_frozen_cpu_graph_gives_the_eager_models_vectors_at_any_batch_size(
+    efficientnet: EfficientNetLiteImageEncoder,
+) -> None:
+    photos = sample_photos()
+    pixels = [efficientnet.preprocess(photos[name].rotate(angle)) for name in photos for angle in (0, 5, 10)]
+    eager = _PooledFeatures(efficientnet._model).eval()
+
+    for batch in (pixels[:1], pixels[:5], pixels):
+        with torch.inference_mode():
+            expected = torch.nn.functional.normalize(eager(torch.stack(batch)), dim=1).numpy()
+        vectors = efficientnet.encode(batch)
+
+        assert isinstance(efficientnet._features, torch.jit.ScriptModule)
+        np.testing.assert_allclose(vectors, expected, atol=1e-4)
 
 
 def test_preprocessing_centre_crops_to_224_and_scales_to_minus_one_one(
