@@ -25,6 +25,12 @@ MAX_AUDIO_SECONDS = 30.0
 MAX_ITEMS_PER_CALL = 256
 """The API's hard limit on items in one ``EmbedItems`` call (larger calls are INVALID_ARGUMENT)."""
 
+CPU_IMAGE_BATCH = 4
+"""Default images per forward pass on the CPU: on a few cores larger batches fall out of the cache."""
+
+GPU_IMAGE_BATCH = 16
+"""Default images per forward pass on CUDA."""
+
 DEFAULT_MODEL_CACHE = Path("~/.cache/bundlewise/models")
 
 DEFAULT_FUSION_PATH = Path(__file__).resolve().parent / "weights" / "item-fusion.npz"
@@ -61,7 +67,13 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         "ignored on CUDA. Vectors get their own model version.",
     )
     embedding_max_batch: int = Field(default=64, ge=1, le=1024, description="Texts per forward pass.")
-    embedding_max_image_batch: int = Field(default=16, ge=1, le=256, description="Images per forward pass.")
+    embedding_max_image_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Images per forward pass; unset: 4 on the CPU (on a few cores larger batches fall out of "
+        "the cache: 40 images/s at 16 against 70 at 4 on 2 cores), 16 on CUDA.",
+    )
     embedding_max_wait_ms: float = Field(
         default=5.0, ge=0.0, le=1000.0, description="How long the oldest waiting input may wait for others."
     )
@@ -151,3 +163,9 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
     embedding_max_spoken_queue: int = Field(
         default=8, ge=1, le=1024, description="Spoken queries waiting or transcribing before RESOURCE_EXHAUSTED."
     )
+
+    def image_batch_on(self, device: str) -> int:
+        """Images per forward pass on ``device`` (``cpu`` or ``cuda:N``): the setting, else its default there."""
+        if self.embedding_max_image_batch is not None:
+            return self.embedding_max_image_batch
+        return CPU_IMAGE_BATCH if device == "cpu" else GPU_IMAGE_BATCH

@@ -143,7 +143,7 @@ def build_service(
     image_batchers = [
         ImageBatcher(
             encoder,
-            settings.embedding_max_image_batch,
+            settings.image_batch_on(encoder.device),
             max_wait_s,
             settings.embedding_max_image_queue,
             settings.embedding_interactive_max_inputs,

@@ -89,3 +89,13 @@ def test_a_pixel_limit_past_pillows_own_refusal_is_refused(monkeypatch: pytest.M
 
     with pytest.raises(SettingsError, match="BUNDLEWISE_EMBEDDING_MAX_IMAGE_PIXELS is invalid"):
         load_settings(EmbeddingSettings)
+
+
+def test_images_go_four_to_a_pass_on_the_cpu_and_sixteen_on_a_gpu_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUNDLEWISE_EMBEDDING_MAX_IMAGE_BATCH", raising=False)
+    default = load_settings(EmbeddingSettings)
+    monkeypatch.setenv("BUNDLEWISE_EMBEDDING_MAX_IMAGE_BATCH", "8")
+    chosen = load_settings(EmbeddingSettings)
+
+    assert (default.image_batch_on("cpu"), default.image_batch_on("cuda:0")) == (4, 16)
+    assert (chosen.image_batch_on("cpu"), chosen.image_batch_on("cuda:0")) == (8, 8)
