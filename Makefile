@@ -90,6 +90,7 @@ eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold spl
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed; done
 	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-standard
+	nice -n 19 $(PY) -m services.ranker.offline.youshu_item_overlap --seeds 0 1 2
 	for model in popularity item_cooccurrence itemknn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0 --split cold; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed --split cold; done

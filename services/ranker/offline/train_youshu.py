@@ -88,7 +88,7 @@ MODULE = "services.ranker.offline.train_youshu"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     settings = OfflineSettings()
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or settings.data_dir
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.ranker.offline.train_youshu", description=__doc__.split("\n\n")[0]
     )
@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build_model(args: argparse.Namespace, data: BundleRecData, init_seed: int) -> BundleModel:
+def build_model(args: argparse.Namespace, data: BundleRecData, init_seed: int) -> BundleModel:
     torch.manual_seed(init_seed)
     if args.model == "mf_bpr":
         return MatrixFactorization(data, MatrixFactorizationConfig(dim=args.dim))
@@ -206,7 +206,7 @@ def _train_model(args: argparse.Namespace, data: BundleRecData, run_dir: Path, s
     outcomes: list[TrainingOutcome] = []
     for member in range(args.members):
         member_seed = args.seed + MEMBER_SEED_STRIDE * member
-        model = _build_model(args, data, member_seed)
+        model = build_model(args, data, member_seed)
         member_dir = run_dir if args.members == 1 else run_dir / f"member{member}"
         if args.members > 1:
             _say(f"member {member + 1} of {args.members} (seed {member_seed}) in {member_dir}")
