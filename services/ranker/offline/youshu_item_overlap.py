@@ -84,7 +84,10 @@ def bundle_items(data: BundleRecData) -> torch.Tensor:
 def item_overlap(data: BundleRecData) -> torch.Tensor:
     """``[n_users, n_bundles]``: shared items of the shopper and the bundle over sqrt(|items(u)| * |items(b)|)."""
     user_item = torch.sparse_coo_tensor(
-        data.user_item_pairs.T, torch.ones(data.user_item_pairs.shape[0]), (data.n_users, data.n_items)
+        data.user_item_pairs.T,
+        torch.ones(data.user_item_pairs.shape[0]),
+        (data.n_users, data.n_items),
+        check_invariants=True,
     ).coalesce()
     items = bundle_items(data)
     shared = torch.sparse.mm(user_item, items.T)
