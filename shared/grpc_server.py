@@ -127,11 +127,15 @@ def start_grpc_server(
     metrics_port: int,
     max_workers: int = 16,
     grace_s: float = 10.0,
+    handler_thread_setup: Callable[[], None] | None = None,
 ) -> GrpcServer:
-    """Starts ``registrations`` on ``port`` (0 picks one) with health, metrics and error mapping."""
+    """Starts ``registrations`` on ``port`` (0 picks one) with health, metrics and error mapping;
+    each handler thread runs ``handler_thread_setup`` once when it starts."""
     metrics = GrpcMetrics(service)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{service}-grpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=f"{service}-grpc", initializer=handler_thread_setup
+        ),
         interceptors=[ErrorMappingInterceptor(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

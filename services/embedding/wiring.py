@@ -23,6 +23,7 @@ from services.embedding.image_encoder import EfficientNetLiteImageEncoder, Image
 from services.embedding.image_input import ImageLimits
 from services.embedding.metrics import DEVICE_INFO
 from services.embedding.model_cache import e5_dir, is_prepared, whisper_dir
+from services.embedding.priority import lower_this_threads_priority
 from services.embedding.servicer import SERVICE_FULL_NAME, EmbeddingServicer
 from services.embedding.settings import EmbeddingSettings
 from services.embedding.spoken_query import SpokenQueryEmbedder, Transcriber
@@ -245,6 +246,7 @@ def start_service(
     """Builds the service (:func:`build_service`) and serves it on ``settings.grpc_port`` with health,
     metrics (named after ``metrics_service``) and error mapping; stopping the server closes what the
     service opened."""
+    encoders = encoders or load_encoders(settings)
     servicer, closeables = build_service(settings, encoders)
     server = start_grpc_server(
         metrics_service,
@@ -257,6 +259,8 @@ def start_service(
         settings.grpc_port,
         settings.metrics_port,
         grace_s=grace_s,
+        # On the CPU, handling requests must not preempt the forward passes (services/embedding/priority.py).
+        handler_thread_setup=lower_this_threads_priority if encoders.placement.device.type == "cpu" else None,
     )
     server.on_stop.extend(closeable.close for closeable in closeables)
     return server

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +23,7 @@ from services.embedding.audio_encoder import WhisperBase
 from services.embedding.audio_input import AudioLimits, decode_audio
 from services.embedding.fusion import ItemFusion
 from services.embedding.image_encoder import EfficientNetLiteImageEncoder
+from services.embedding.priority import HANDLER_NICENESS
 from services.embedding.servicer import SERVICE_FULL_NAME
 from services.embedding.settings import DEFAULT_FUSION_PATH, EmbeddingSettings
 from services.embedding.text_encoder import E5TextEncoder, MiniLMTextEncoder, TextRole
@@ -610,3 +614,16 @@ def test_bad_spoken_queries_are_invalid_argument_with_the_reason(
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(details)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives each thread its own priority")
+def test_on_the_cpu_request_handlers_run_below_the_forward_passes_priority(
+    stub: embedding_pb2_grpc.EmbeddingStub,
+) -> None:
+    embed(stub, ["a handler thread starts for this call"])
+
+    handlers = [thread for thread in threading.enumerate() if thread.name.startswith("embedding-grpc")]
+    niceness = {os.getpriority(os.PRIO_PROCESS, thread.native_id or 0) for thread in handlers}
+
+    assert handlers
+    assert niceness == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + HANDLER_NICENESS)}
