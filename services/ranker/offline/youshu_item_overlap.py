@@ -26,6 +26,7 @@ import itertools
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,38 +75,47 @@ class ItemTermsScorer:
         return scores + self.overlap_weight * self.overlap[users] + self.related_weight * self.related[users]
 
 
-def bundle_items(data: BundleRecData) -> torch.Tensor:
-    """``[n_bundles, n_items]``: 1 where the item is in the bundle."""
-    matrix = torch.zeros(data.n_bundles, data.n_items)
-    matrix[data.bundle_item_pairs[:, 0], data.bundle_item_pairs[:, 1]] = 1.0
-    return matrix
+def _incidence(pairs: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+    """The sparse ``[rows, columns]`` 0/1 matrix of ``pairs`` (row id, column id), duplicates once."""
+    ones = torch.ones(pairs.shape[0])
+    matrix = torch.sparse_coo_tensor(pairs.T, ones, (rows, columns), check_invariants=True).coalesce()
+    # Coalescing sums duplicate pairs; a pair counts once.
+    ones = torch.ones_like(matrix.values())
+    return torch.sparse_coo_tensor(matrix.indices(), ones, (rows, columns), check_invariants=True).coalesce()
+
+
+def _product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The dense ``left @ right.T`` of two sparse matrices, never holding either densely."""
+    with warnings.catch_warnings():
+        # torch routes sparse x sparse through its CSR kernels and warns that they are in beta.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        product: torch.Tensor = torch.sparse.mm(left, right.T.coalesce()).to_dense()
+    return product
+
+
+def _sizes(incidence: torch.Tensor) -> torch.Tensor:
+    """Entries per row of a sparse incidence matrix, at least 1 (for dividing by)."""
+    return torch.sparse.sum(incidence, dim=1).to_dense().clamp(min=1.0)
 
 
 def item_overlap(data: BundleRecData) -> torch.Tensor:
     """``[n_users, n_bundles]``: shared items of the shopper and the bundle over sqrt(|items(u)| * |items(b)|)."""
-    user_item = torch.sparse_coo_tensor(
-        data.user_item_pairs.T,
-        torch.ones(data.user_item_pairs.shape[0]),
-        (data.n_users, data.n_items),
-        check_invariants=True,
-    ).coalesce()
-    items = bundle_items(data)
-    shared = torch.sparse.mm(user_item, items.T)
-    user_sizes = torch.bincount(data.user_item_pairs[:, 0], minlength=data.n_users).float().clamp(min=1.0)
-    overlap: torch.Tensor = shared / user_sizes.sqrt()[:, None] / items.sum(dim=1).clamp(min=1.0).sqrt()[None, :]
+    user_items = _incidence(data.user_item_pairs, data.n_users, data.n_items)
+    bundle_items = _incidence(data.bundle_item_pairs, data.n_bundles, data.n_items)
+    shared = _product(user_items, bundle_items)
+    overlap: torch.Tensor = shared / _sizes(user_items).sqrt()[:, None] / _sizes(bundle_items).sqrt()[None, :]
     return overlap
 
 
 def related_bundles(data: BundleRecData) -> torch.Tensor:
     """``[n_users, n_bundles]``: the bundle's item overlap with each of the shopper's training
     bundles (itself excluded), summed, over sqrt(the shopper's number of training bundles)."""
-    items = bundle_items(data)
-    norms = items.sum(dim=1).clamp(min=1.0).sqrt()
-    similarity = (items @ items.T) / norms[:, None] / norms[None, :]
+    bundle_items = _incidence(data.bundle_item_pairs, data.n_bundles, data.n_items)
+    norms = _sizes(bundle_items).sqrt()
+    similarity = _product(bundle_items, bundle_items) / norms[:, None] / norms[None, :]
     similarity.fill_diagonal_(0.0)
-    owned = torch.zeros(data.n_users, data.n_bundles)
-    owned[data.train_pairs[:, 0], data.train_pairs[:, 1]] = 1.0
-    related: torch.Tensor = (owned @ similarity) / owned.sum(dim=1).clamp(min=1.0).sqrt()[:, None]
+    owned = _incidence(data.train_pairs, data.n_users, data.n_bundles)
+    related: torch.Tensor = torch.sparse.mm(owned, similarity) / _sizes(owned).sqrt()[:, None]
     return related
 
 
