@@ -10,13 +10,13 @@ each device it has (``cpu`` always, ``gpu`` when torch sees CUDA) and each modal
   cache off, max batch = the best raw batch size) under ``--clients`` concurrent gRPC clients, each
   sending calls of ``--per-call`` inputs back to back: every input embedded while they run, the
   latency probes' included, over the time they take;
-- ``ratio``: the second over the first (goal on CPU: >= 0.9).
+- ``ratio``: the second over the first (goal on CPU: >= 0.9);
+- ``single_p50_ms`` / ``single_p99_ms``: latency of one-input calls (a shopper's query) made one
+  after another while the throughput clients keep the service loaded.
 
 The raw and the service pass alternate ``--rounds`` times over the same inputs, against one running
 service, and each figure is the median over the rounds: single passes of a few hundred inputs moved
 the ratio by up to 0.2 between runs on a shared machine, more than the service's own overhead.
-- ``single_p50_ms`` / ``single_p99_ms``: latency of one-input calls (a shopper's query) made one
-  after another while the throughput clients keep the service loaded.
 
 Modalities: ``text_en`` (all-MiniLM-L6-v2), ``text_multi`` (multilingual-e5-small, when ``make
 models`` has prepared it), ``image`` (EfficientNet-Lite0, JPEG bytes), ``audio`` (Whisper-base's
@@ -208,7 +208,7 @@ def run(
         "clients": clients,
         "rounds": rounds,
         "clips": speech_source,
-        "per_call": {"text": per_call, "image": max(1, per_call // 4), "audio": max(1, per_call // 16)},
+        "per_call": {modality: call_size(modality, per_call) for modality in ("text", "image", "audio")},
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
