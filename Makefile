@@ -81,16 +81,16 @@ deploy-check: venv test-tools ## validate Dockerfile, compose, Kubernetes manife
 bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
-# The main Youshu model: two cross-view members, and popularity and new-bundle priors chosen on tune
-# (docs/bundle-quality.md).
+# The trained Youshu model: two cross-view members, and popularity and new-bundle priors chosen on tune;
+# youshu_item_overlap then adds the exact item-level terms the ranker serves (docs/bundle-quality.md).
 YOUSHU_MAIN = --model crossview --epochs 100 --members 2 --bundle-priors
 
 eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold splits (baselines, 3 seeds of the main model) and complete-the-bundle on Amazon and Steam, and the embedding service's item fusion (about 2.5 hours on 2 cores)
 	for model in popularity item_cooccurrence itemknn mf_bpr lightgcn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed; done
-	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-standard
 	nice -n 19 $(PY) -m services.ranker.offline.youshu_item_overlap --seeds 0 1 2
+	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-standard --main-model crossview_item_terms
 	for model in popularity item_cooccurrence itemknn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0 --split cold; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed --split cold; done

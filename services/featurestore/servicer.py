@@ -12,6 +12,7 @@ from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 from services.featurestore.reads import MAX_IDS_PER_REQUEST, FeatureReader
 from services.featurestore.settings import FeatureStoreSettings
 from shared.errors import InvalidArgument, NotFound
+from shared.store.redis_keys import USER_RECENT_ITEMS_CAP
 
 MAX_WINDOW_DAYS = 365
 
@@ -34,7 +35,7 @@ class FeatureStoreServicer(featurestore_pb2_grpc.FeatureStoreServicer):
         self, request: pb.GetUserFeaturesRequest, context: grpc.ServicerContext
     ) -> pb.GetUserFeaturesResponse:
         _check(request.catalog_id, request.user_ids, "user_ids")
-        limit = min(request.max_recent_items or self._settings.default_recent_items, 50)
+        limit = min(request.max_recent_items or self._settings.default_recent_items, USER_RECENT_ITEMS_CAP)
         return pb.GetUserFeaturesResponse(users=self._reader.user_features(request.catalog_id, request.user_ids, limit))
 
     def GetItems(self, request: pb.GetItemsRequest, context: grpc.ServicerContext) -> pb.GetItemsResponse:

@@ -112,7 +112,7 @@ def youshu_world(data: BundleRecData, scorer: UserScorer, model: ShopperModel) -
     preferred[data.test.positive_rows, data.test.positive_bundles] = True
     is_preferred = np.take_along_axis(preferred.numpy(), candidates, axis=1)
     attraction = np.where(is_preferred, model.preferred_click_rate, model.base_click_rate)
-    popularity = np.log1p(np.bincount(data.train_pairs[:, 1].numpy(), minlength=data.n_bundles).astype(np.float64))
+    popularity = data.popularity_prior().numpy().astype(np.float64)
     return World(
         model=model,
         user_ids=users.numpy().astype(np.int64),

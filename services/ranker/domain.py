@@ -26,6 +26,8 @@ RECENT_WEIGHT = 1.0
 NEIGHBOUR_WEIGHT = 0.5
 CATEGORY_WEIGHT = 0.3
 POPULARITY_WEIGHT = 0.05
+# A shopper's items that weigh in the evidence, newest first.
+RECENT_ITEMS = 20
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class UserSignals:
     ``shared.bandit_features.examination_prior(p)`` (absent: never shown)."""
     clicked_bundle_ids: frozenset[str] = frozenset()
     """Bundles the shopper clicked in an answer."""
+    history_item_ids: tuple[str, ...] = ()
+    """Every item of the shopper that the store keeps (the newest ``USER_RECENT_ITEMS_CAP``), newest
+    first; ``recent_item_ids`` is its first ``RECENT_ITEMS``. A trained model's item terms read it."""
 
 
 @dataclass(frozen=True)

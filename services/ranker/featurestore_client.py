@@ -9,8 +9,9 @@ import grpc
 from bundlewise.featurestore.v1 import featurestore_pb2 as pb
 from bundlewise.featurestore.v1 import featurestore_pb2_grpc
 
-from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from services.ranker.domain import RECENT_ITEMS, BundleInfo, ItemInfo, UserSignals
 from shared.errors import from_rpc_error
+from shared.store.redis_keys import USER_RECENT_ITEMS_CAP
 
 Reply = TypeVar("Reply")
 # The feature store takes at most this many ids per request (see featurestore.proto).
@@ -39,15 +40,19 @@ class GrpcFeatureSource:
 
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
         reply = self._call(
-            self._stub.GetUserFeatures, pb.GetUserFeaturesRequest(catalog_id=catalog_id, user_ids=[user_id])
+            self._stub.GetUserFeatures,
+            pb.GetUserFeaturesRequest(
+                catalog_id=catalog_id, user_ids=[user_id], max_recent_items=USER_RECENT_ITEMS_CAP
+            ),
         )
         user = reply.users[0]
         return UserSignals(
-            recent_item_ids=tuple(user.recent_item_ids),
+            recent_item_ids=tuple(user.recent_item_ids[:RECENT_ITEMS]),
             purchased_bundle_ids=frozenset(user.purchased_bundle_ids),
             top_categories=tuple(c.id for c in user.category_affinity[:3]),
             bundle_looks=dict(user.bundle_looks),
             clicked_bundle_ids=frozenset(user.clicked_bundle_ids),
+            history_item_ids=tuple(user.recent_item_ids),
         )
 
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:

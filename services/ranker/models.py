@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,31 +13,82 @@ import numpy.typing as npt
 import sqlalchemy.exc
 from sqlalchemy import Engine
 
-from shared.store.model_registry import ModelVersion, artifact_path, latest_versions, load_artifact
+from services.ranker.item_terms import BundleContents, ItemTermWeights
+from shared.store.model_registry import (
+    ItemTermsArtifact,
+    ModelVersion,
+    artifact_path,
+    latest_versions,
+    load_artifact,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ServedItemTerms:
+    """A model's item-level terms (``services.ranker.item_terms``), with its ids mapped to rows."""
+
+    weights: ItemTermWeights
+    contents: BundleContents
+    item_columns: dict[str, int]
+    bundle_rows: dict[str, int]
+
+    def scores(self, item_ids: Sequence[str], bought_bundle_ids: Set[str]) -> npt.NDArray[np.float64]:
+        """Both weighted terms for every bundle row, for a shopper with ``item_ids`` and ``bought_bundle_ids``."""
+        items = {self.item_columns[i] for i in item_ids if i in self.item_columns}
+        bought = {self.bundle_rows[b] for b in bought_bundle_ids if b in self.bundle_rows}
+        return self.contents.scores(
+            self.weights,
+            np.fromiter(items, np.int64, len(items)),
+            len(set(item_ids)),
+            np.fromiter(bought, np.int64, len(bought)),
+            len(bought_bundle_ids),
+        )
+
+
+def served_item_terms(terms: ItemTermsArtifact, bundle_ids: tuple[str, ...]) -> ServedItemTerms:
+    contents = BundleContents(terms.pair_bundle_rows, terms.pair_item_columns, len(bundle_ids), len(terms.item_ids))
+    return ServedItemTerms(
+        weights=ItemTermWeights(terms.overlap_weight, terms.related_weight),
+        contents=contents,
+        item_columns={item_id: column for column, item_id in enumerate(terms.item_ids)},
+        bundle_rows={bundle_id: row for row, bundle_id in enumerate(bundle_ids)},
+    )
+
+
+@dataclass(frozen=True)
 class ServedModel:
-    """One loaded model version: vectors by id, scoring a shopper against every bundle at once."""
+    """One loaded model version: vectors by id, scoring a shopper against every bundle at once, plus
+    the shopper's item-level terms where the model has them."""
 
     version: ModelVersion
     user_rows: dict[str, int]
     bundle_ids: tuple[str, ...]
     user_vectors: npt.NDArray[np.float32]
     bundle_vectors: npt.NDArray[np.float32]
+    item_terms: ServedItemTerms | None = None
 
     def knows(self, user_id: str) -> bool:
         return user_id in self.user_rows
 
-    def top_bundles(self, user_id: str, n: int, exclude: Set[str] = frozenset()) -> list[tuple[str, float]]:
+    def top_bundles(
+        self,
+        user_id: str,
+        n: int,
+        exclude: Set[str] = frozenset(),
+        item_ids: Sequence[str] = (),
+        bought_bundle_ids: Set[str] = frozenset(),
+    ) -> list[tuple[str, float]]:
         """The ``n`` best-scored bundles for ``user_id`` outside ``exclude``, best first (ties by id);
-        empty for a shopper the model never saw."""
+        empty for a shopper the model never saw. ``item_ids`` (the shopper's items) and
+        ``bought_bundle_ids`` feed the item-level terms of a model that has them."""
         row = self.user_rows.get(user_id)
         if row is None or n <= 0:
             return []
         scores = self.bundle_vectors @ self.user_vectors[row]
+        if self.item_terms is not None:
+            scores = scores + self.item_terms.scores(item_ids, bought_bundle_ids)
         wanted = min(n + len(exclude), len(scores))
         top = np.argpartition(-scores, wanted - 1)[:wanted] if wanted < len(scores) else np.arange(len(scores))
         ranked = sorted(((self.bundle_ids[i], float(scores[i])) for i in top), key=lambda pair: (-pair[1], pair[0]))
@@ -54,6 +105,7 @@ def load_served(version: ModelVersion) -> ServedModel:
         bundle_ids=artifact.bundle_ids,
         user_vectors=artifact.user_vectors,
         bundle_vectors=artifact.bundle_vectors,
+        item_terms=served_item_terms(artifact.item_terms, artifact.bundle_ids) if artifact.item_terms else None,
     )
 
 

@@ -108,7 +108,17 @@ class Recommender:
         # The model's scores rank a shopper's whole catalog (as the offline evaluation does); a cart or
         # an anchor asks to complete it, which co-purchases answer.
         personal = (
-            dict(model.top_bundles(user_id, CANDIDATES_PER_SLOT * k, signals.purchased_bundle_ids)) if model else {}
+            dict(
+                model.top_bundles(
+                    user_id,
+                    CANDIDATES_PER_SLOT * k,
+                    exclude=signals.purchased_bundle_ids,
+                    item_ids=signals.history_item_ids,
+                    bought_bundle_ids=signals.purchased_bundle_ids,
+                )
+            )
+            if model
+            else {}
         )
         by_evidence = sorted(evidence, key=lambda b: (-evidence[b].score, b))
         shortlist = list(personal) if personal else by_evidence[: CANDIDATES_PER_SLOT * k]

@@ -20,16 +20,15 @@ from contextlib import contextmanager
 import redis
 
 from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_info, item_info
-from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from services.ranker.domain import RECENT_ITEMS, BundleInfo, ItemInfo, UserSignals
 from services.ranker.vector_index import BundleVectors
 from shared.errors import NotFound, Unavailable
 from shared.store import feature_reads
 from shared.store.feature_reads import FeatureReadBatch
-from shared.store.redis_keys import NamespaceKeys
+from shared.store.redis_keys import USER_RECENT_ITEMS_CAP, NamespaceKeys
 
 log = logging.getLogger(__name__)
 
-RECENT_ITEMS = 20
 NEIGHBOURS = 20
 TOP_CATEGORIES = 3
 CATEGORY_CANDIDATES = 30
@@ -81,7 +80,7 @@ class RedisFeatureSource:
 
     def user_signals(self, catalog_id: str, user_id: str) -> UserSignals:
         batch = self._batch(catalog_id)
-        recent = batch.recent_items(user_id, RECENT_ITEMS)
+        history = batch.recent_items(user_id, USER_RECENT_ITEMS_CAP)
         categories = batch.category_affinity(user_id, TOP_CATEGORIES)
         bought = batch.purchased_bundles(user_id)
         feedback = batch.bundle_feedback(user_id)
@@ -89,11 +88,12 @@ class RedisFeatureSource:
         self._run(batch)
         self._settle(catalog_id, version.value)
         return UserSignals(
-            recent_item_ids=tuple(recent.value),
+            recent_item_ids=tuple(history.value[:RECENT_ITEMS]),
             purchased_bundle_ids=frozenset(bought.value),
             top_categories=tuple(category for category, _ in categories.value),
             bundle_looks=feedback.value.looks,
             clicked_bundle_ids=feedback.value.clicked,
+            history_item_ids=tuple(history.value),
         )
 
     def neighbours(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:

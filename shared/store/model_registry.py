@@ -1,7 +1,8 @@
 """Trained ranking models: their artifacts on disk and their versions in PostgreSQL.
 
 A model is published as an artifact file (the users' and bundles' vectors with their ids, whose dot
-products are the model's scores) in a folder every ranker can read (a volume or an object-store
+products are the model's scores, and optionally the weights and bundle contents of exact item-level
+terms added to them: ``services.ranker.item_terms``) in a folder every ranker can read (a volume or an object-store
 mount: ``BUNDLEWISE_MODEL_DIR``), and a ``model_versions`` row per catalog that names it. Versions
 only grow: republishing an older artifact (a rollback) records it again under a higher version, so
 "the newest version" is always what the rankers serve.
@@ -23,6 +24,31 @@ from sqlalchemy import Engine, func, insert, select
 from shared.store import tables
 
 FORMAT = "bundlewise-embedding-scorer-v1"
+# v1 plus item-level terms. A ranker that predates the terms refuses such an artifact and keeps the
+# model it serves, rather than serve it without them.
+FORMAT_WITH_ITEM_TERMS = "bundlewise-embedding-scorer-v2"
+
+
+@dataclass(frozen=True)
+class ItemTermsArtifact:
+    """Exact item-level terms scored beside the vectors: their weights, and the bundle contents they
+    were chosen with as (bundle row, item column) pairs over ``item_ids``."""
+
+    overlap_weight: float
+    related_weight: float
+    item_ids: tuple[str, ...]
+    pair_bundle_rows: npt.NDArray[np.int32]
+    pair_item_columns: npt.NDArray[np.int32]
+
+    def check(self, n_bundles: int) -> None:
+        """Raises ValueError unless the pairs index ``n_bundles`` bundles and ``item_ids``."""
+        rows, columns = self.pair_bundle_rows, self.pair_item_columns
+        if rows.ndim != 1 or rows.shape != columns.shape:
+            raise ValueError(f"item terms: pair arrays of shapes {rows.shape} and {columns.shape}, expected equal 1-d")
+        if rows.size and (rows.min() < 0 or rows.max() >= n_bundles):
+            raise ValueError(f"item terms: a pair names a bundle row outside 0..{n_bundles - 1}")
+        if columns.size and (columns.min() < 0 or columns.max() >= len(self.item_ids)):
+            raise ValueError(f"item terms: a pair names an item column outside 0..{len(self.item_ids) - 1}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,7 @@ class ModelArtifact:
     user_vectors: npt.NDArray[np.float32]
     bundle_vectors: npt.NDArray[np.float32]
     metrics: dict[str, float] = field(default_factory=dict)
+    item_terms: ItemTermsArtifact | None = None
 
     def __post_init__(self) -> None:
         if self.user_vectors.shape != (len(self.user_ids), self.bundle_vectors.shape[1]):
@@ -45,6 +72,8 @@ class ModelArtifact:
             )
         if self.bundle_vectors.shape[0] != len(self.bundle_ids):
             raise ValueError(f"bundle_vectors has {self.bundle_vectors.shape[0]} rows for {len(self.bundle_ids)} ids")
+        if self.item_terms is not None:
+            self.item_terms.check(len(self.bundle_ids))
 
 
 @dataclass(frozen=True)
@@ -64,17 +93,25 @@ class ModelVersion:
 def save_artifact(artifact: ModelArtifact, directory: Path) -> Path:
     """Writes ``artifact`` under ``directory`` (atomically) and returns its path, named by content."""
     directory.mkdir(parents=True, exist_ok=True)
+    terms = artifact.item_terms
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "format": np.array(FORMAT if terms is None else FORMAT_WITH_ITEM_TERMS),
+        "model_name": np.array(artifact.model_name),
+        "catalog_id": np.array(artifact.catalog_id),
+        "user_ids": np.array(artifact.user_ids),
+        "bundle_ids": np.array(artifact.bundle_ids),
+        "user_vectors": artifact.user_vectors.astype(np.float32),
+        "bundle_vectors": artifact.bundle_vectors.astype(np.float32),
+    }
+    if terms is not None:
+        arrays |= {
+            "terms_weights": np.array([terms.overlap_weight, terms.related_weight], dtype=np.float64),
+            "terms_item_ids": np.array(terms.item_ids),
+            "terms_pair_bundle_rows": terms.pair_bundle_rows.astype(np.int32),
+            "terms_pair_item_columns": terms.pair_item_columns.astype(np.int32),
+        }
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as handle:
-        np.savez(
-            handle,
-            format=np.array(FORMAT),
-            model_name=np.array(artifact.model_name),
-            catalog_id=np.array(artifact.catalog_id),
-            user_ids=np.array(artifact.user_ids),
-            bundle_ids=np.array(artifact.bundle_ids),
-            user_vectors=artifact.user_vectors.astype(np.float32),
-            bundle_vectors=artifact.bundle_vectors.astype(np.float32),
-        )
+        np.savez(handle, allow_pickle=False, **arrays)
         temporary = Path(handle.name)
     digest = hashlib.sha256(temporary.read_bytes()).hexdigest()[:16]
     path = directory / f"{artifact.catalog_id}-{artifact.model_name}-{digest}.npz"
@@ -90,8 +127,18 @@ def load_artifact(path: Path) -> ModelArtifact:
         OSError: it cannot be read.
     """
     with np.load(path, allow_pickle=False) as data:
-        if "format" not in data or str(data["format"]) != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} artifact")
+        if "format" not in data or str(data["format"]) not in (FORMAT, FORMAT_WITH_ITEM_TERMS):
+            raise ValueError(f"{path} is not a {FORMAT} or {FORMAT_WITH_ITEM_TERMS} artifact")
+        terms = None
+        if str(data["format"]) == FORMAT_WITH_ITEM_TERMS:
+            overlap, related = (float(w) for w in data["terms_weights"])
+            terms = ItemTermsArtifact(
+                overlap_weight=overlap,
+                related_weight=related,
+                item_ids=tuple(str(i) for i in data["terms_item_ids"]),
+                pair_bundle_rows=np.asarray(data["terms_pair_bundle_rows"], dtype=np.int32),
+                pair_item_columns=np.asarray(data["terms_pair_item_columns"], dtype=np.int32),
+            )
         return ModelArtifact(
             model_name=str(data["model_name"]),
             catalog_id=str(data["catalog_id"]),
@@ -99,6 +146,7 @@ def load_artifact(path: Path) -> ModelArtifact:
             bundle_ids=tuple(str(b) for b in data["bundle_ids"]),
             user_vectors=np.ascontiguousarray(data["user_vectors"], dtype=np.float32),
             bundle_vectors=np.ascontiguousarray(data["bundle_vectors"], dtype=np.float32),
+            item_terms=terms,
         )
 
 

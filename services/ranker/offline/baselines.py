@@ -19,7 +19,7 @@ class PopularityScorer:
     """Every user gets the bundles with the most training users first (ties: lower bundle id)."""
 
     def __init__(self, data: BundleRecData) -> None:
-        self.bundle_counts = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles).to(torch.float32)
+        self.bundle_counts = data.training_pairs_per_bundle().to(torch.float32)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.bundle_counts.expand(users.numel(), -1)

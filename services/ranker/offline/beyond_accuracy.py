@@ -63,7 +63,7 @@ def beyond_accuracy(
 def _popularity_percentile(data: BundleRecData) -> torch.Tensor:
     """[n_bundles] float: the share of bundles with fewer training pairs plus half the share with as
     many (the bundle itself included), so it lies in (0, 1)."""
-    counts = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
+    counts = data.training_pairs_per_bundle()
     ordered = torch.sort(counts).values
     below = torch.searchsorted(ordered, counts, right=False).to(torch.float64)
     up_to = torch.searchsorted(ordered, counts, right=True).to(torch.float64)

@@ -61,6 +61,15 @@ class BundleRecData:
     tune: HeldOutSplit
     test: HeldOutSplit
 
+    def training_pairs_per_bundle(self) -> torch.Tensor:
+        """``[n_bundles]`` int64: how many shoppers each bundle has in training."""
+        return torch.bincount(self.train_pairs[:, 1], minlength=self.n_bundles)
+
+    def popularity_prior(self) -> torch.Tensor:
+        """``[n_bundles]`` float32: log(1 + training pairs of the bundle), the prior the trained models
+        are served with (BPR with uniform negatives leaves it out)."""
+        return torch.log1p(self.training_pairs_per_bundle().to(torch.float32))
+
     def held_out(self, name: str) -> HeldOutSplit:
         """``tune`` or ``test``. Raises ValueError for any other name."""
         if name == "tune":

@@ -200,7 +200,7 @@ class CrossViewModel(BundleModel):
         self._user_item = BipartiteLaplacian(data.user_item_pairs, data.n_users, data.n_items)
         self._bundle_item = MeanAggregation(data.bundle_item_pairs, data.n_bundles, data.n_items)
         self._full = (self._user_bundle.matrix(), self._user_item.matrix(), self._bundle_item.matrix())
-        pairs_per_bundle = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
+        pairs_per_bundle = data.training_pairs_per_bundle()
         self._cold_bundles = pairs_per_bundle == 0
         fewest = pairs_per_bundle[~self._cold_bundles].min() if bool((~self._cold_bundles).any()) else 0
         self._least_known_bundles = pairs_per_bundle == fewest

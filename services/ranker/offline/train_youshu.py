@@ -274,8 +274,7 @@ def _tune_view(args: argparse.Namespace, data: BundleRecData) -> Callable[[Embed
     still chosen on tune after training."""
     if not (args.bundle_priors and args.split == "cold"):
         return None
-    pairs = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
-    new_first = (pairs == 0).to(torch.float32) * COLD_FIRST_BOOST
+    new_first = (data.training_pairs_per_bundle() == 0).to(torch.float32) * COLD_FIRST_BOOST
     return lambda scorer: scorer.with_bundle_prior(new_first, 1.0)
 
 
@@ -287,8 +286,7 @@ def _with_bundle_priors(scorer: EmbeddingScorer, data: BundleRecData) -> tuple[E
     with uniform negatives leaves out; the boost is how far a shop lifts new bundles, which the
     model cannot learn: no shopper has seen them.
     """
-    pairs = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
-    popularity, new = torch.log1p(pairs.to(torch.float32)), (pairs == 0).to(torch.float32)
+    popularity, new = data.popularity_prior(), (data.training_pairs_per_bundle() == 0).to(torch.float32)
     best: tuple[float, float, float] | None = None
     for weight, boost in itertools.product(POPULARITY_WEIGHTS, NEW_BUNDLE_BOOSTS):
         report = evaluate(scorer.with_bundle_prior(weight * popularity + boost * new, 1.0), data.tune)

@@ -1,8 +1,10 @@
 """``python -m services.ranker.offline.youshu_item_overlap``: what two exact item-level terms add to
-the trained Youshu cross-view members, measured by the papers' protocol.
+the trained Youshu cross-view members, measured by the papers' protocol, and the model the ranker
+serves with them.
 
 The cross-view model sees a shopper's items and bundles only through 64-d propagated vectors. This
-experiment adds to its score (members summed, as in ``make eval``) two counts the vectors blur:
+experiment adds to its score (members summed, as in ``make eval``) two counts the vectors blur
+(``services.ranker.item_terms``, the code the ranker scores them with):
 
 - **item overlap**: the bundle's items the shopper has interacted with (``user_item``, which the
   protocol gives every model), over sqrt(|items(u)| * |items(b)|);
@@ -14,9 +16,15 @@ experiment adds to its score (members summed, as in ``make eval``) two counts th
 
 ``a``, ``w``, ``v`` and ``p`` are chosen together on tune from fixed grids, per seed, once by tune
 Recall@20 and once by tune NDCG@20 (both reported); nothing is retrained (the members of ``make
-eval``'s run folders are loaded). Neither term is a dot product of fixed vectors, so the ranker's
-artifact cannot serve them yet: the figures are offline only. Results:
-``benchmarks/results/youshu_item_overlap.json``.
+eval``'s run folders are loaded). Results: ``benchmarks/results/youshu_item_overlap.json``.
+
+The served model is the one chosen by tune NDCG@20 (the stable rule: see docs/bundle-quality.md):
+its vectors, with the view share and the prior folded in, and the two terms' weights with Youshu's
+bundle contents. Each seed's is written as a run of its own (``crossview_item_terms-seed<n>``) for
+``report_youshu``; the first seed's is saved as the ranker's artifact, loaded back as a ranker loads
+it and scored on test through the ranker's code (``served`` in the JSON: it must equal the
+harness's figure). ``--publish`` records that artifact as the ``youshu`` catalog's newest version
+(``$BUNDLEWISE_POSTGRES_URL``, ``$BUNDLEWISE_MODEL_DIR``), which rankers then serve.
 """
 
 from __future__ import annotations
@@ -25,18 +33,26 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import mean, pstdev
+from typing import TypedDict
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from benchmarks.provenance import run_metadata
+from services.ranker.item_terms import BundleContents, ItemTermWeights
+from services.ranker.models import ServedModel, load_served
+from services.ranker.offline.beyond_accuracy import beyond_accuracy
 from services.ranker.offline.data import BundleRecData, youshu_data
 from services.ranker.offline.evaluation import EmbeddingScorer, RankingReport, evaluate
+from services.ranker.offline.publish import YOUSHU_CATALOG, publish_artifact, youshu_artifact, youshu_item_terms
+from services.ranker.offline.results import RESULT_FILE, RunResult
 from services.ranker.offline.train_youshu import (
     MEMBER_SEED_STRIDE,
     POPULARITY_WEIGHTS,
@@ -46,6 +62,8 @@ from services.ranker.offline.train_youshu import (
 )
 from services.ranker.offline.training import load_best
 from shared.datasets import load_youshu
+from shared.store.migrate import make_engine
+from shared.store.model_registry import ModelVersion, save_artifact
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "youshu_item_overlap.json"
@@ -57,6 +75,15 @@ RELATED_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
 """``v``: the related-bundles term's weight (0: without it)."""
 PRIOR_WEIGHTS = (*POPULARITY_WEIGHTS, 1.5)
 """``p``: ``make eval``'s popularity weights, and one more."""
+SERVED_MODEL_NAME = "crossview_item_terms"
+
+
+class Figures(TypedDict):
+    """One variant of one seed: what it chose on tune, and its tune and test metrics."""
+
+    chosen_on_tune: dict[str, float]
+    tune: dict[str, float]
+    test: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -75,48 +102,30 @@ class ItemTermsScorer:
         return scores + self.overlap_weight * self.overlap[users] + self.related_weight * self.related[users]
 
 
-def _incidence(pairs: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
-    """The sparse ``[rows, columns]`` 0/1 matrix of ``pairs`` (row id, column id), duplicates once."""
-    ones = torch.ones(pairs.shape[0])
-    matrix = torch.sparse_coo_tensor(pairs.T, ones, (rows, columns), check_invariants=True).coalesce()
-    # Coalescing sums duplicate pairs; a pair counts once.
-    ones = torch.ones_like(matrix.values())
-    return torch.sparse_coo_tensor(matrix.indices(), ones, (rows, columns), check_invariants=True).coalesce()
+def _rows_by_user(pairs: torch.Tensor, n_users: int) -> list[npt.NDArray[np.int64]]:
+    """Each user's distinct second ids among (user, id) ``pairs``, sorted."""
+    ordered = pairs[torch.argsort(pairs[:, 0], stable=True)].numpy()
+    bounds = np.searchsorted(ordered[:, 0], np.arange(n_users + 1))
+    return [np.unique(ordered[bounds[u] : bounds[u + 1], 1]) for u in range(n_users)]
 
 
-def _product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """The dense ``left @ right.T`` of two sparse matrices, never holding either densely."""
-    with warnings.catch_warnings():
-        # torch routes sparse x sparse through its CSR kernels and warns that they are in beta.
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-        product: torch.Tensor = torch.sparse.mm(left, right.T.coalesce()).to_dense()
-    return product
-
-
-def _sizes(incidence: torch.Tensor) -> torch.Tensor:
-    """Entries per row of a sparse incidence matrix, at least 1 (for dividing by)."""
-    return torch.sparse.sum(incidence, dim=1).to_dense().clamp(min=1.0)
-
-
-def item_overlap(data: BundleRecData) -> torch.Tensor:
-    """``[n_users, n_bundles]``: shared items of the shopper and the bundle over sqrt(|items(u)| * |items(b)|)."""
-    user_items = _incidence(data.user_item_pairs, data.n_users, data.n_items)
-    bundle_items = _incidence(data.bundle_item_pairs, data.n_bundles, data.n_items)
-    shared = _product(user_items, bundle_items)
-    overlap: torch.Tensor = shared / _sizes(user_items).sqrt()[:, None] / _sizes(bundle_items).sqrt()[None, :]
-    return overlap
-
-
-def related_bundles(data: BundleRecData) -> torch.Tensor:
-    """``[n_users, n_bundles]``: the bundle's item overlap with each of the shopper's training
-    bundles (itself excluded), summed, over sqrt(the shopper's number of training bundles)."""
-    bundle_items = _incidence(data.bundle_item_pairs, data.n_bundles, data.n_items)
-    norms = _sizes(bundle_items).sqrt()
-    similarity = _product(bundle_items, bundle_items) / norms[:, None] / norms[None, :]
-    similarity.fill_diagonal_(0.0)
-    owned = _incidence(data.train_pairs, data.n_users, data.n_bundles)
-    related: torch.Tensor = torch.sparse.mm(owned, similarity) / _sizes(owned).sqrt()[:, None]
-    return related
+def item_terms(data: BundleRecData) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n_users, n_bundles]`` item overlap and related bundles of every shopper (``user_item`` and
+    their training bundles), computed shopper by shopper as the ranker computes them."""
+    pairs = data.bundle_item_pairs.numpy()
+    contents = BundleContents(pairs[:, 0], pairs[:, 1], data.n_bundles, data.n_items)
+    overlap = np.zeros((data.n_users, data.n_bundles), dtype=np.float32)
+    related = np.zeros_like(overlap)
+    for user, (items, bought) in enumerate(
+        zip(
+            _rows_by_user(data.user_item_pairs, data.n_users),
+            _rows_by_user(data.train_pairs, data.n_users),
+            strict=True,
+        )
+    ):
+        overlap[user] = contents.overlap(items, len(items))
+        related[user] = contents.related(bought, len(bought))
+    return torch.from_numpy(overlap), torch.from_numpy(related)
 
 
 def view_weighted(scorer: EmbeddingScorer, bundle_share: float) -> EmbeddingScorer:
@@ -142,11 +151,10 @@ def trained_members(data: BundleRecData, run_dir: Path, seed: int, members: int)
 
 def measure_seed(
     data: BundleRecData, overlap: torch.Tensor, related: torch.Tensor, members: Sequence[EmbeddingScorer]
-) -> dict[str, object]:
+) -> dict[str, Figures]:
     """The model alone (``a`` = 1, ``w`` = ``v`` = 0, ``p`` chosen by tune Recall@20), and with the
     terms, chosen by tune Recall@20 and by tune NDCG@20: each with its choice, tune and test metrics."""
-    pairs = torch.bincount(data.train_pairs[:, 1], minlength=data.n_bundles)
-    popularity = torch.log1p(pairs.to(torch.float32))
+    popularity = data.popularity_prior()
     candidates: list[tuple[dict[str, float], tuple[float, float, float, float], ItemTermsScorer]] = []
     for share in VIEW_WEIGHTS:
         model = EmbeddingScorer.summed([view_weighted(member, share) for member in members])
@@ -161,9 +169,118 @@ def measure_seed(
     }
 
 
+def served_model(
+    data: BundleRecData, members: Sequence[EmbeddingScorer], choice: dict[str, float]
+) -> tuple[EmbeddingScorer, ItemTermWeights]:
+    """The choice of :func:`measure_seed` as the ranker serves it: one dot-product scorer (view share
+    and popularity prior folded into its vectors) and the weights of the item-level terms."""
+    model = EmbeddingScorer.summed([view_weighted(member, choice["bundle_view_share"]) for member in members])
+    scorer = model.with_bundle_prior(data.popularity_prior(), choice["popularity_weight"])
+    return scorer, ItemTermWeights(overlap=choice["overlap_weight"], related=choice["related_weight"])
+
+
+def served_run_result(
+    data: BundleRecData,
+    members: Sequence[EmbeddingScorer],
+    terms: tuple[torch.Tensor, torch.Tensor],
+    figures: dict[str, Figures],
+    trained: RunResult,
+    seconds: float,
+) -> RunResult:
+    """The served variant (``chosen_by_ndcg``) of one seed as a run of its own, beside the cross-view
+    run ``trained`` whose members it adds terms to, so that ``report_youshu`` reports it with every
+    other model. Its time is the members' training plus choosing the terms (``seconds``)."""
+    chosen = figures["chosen_by_ndcg"]
+    choice: dict[str, float] = chosen["chosen_on_tune"]
+    vectors, weights = served_model(data, members, choice)
+    overlap, related = terms
+    scorer = ItemTermsScorer(vectors, overlap, weights.overlap, related, weights.related, torch.zeros(1))
+    return replace(
+        trained,
+        model=SERVED_MODEL_NAME,
+        hyperparameters={
+            **trained.hyperparameters,
+            "model": SERVED_MODEL_NAME,
+            "item_terms_grids": {
+                "bundle_view_share": VIEW_WEIGHTS,
+                "overlap_weight": OVERLAP_WEIGHTS,
+                "related_weight": RELATED_WEIGHTS,
+                "popularity_weight": PRIOR_WEIGHTS,
+            },
+            "item_terms_selection": "tune ndcg@20",
+        },
+        tune=chosen["tune"],
+        test={**chosen["test"], **beyond_accuracy(scorer, data, data.test)},
+        seconds=trained.seconds + seconds,
+        selected_on_tune=choice,
+        provenance=run_metadata("services.ranker.offline.youshu_item_overlap", None),
+    )
+
+
+def serve_choice(
+    data: BundleRecData,
+    members: Sequence[EmbeddingScorer],
+    figures: dict[str, Figures],
+    settings: OfflineSettings,
+    publish: bool,
+) -> dict[str, object]:
+    """Saves the ``chosen_by_ndcg`` model of one seed's ``figures`` as the ranker's artifact, loads it
+    back as a ranker does and measures its test Recall@20 through the ranker's own scoring, which
+    must equal the harness's. With ``publish``, the artifact goes to ``$BUNDLEWISE_MODEL_DIR`` and is
+    recorded as the ``youshu`` catalog's newest version; without, to a temporary folder."""
+    if publish and settings.postgres_url is None:
+        raise SystemExit("--publish needs BUNDLEWISE_POSTGRES_URL: the model's version is recorded there")
+    chosen = figures["chosen_by_ndcg"]
+    choice = chosen["chosen_on_tune"]
+    scorer, weights = served_model(data, members, choice)
+    metrics = {f"test_{name}": value for name, value in chosen["test"].items()}
+    artifact = youshu_artifact(scorer, SERVED_MODEL_NAME, metrics, youshu_item_terms(data, weights))
+    with tempfile.TemporaryDirectory() as scratch:
+        if publish:
+            assert settings.postgres_url is not None
+            engine = make_engine(settings.postgres_url, settings.namespace, pool_size=1)
+            try:
+                number, path = publish_artifact(artifact, settings.model_dir, engine)
+            finally:
+                engine.dispose()
+        else:
+            number, path = 0, save_artifact(artifact, Path(scratch))
+        version = ModelVersion(SERVED_MODEL_NAME, YOUSHU_CATALOG, number, path.resolve().as_uri(), metrics)
+        ranker_recall = ranker_test_recall(load_served(version), data)
+    return {
+        "published": f"{version.label}: {path}" if publish else "no (--publish records it)",
+        "chosen_on_tune": choice,
+        "test_recall@20_harness": chosen["test"]["recall@20"],
+        "test_recall@20_ranker_scoring": ranker_recall,
+    }
+
+
+def ranker_test_recall(model: ServedModel, data: BundleRecData, k: int = 20) -> float:
+    """Test Recall@K of ``model`` scored as the ranker scores a request: by shopper id, with the
+    shopper's items and training bundles as the feature store holds them (``u<row>``, ``i<row>``,
+    ``b<row>``), the bundles bought left out."""
+    items: dict[int, list[str]] = {}
+    for user, item in data.user_item_pairs.tolist():
+        items.setdefault(user, []).append(f"i{item}")
+    bought: dict[int, set[str]] = {}
+    for user, bundle in data.train_pairs.tolist():
+        bought.setdefault(user, set()).add(f"b{bundle}")
+    positives: dict[int, set[str]] = {}
+    for row, bundle in zip(data.test.positive_rows.tolist(), data.test.positive_bundles.tolist(), strict=True):
+        positives.setdefault(row, set()).add(f"b{bundle}")
+    recalls = []
+    for row, user in enumerate(data.test.users.tolist()):
+        if row not in positives:
+            continue
+        owned = bought.get(user, set())
+        top = model.top_bundles(f"u{user}", k, exclude=owned, item_ids=items.get(user, []), bought_bundle_ids=owned)
+        recalls.append(len({bundle for bundle, _ in top} & positives[row]) / len(positives[row]))
+    return mean(recalls)
+
+
 def _figures(
     data: BundleRecData, candidate: tuple[dict[str, float], tuple[float, float, float, float], ItemTermsScorer]
-) -> dict[str, object]:
+) -> Figures:
     tune, (share, weight, related_weight, prior), scorer = candidate
     test: RankingReport = evaluate(scorer, data.test)
     return {
@@ -178,11 +295,11 @@ def _figures(
     }
 
 
-def summary(per_seed: dict[int, dict[str, object]]) -> dict[str, object]:
+def summary(per_seed: dict[int, dict[str, Figures]]) -> dict[str, object]:
     """Mean and population standard deviation over seeds of each variant's test metrics."""
     out: dict[str, object] = {}
     for variant in ("model_alone", "chosen_by_recall", "chosen_by_ndcg"):
-        tests = [per_seed[seed][variant]["test"] for seed in per_seed]  # type: ignore[index]
+        tests = [per_seed[seed][variant]["test"] for seed in per_seed]
         out[variant] = {
             **{name: mean(t[name] for t in tests) for name in ("recall@20", "ndcg@20")},
             **{f"{name}_std": pstdev(t[name] for t in tests) for name in ("recall@20", "ndcg@20")},
@@ -196,21 +313,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=2, help="members per run, as make eval trained them")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS_FILE)
+    parser.add_argument("--publish", action="store_true", help="serve the first seed's model (see above)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = OfflineSettings()
     started = time.perf_counter()
     data = youshu_data(load_youshu(settings.data_dir, "standard"))
-    overlap, related = item_overlap(data), related_bundles(data)
-    per_seed: dict[int, dict[str, object]] = {}
+    overlap, related = item_terms(data)
+    terms_seconds = time.perf_counter() - started
+    per_seed: dict[int, dict[str, Figures]] = {}
+    served = None
     for seed in args.seeds:
-        run_dir = settings.runs_dir / "youshu-standard" / f"crossview-seed{seed}"
-        per_seed[seed] = measure_seed(data, overlap, related, trained_members(data, run_dir, seed, args.members))
+        seed_started = time.perf_counter()
+        runs = settings.runs_dir / "youshu-standard"
+        members = trained_members(data, runs / f"crossview-seed{seed}", seed, args.members)
+        per_seed[seed] = measure_seed(data, overlap, related, members)
         print(f"seed {seed}: {json.dumps(per_seed[seed])}", flush=True)
+        trained = RunResult.read(runs / f"crossview-seed{seed}" / RESULT_FILE)
+        seconds = time.perf_counter() - seed_started + terms_seconds
+        served_run_result(data, members, (overlap, related), per_seed[seed], trained, seconds).write(
+            runs / f"{SERVED_MODEL_NAME}-seed{seed}"
+        )
+        if served is None:
+            served = serve_choice(data, members, per_seed[seed], settings, args.publish)
+            print(f"served model, seed {seed}: {json.dumps(served)}", flush=True)
     results = {
         "dataset": "youshu",
         "split": "standard",
-        "served": False,
+        "served": served,
         "grids": {
             "bundle_view_share": VIEW_WEIGHTS,
             "overlap_weight": OVERLAP_WEIGHTS,

@@ -1,4 +1,5 @@
-"""The Youshu item-level terms: exact counts on hand-computed cases, and the scorer adding them."""
+"""The Youshu item-level terms: every shopper's counts (the formulas are specified in
+tests/unit/ranker/test_item_terms.py), the scorer adding them, and the model served from a choice."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import torch
 
 from services.ranker.offline.data import BundleRecData, bundle_rec_data
 from services.ranker.offline.evaluation import EmbeddingScorer
+from services.ranker.offline.results import RunResult
 from services.ranker.offline.youshu_item_overlap import (
     ItemTermsScorer,
-    item_overlap,
+    item_terms,
     measure_seed,
-    related_bundles,
+    served_model,
+    served_run_result,
     view_weighted,
 )
 from tests.unit.offline.synthetic_bundles import synthetic_data
@@ -34,7 +37,7 @@ def data() -> BundleRecData:
 
 
 def test_item_overlap_counts_the_shoppers_items_in_the_bundle_over_both_sizes() -> None:
-    overlap = item_overlap(data())
+    overlap, _ = item_terms(data())
 
     # Shopper 0 has 4 items, of which bundle 0 holds 1 (of 2), bundle 1 holds 3 (of 4), bundle 2 holds 1 (of 1).
     assert overlap[0].tolist() == pytest.approx([1 / (2 * 2**0.5), 3 / (2 * 2), 1 / 2])
@@ -42,7 +45,7 @@ def test_item_overlap_counts_the_shoppers_items_in_the_bundle_over_both_sizes() 
 
 
 def test_related_bundles_sum_the_item_overlap_with_the_shoppers_training_bundles() -> None:
-    related = related_bundles(data())
+    _, related = item_terms(data())
 
     # Shopper 0 trained on bundle 0, which shares item 1 with bundle 1: 1 / sqrt(2 * 4); itself excluded.
     assert related[0].tolist() == pytest.approx([0.0, 1 / 8**0.5, 0.0])
@@ -79,11 +82,63 @@ def test_each_choice_is_the_best_on_tune_of_its_metric_and_the_model_alone_adds_
         )
     ]
 
-    figures = measure_seed(synthetic, item_overlap(synthetic), related_bundles(synthetic), members)
+    figures = measure_seed(synthetic, *item_terms(synthetic), members)
 
     alone, by_recall, by_ndcg = (figures[name] for name in ("model_alone", "chosen_by_recall", "chosen_by_ndcg"))
-    assert alone["chosen_on_tune"]["overlap_weight"] == alone["chosen_on_tune"]["related_weight"] == 0.0  # type: ignore[index]
-    assert by_recall["tune"]["recall@20"] >= alone["tune"]["recall@20"]  # type: ignore[index]
-    assert by_ndcg["tune"]["ndcg@20"] >= by_recall["tune"]["ndcg@20"]  # type: ignore[index]
+    assert alone["chosen_on_tune"]["overlap_weight"] == alone["chosen_on_tune"]["related_weight"] == 0.0
+    assert by_recall["tune"]["recall@20"] >= alone["tune"]["recall@20"]
+    assert by_ndcg["tune"]["ndcg@20"] >= by_recall["tune"]["ndcg@20"]
     # Shoppers' items and bundles share a taste cluster, so the exact terms find what random vectors miss.
-    assert by_recall["test"]["recall@20"] > alone["test"]["recall@20"] + 0.2  # type: ignore[index]
+    assert by_recall["test"]["recall@20"] > alone["test"]["recall@20"] + 0.2
+
+
+def test_the_served_model_scores_as_the_chosen_scorer_with_its_terms_beside() -> None:
+    synthetic = synthetic_data()
+    generator = torch.Generator().manual_seed(5)
+    members = [
+        EmbeddingScorer(
+            torch.randn(synthetic.n_users, 4, generator=generator),
+            torch.randn(synthetic.n_bundles, 4, generator=generator),
+        )
+    ]
+    overlap, related = item_terms(synthetic)
+    choice = {"bundle_view_share": 0.7, "overlap_weight": 4.0, "related_weight": 1.0, "popularity_weight": 0.5}
+    pairs = torch.bincount(synthetic.train_pairs[:, 1], minlength=synthetic.n_bundles)
+    chosen = ItemTermsScorer(
+        EmbeddingScorer.summed([view_weighted(m, 0.7) for m in members]),
+        overlap,
+        4.0,
+        related,
+        1.0,
+        0.5 * torch.log1p(pairs.to(torch.float32)),
+    )
+    users = torch.arange(synthetic.n_users)
+
+    vectors, weights = served_model(synthetic, members, choice)
+
+    served = vectors.score_users(users) + weights.overlap * overlap + weights.related * related
+    assert torch.allclose(served, chosen.score_users(users), atol=1e-5)
+
+
+def test_the_served_variant_is_reported_as_a_run_of_its_own_beside_the_trained_one() -> None:
+    synthetic = synthetic_data()
+    generator = torch.Generator().manual_seed(7)
+    members = [
+        EmbeddingScorer(
+            torch.randn(synthetic.n_users, 4, generator=generator),
+            torch.randn(synthetic.n_bundles, 4, generator=generator),
+        )
+    ]
+    terms = item_terms(synthetic)
+    figures = measure_seed(synthetic, *terms, members)
+    trained = RunResult("youshu", "standard", "crossview", 0, {"dim": 4}, {}, {}, 600.0, 1, "cpu", best_epoch=9)
+
+    run = served_run_result(synthetic, members, terms, figures, trained, seconds=30.0)
+
+    assert (run.model, run.seed, run.best_epoch) == ("crossview_item_terms", 0, 9)
+    assert run.seconds == 630.0
+    assert run.selected_on_tune == figures["chosen_by_ndcg"]["chosen_on_tune"]
+    assert run.tune == figures["chosen_by_ndcg"]["tune"]
+    assert run.test["recall@20"] == figures["chosen_by_ndcg"]["test"]["recall@20"]
+    assert {"coverage@20", "popularity_percentile@20", "diversity@20"} <= set(run.test)
+    assert run.hyperparameters["dim"] == 4

@@ -1,0 +1,100 @@
+"""Exact item-level terms added to a trained model's score: what a shopper's items and bundles share
+with a bundle, which the model's low-dimensional vectors blur (docs/bundle-quality.md).
+
+- **item overlap**: the bundle's items the shopper has interacted with,
+  ``|items(u) ∩ items(b)| / sqrt(|items(u)| * |items(b)|)``;
+- **related bundles**: the bundle's item overlap with each bundle the shopper bought (itself
+  excluded), ``Σ_{b' ∈ bundles(u), b' ≠ b} |items(b') ∩ items(b)| / sqrt(|items(b')| * |items(b)|)``,
+  over ``sqrt(|bundles(u)|)``.
+
+One implementation, one shopper at a time, serves both the offline evaluation (every shopper, about
+2 s for Youshu) and the ranker (one shopper per request, about 0.1 ms for one with 40 bundles), so
+the figures the harness reports are the ones the ranker serves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+Indices = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ItemTermWeights:
+    """How much each term adds to the model's score (0: the term is off)."""
+
+    overlap: float
+    related: float
+
+    def __post_init__(self) -> None:
+        for name, value in (("overlap", self.overlap), ("related", self.related)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"the {name} term's weight must be a finite number >= 0, not {value}")
+
+
+class BundleContents:
+    """Which items each bundle holds, with what the terms read of it precomputed as sparse matrices.
+
+    Bundles are rows ``0 .. n_bundles - 1`` and items columns ``0 .. n_items - 1``; an item listed twice
+    in a bundle counts once. The bundle-to-bundle overlap is kept (for Youshu's 4,771 bundles, 4.6
+    million non-zero pairs, about 37 MB): summing a shopper's rows of it is five times faster than
+    walking their bundles' items to the bundles that hold them, request after request.
+    """
+
+    def __init__(self, bundle_rows: npt.ArrayLike, item_columns: npt.ArrayLike, n_bundles: int, n_items: int) -> None:
+        """``bundle_rows[k]`` holds ``item_columns[k]``: one entry per (bundle, item) pair.
+
+        Raises:
+            ValueError: the pairs are of different lengths or point outside the shape.
+        """
+        rows, columns = np.asarray(bundle_rows, dtype=np.int64), np.asarray(item_columns, dtype=np.int64)
+        if rows.shape != columns.shape or rows.ndim != 1:
+            raise ValueError(f"bundle rows {rows.shape} and item columns {columns.shape} must be equal 1-d arrays")
+        if rows.size and (rows.min() < 0 or rows.max() >= n_bundles or columns.min() < 0 or columns.max() >= n_items):
+            raise ValueError(f"a (bundle, item) pair lies outside {n_bundles} bundles x {n_items} items")
+        incidence = sparse.csr_array((np.ones(rows.size), (rows, columns)), shape=(n_bundles, n_items))
+        incidence.sum_duplicates()
+        incidence.data[:] = 1.0
+        self.n_bundles, self.n_items = n_bundles, n_items
+        self.sizes = np.diff(incidence.indptr)
+        # Entries 1 / sqrt(|items(b)|): a product of two rows is their overlap over both sizes.
+        scaled = sparse.csr_array(sparse.diags_array(1.0 / np.sqrt(np.maximum(self.sizes, 1))) @ incidence)
+        self._bundles_of_items = sparse.csr_array(scaled.T)
+        overlaps = sparse.csr_array(scaled @ scaled.T)
+        # A bought bundle is not related to itself: its own overlap (1 where it has items) goes.
+        overlaps = sparse.csr_array(overlaps - sparse.diags_array(overlaps.diagonal()))
+        overlaps.eliminate_zeros()
+        self._bundle_overlaps = sparse.csr_array(overlaps.astype(np.float32))
+
+    def overlap(self, item_columns: Indices, item_count: int) -> Scores:
+        """Every bundle's item overlap with a shopper holding the distinct ``item_columns``, out of
+        ``item_count`` items in all (items outside the columns count there, nowhere else)."""
+        return _rows_summed(self._bundles_of_items, item_columns) / math.sqrt(max(item_count, 1))
+
+    def related(self, bundle_rows: Indices, bundle_count: int) -> Scores:
+        """Every bundle's related-bundles term for a shopper who bought the distinct ``bundle_rows``,
+        out of ``bundle_count`` bundles in all."""
+        return _rows_summed(self._bundle_overlaps, bundle_rows) / math.sqrt(max(bundle_count, 1))
+
+    def scores(
+        self, weights: ItemTermWeights, item_columns: Indices, item_count: int, bundle_rows: Indices, bundle_count: int
+    ) -> Scores:
+        """Both terms, weighted, for one shopper (see :meth:`overlap` and :meth:`related`)."""
+        total = np.zeros(self.n_bundles)
+        if weights.overlap:
+            total += weights.overlap * self.overlap(item_columns, item_count)
+        if weights.related:
+            total += weights.related * self.related(bundle_rows, bundle_count)
+        return total
+
+
+def _rows_summed(matrix: sparse.csr_array, rows: Indices) -> Scores:
+    """The sum of ``matrix``'s ``rows`` (distinct), as a dense float64 row."""
+    picked = matrix[rows]
+    return np.bincount(picked.indices, weights=picked.data, minlength=matrix.shape[1]).astype(np.float64, copy=False)
