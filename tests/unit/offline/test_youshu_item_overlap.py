@@ -36,6 +36,16 @@ def data() -> BundleRecData:
     )
 
 
+def random_members(data: BundleRecData, seed: int) -> list[EmbeddingScorer]:
+    """One member of random 4-d vectors: a model that learned nothing."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        EmbeddingScorer(
+            torch.randn(data.n_users, 4, generator=generator), torch.randn(data.n_bundles, 4, generator=generator)
+        )
+    ]
+
+
 def test_item_overlap_counts_the_shoppers_items_in_the_bundle_over_both_sizes() -> None:
     overlap, _ = item_terms(data())
 
@@ -74,13 +84,7 @@ def test_view_weighting_scales_the_bundle_view_by_a_and_the_item_view_by_two_min
 
 def test_each_choice_is_the_best_on_tune_of_its_metric_and_the_model_alone_adds_no_term() -> None:
     synthetic = synthetic_data()
-    generator = torch.Generator().manual_seed(3)
-    members = [
-        EmbeddingScorer(
-            torch.randn(synthetic.n_users, 4, generator=generator),
-            torch.randn(synthetic.n_bundles, 4, generator=generator),
-        )
-    ]
+    members = random_members(synthetic, seed=3)
 
     figures = measure_seed(synthetic, *item_terms(synthetic), members)
 
@@ -94,13 +98,7 @@ def test_each_choice_is_the_best_on_tune_of_its_metric_and_the_model_alone_adds_
 
 def test_the_served_model_scores_as_the_chosen_scorer_with_its_terms_beside() -> None:
     synthetic = synthetic_data()
-    generator = torch.Generator().manual_seed(5)
-    members = [
-        EmbeddingScorer(
-            torch.randn(synthetic.n_users, 4, generator=generator),
-            torch.randn(synthetic.n_bundles, 4, generator=generator),
-        )
-    ]
+    members = random_members(synthetic, seed=5)
     overlap, related = item_terms(synthetic)
     choice = {"bundle_view_share": 0.7, "overlap_weight": 4.0, "related_weight": 1.0, "popularity_weight": 0.5}
     pairs = torch.bincount(synthetic.train_pairs[:, 1], minlength=synthetic.n_bundles)
@@ -122,13 +120,7 @@ def test_the_served_model_scores_as_the_chosen_scorer_with_its_terms_beside() ->
 
 def test_the_served_variant_is_reported_as_a_run_of_its_own_beside_the_trained_one() -> None:
     synthetic = synthetic_data()
-    generator = torch.Generator().manual_seed(7)
-    members = [
-        EmbeddingScorer(
-            torch.randn(synthetic.n_users, 4, generator=generator),
-            torch.randn(synthetic.n_bundles, 4, generator=generator),
-        )
-    ]
+    members = random_members(synthetic, seed=7)
     terms = item_terms(synthetic)
     figures = measure_seed(synthetic, *terms, members)
     trained = RunResult("youshu", "standard", "crossview", 0, {"dim": 4}, {}, {}, 600.0, 1, "cpu", best_epoch=9)
