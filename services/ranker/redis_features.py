@@ -48,13 +48,12 @@ class RedisFeatureSource:
     def warm_up(self) -> list[str]:
         """Loads every catalog of the namespace not loaded yet (call before serving, then now and
         then: a catalog synced later is copied before its first request); returns the new ids."""
-        catalogs = []
-        for key in self._client.scan_iter(match=self._keys.catalog_versions_pattern(), count=1000):
-            catalog_id = self._keys.catalog_of_version_key(key)
-            if not self._snapshots.holds(catalog_id):
-                self._snapshots.load(catalog_id, self._client.get(key))  # type: ignore[arg-type]
-                catalogs.append(catalog_id)
-        return sorted(catalogs)
+        listed: set[str] = self._client.smembers(self._keys.catalogs())  # type: ignore[assignment]
+        new = sorted(catalog_id for catalog_id in listed if not self._snapshots.holds(catalog_id))
+        for catalog_id in new:
+            version_key = self._keys.catalog(catalog_id).catalog_version()
+            self._snapshots.load(catalog_id, self._client.get(version_key))  # type: ignore[arg-type]
+        return new
 
     def watch_for_new_catalogs(self, every_s: float, on_new: Callable[[list[str]], None]) -> None:
         """Runs :meth:`warm_up` every ``every_s`` in a daemon thread; ``on_new`` hears of new catalogs."""

@@ -67,6 +67,14 @@ def new_version() -> str:
     return uuid.uuid4().hex
 
 
+def mark_changed(pipe: redis.client.Pipeline, keys: NamespaceKeys, catalog_id: str) -> None:
+    """Queues on ``pipe`` what every write to a catalog's mirror ends with: a fresh version token,
+    which tells a reader holding a copy that it is stale, and the catalog's id in the namespace's
+    list of catalogs, where rankers find catalogs synced after they started."""
+    pipe.set(keys.catalog(catalog_id).catalog_version(), new_version())
+    pipe.sadd(keys.catalogs(), catalog_id)
+
+
 def _price_field(price: float | None) -> str:
     return "" if price is None else repr(price)
 
@@ -185,7 +193,7 @@ class CatalogWriter:
         pipe = self._redis.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hset(keys.item(item_id), "retired", "1")
-        pipe.set(keys.catalog_version(), new_version())
+        mark_changed(pipe, self._keys, catalog_id)
         pipe.execute()
 
     def mirror_from_postgres(self, catalog_id: str) -> None:
@@ -256,7 +264,7 @@ class CatalogWriter:
                     },
                 )
             pipe.sadd(keys.catalog_items(), *(item.item_id for item in chunk))
-            pipe.set(keys.catalog_version(), new_version())
+            mark_changed(pipe, self._keys, catalog_id)
             pipe.execute()
 
     def _mirror_bundles(self, catalog_id: str, bundles: Sequence[CatalogBundle]) -> None:
@@ -303,5 +311,5 @@ class CatalogWriter:
                     pipe.sadd(keys.item_bundles(item_id), bundle.bundle_id)
                 for category in {category_of[i] for i in bundle.item_ids} - {""}:
                     pipe.sadd(keys.category_bundles(category), bundle.bundle_id)
-            pipe.set(keys.catalog_version(), new_version())
+            mark_changed(pipe, self._keys, catalog_id)
             pipe.execute()

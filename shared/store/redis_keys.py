@@ -34,13 +34,10 @@ class NamespaceKeys:
         """Matches every key of the namespace (for a rebuild or a namespace drop)."""
         return f"{self.prefix}:*"
 
-    def catalog_versions_pattern(self) -> str:
-        """Matches the version key of every catalog of the namespace (see ``CatalogKeys.catalog_version``)."""
-        return f"{self.prefix}:*:catalog_version"
-
-    def catalog_of_version_key(self, key: str) -> str:
-        """The catalog id in a key matched by :meth:`catalog_versions_pattern`."""
-        return key.removeprefix(f"{self.prefix}:").removesuffix(":catalog_version")
+    def catalogs(self) -> str:
+        """Set: the ids of the catalogs mirrored in the namespace. Rankers find a newly synced catalog
+        here: scanning the keyspace for version keys costs a pass over every key of the Redis."""
+        return f"{self.prefix}:catalogs"
 
 
 @dataclass(frozen=True)

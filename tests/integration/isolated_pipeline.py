@@ -96,12 +96,14 @@ class IsolatedPipeline:
         wait_for(self.stored_event_ids, lambda stored: wanted <= stored, 30, f"{len(wanted)} events in PostgreSQL")
 
     def features(self, namespace: str | None = None) -> dict[str, object]:
-        """Every Redis key of ``namespace`` but the watermarks, named without the namespace prefix."""
-        prefix = NamespaceKeys(namespace or self.namespace).prefix + ":"
+        """Every Redis key of ``namespace`` but its bookkeeping (watermarks, catalog versions and the
+        list of catalogs), named without the namespace prefix."""
+        keys = NamespaceKeys(namespace or self.namespace)
+        prefix = keys.prefix + ":"
         dumped: dict[str, object] = {}
         for key in self.redis.scan_iter(match=prefix + "*", count=5000):
             name = key.removeprefix(prefix)
-            if name.startswith("wm:") or name.rsplit(":", 1)[-1] == "catalog_version":  # positions, versions
+            if name.startswith("wm:") or name.rsplit(":", 1)[-1] == "catalog_version" or key == keys.catalogs():
                 continue
             kind = self.redis.type(key)
             if kind == "zset":
