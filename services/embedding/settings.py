@@ -164,8 +164,9 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         default=8, ge=1, le=1024, description="Spoken queries waiting or transcribing before RESOURCE_EXHAUSTED."
     )
 
-    def image_batch_on(self, device: str) -> int:
-        """Images per forward pass on ``device`` (``cpu`` or ``cuda:N``): the setting, else its default there."""
+    def image_batch_on(self, device_type: str) -> int:
+        """Images per forward pass on a device of ``device_type`` (``cpu`` or ``cuda``, as
+        ``torch.device.type`` names it): the setting, else its default there."""
         if self.embedding_max_image_batch is not None:
             return self.embedding_max_image_batch
-        return CPU_IMAGE_BATCH if device == "cpu" else GPU_IMAGE_BATCH
+        return CPU_IMAGE_BATCH if device_type == "cpu" else GPU_IMAGE_BATCH

@@ -109,21 +109,15 @@ def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
     return LoadedEncoders(placement, texts, images, whisper)
 
 
-def build_service(
-    settings: EmbeddingSettings, encoders: LoadedEncoders | None = None
-) -> tuple[EmbeddingServicer, list[Closeable]]:
-    """Wraps the encoders (loaded here unless given) in batchers, the vector cache and the servicer.
+def build_service(settings: EmbeddingSettings, encoders: LoadedEncoders) -> tuple[EmbeddingServicer, list[Closeable]]:
+    """Wraps the loaded encoders in batchers, the vector cache and the servicer.
 
     Text and image embedders share one vector cache (keys carry the model version): on exactly
     when ``BUNDLEWISE_REDIS_URL`` is set.
 
     Returns:
         The servicer, and what to close after the server stops (in that order).
-
-    Raises:
-        RuntimeError, FileNotFoundError: as :func:`load_encoders`.
     """
-    encoders = encoders or load_encoders(settings)
     max_wait_s = settings.embedding_max_wait_ms / 1000.0
     cache = None
     if settings.redis_url:
@@ -144,7 +138,7 @@ def build_service(
     image_batchers = [
         ImageBatcher(
             encoder,
-            settings.image_batch_on(encoder.device),
+            settings.image_batch_on(encoders.placement.device.type),
             max_wait_s,
             settings.embedding_max_image_queue,
             settings.embedding_interactive_max_inputs,

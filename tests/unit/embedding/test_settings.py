@@ -97,5 +97,5 @@ def test_images_go_four_to_a_pass_on_the_cpu_and_sixteen_on_a_gpu_unless_set(mon
     monkeypatch.setenv("BUNDLEWISE_EMBEDDING_MAX_IMAGE_BATCH", "8")
     chosen = load_settings(EmbeddingSettings)
 
-    assert (default.image_batch_on("cpu"), default.image_batch_on("cuda:0")) == (4, 16)
-    assert (chosen.image_batch_on("cpu"), chosen.image_batch_on("cuda:0")) == (8, 8)
+    assert (default.image_batch_on("cpu"), default.image_batch_on("cuda")) == (4, 16)
+    assert (chosen.image_batch_on("cpu"), chosen.image_batch_on("cuda")) == (8, 8)
