@@ -94,7 +94,8 @@ eval: venv ## reproduce the bundle-quality figures: Youshu standard and cold spl
 	for model in popularity item_cooccurrence itemknn; do \
 	  nice -n 19 $(PY) -m services.ranker.offline.train_youshu --model $$model --seed 0 --split cold; done
 	for seed in 0 1 2; do nice -n 19 $(PY) -m services.ranker.offline.train_youshu $(YOUSHU_MAIN) --seed $$seed --split cold; done
-	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-cold \
+	nice -n 19 $(PY) -m services.ranker.offline.youshu_item_overlap --seeds 0 1 2 --split cold
+	$(PY) -m services.ranker.offline.report_youshu --runs var/runs/youshu-cold --main-model crossview_item_terms \
 	  --out benchmarks/results/youshu_cold.json --plot docs/youshu-cold-recall-at-k.png
 	nice -n 10 $(PY) -m services.ranker.offline.complete_bundles --seeds 0 1 2 3 4
 	nice -n 10 $(PY) -m services.ranker.offline.train_item_fusion --seeds 0 1 2 3 4

@@ -14,9 +14,11 @@ experiment adds to its score (members summed, as in ``make eval``) two counts th
     score(u, b) = a * bundle view + (2 - a) * item view + w * item overlap + v * related bundles
                   + p * log(1 + training pairs of b)
 
-``a``, ``w``, ``v`` and ``p`` are chosen together on tune from fixed grids, per seed, once by tune
-Recall@20 and once by tune NDCG@20 (both reported); nothing is retrained (the members of ``make
-eval``'s run folders are loaded). Results: ``benchmarks/results/youshu_item_overlap.json``.
+``a``, ``w``, ``v`` and ``p`` (and on the cold split a new-bundle boost ``n``) are chosen together on
+tune from fixed grids (:data:`GRIDS`), per seed, once by tune Recall@20 and once by tune NDCG@20
+(both reported); nothing is retrained (the members of ``make eval``'s run folders are loaded).
+Results: ``benchmarks/results/youshu_item_overlap.json`` (``--split cold``:
+``youshu_item_overlap_cold.json``).
 
 The served model is the one chosen by tune NDCG@20 (the stable rule: see docs/bundle-quality.md):
 its vectors, with the view share and the prior folded in, and the two terms' weights with Youshu's
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import TypedDict
@@ -66,15 +68,46 @@ from shared.store.migrate import make_engine
 from shared.store.model_registry import ModelVersion, save_artifact
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "youshu_item_overlap.json"
-VIEW_WEIGHTS = (1.0, 0.7, 0.5)
-"""``a``: the bundle view's share of the two views' sum (1.0: as trained)."""
-OVERLAP_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
-"""``w``: the item-overlap term's weight (0: without it)."""
-RELATED_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
-"""``v``: the related-bundles term's weight (0: without it)."""
-PRIOR_WEIGHTS = (*POPULARITY_WEIGHTS, 1.5)
-"""``p``: ``make eval``'s popularity weights, and one more."""
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+RESULTS_FILES = {
+    "standard": RESULTS_DIR / "youshu_item_overlap.json",
+    "cold": RESULTS_DIR / "youshu_item_overlap_cold.json",
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The values tried for each weight of the score; every combination is evaluated on tune."""
+
+    bundle_view_share: tuple[float, ...]
+    """``a``: the bundle view's share of the two views' sum (1.0: as trained)."""
+    overlap_weight: tuple[float, ...]
+    """``w``: the item-overlap term's weight (0: without it)."""
+    related_weight: tuple[float, ...]
+    """``v``: the related-bundles term's weight (0: without it)."""
+    popularity_weight: tuple[float, ...]
+    """``p``: the popularity prior's weight."""
+    new_bundle_boost: tuple[float, ...]
+    """``n``: what a bundle without training pairs adds (``train_youshu``'s new-bundle boost)."""
+
+
+GRIDS = {
+    # make eval's popularity weights and one more; the standard split's test has almost no new bundle.
+    "standard": Grid(
+        (1.0, 0.7, 0.5), (0.0, 1.0, 2.0, 4.0, 8.0), (0.0, 0.5, 1.0, 2.0, 3.0), (*POPULARITY_WEIGHTS, 1.5), (0.0,)
+    ),
+    # Every tune and test bundle of the cold split is new, so popularity (0 for each of them) only
+    # reorders the warm bundles below, and the boost decides how far new bundles lead. Tune chose the
+    # edge of the related weights twice on this split (3, then 6), so they go further than on the
+    # standard split.
+    "cold": Grid(
+        (1.0, 0.7, 0.5),
+        (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+        (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0),
+        (0.0,),
+        (4.0, 8.0, 16.0, 32.0),
+    ),
+}
 SERVED_MODEL_NAME = "crossview_item_terms"
 
 
@@ -150,18 +183,37 @@ def trained_members(data: BundleRecData, run_dir: Path, seed: int, members: int)
 
 
 def measure_seed(
-    data: BundleRecData, overlap: torch.Tensor, related: torch.Tensor, members: Sequence[EmbeddingScorer]
+    data: BundleRecData,
+    overlap: torch.Tensor,
+    related: torch.Tensor,
+    members: Sequence[EmbeddingScorer],
+    grid: Grid = GRIDS["standard"],
 ) -> dict[str, Figures]:
-    """The model alone (``a`` = 1, ``w`` = ``v`` = 0, ``p`` chosen by tune Recall@20), and with the
+    """The model alone (``a`` = 1, ``w`` = ``v`` = 0, priors chosen by tune Recall@20), and with the
     terms, chosen by tune Recall@20 and by tune NDCG@20: each with its choice, tune and test metrics."""
     popularity = data.popularity_prior()
-    candidates: list[tuple[dict[str, float], tuple[float, float, float, float], ItemTermsScorer]] = []
-    for share in VIEW_WEIGHTS:
+    new = (data.training_pairs_per_bundle() == 0).to(torch.float32)
+    candidates: list[tuple[dict[str, float], dict[str, float], ItemTermsScorer]] = []
+    for share in grid.bundle_view_share:
         model = EmbeddingScorer.summed([view_weighted(member, share) for member in members])
-        for weight, related_weight, prior in itertools.product(OVERLAP_WEIGHTS, RELATED_WEIGHTS, PRIOR_WEIGHTS):
-            scorer = ItemTermsScorer(model, overlap, weight, related, related_weight, prior * popularity)
-            candidates.append((evaluate(scorer, data.tune).metrics, (share, weight, related_weight, prior), scorer))
-    alone = [c for c in candidates if c[1][:3] == (1.0, 0.0, 0.0) and c[1][3] in POPULARITY_WEIGHTS]
+        for weight, related_weight, prior, boost in itertools.product(
+            grid.overlap_weight, grid.related_weight, grid.popularity_weight, grid.new_bundle_boost
+        ):
+            scorer = ItemTermsScorer(model, overlap, weight, related, related_weight, prior * popularity + boost * new)
+            choice = {
+                "bundle_view_share": share,
+                "overlap_weight": weight,
+                "related_weight": related_weight,
+                "popularity_weight": prior,
+                "new_bundle_boost": boost,
+            }
+            candidates.append((evaluate(scorer, data.tune).metrics, choice, scorer))
+    alone = [
+        c
+        for c in candidates
+        if (c[1]["bundle_view_share"], c[1]["overlap_weight"], c[1]["related_weight"]) == (1.0, 0.0, 0.0)
+        and c[1]["popularity_weight"] in POPULARITY_WEIGHTS
+    ]
     return {
         "model_alone": _figures(data, max(alone, key=lambda c: c[0]["recall@20"])),
         "chosen_by_recall": _figures(data, max(candidates, key=lambda c: c[0]["recall@20"])),
@@ -175,7 +227,9 @@ def served_model(
     """The choice of :func:`measure_seed` as the ranker serves it: one dot-product scorer (view share
     and popularity prior folded into its vectors) and the weights of the item-level terms."""
     model = EmbeddingScorer.summed([view_weighted(member, choice["bundle_view_share"]) for member in members])
-    scorer = model.with_bundle_prior(data.popularity_prior(), choice["popularity_weight"])
+    new = (data.training_pairs_per_bundle() == 0).to(torch.float32)
+    prior = choice["popularity_weight"] * data.popularity_prior() + choice["new_bundle_boost"] * new
+    scorer = model.with_bundle_prior(prior, 1.0)
     return scorer, ItemTermWeights(overlap=choice["overlap_weight"], related=choice["related_weight"])
 
 
@@ -186,6 +240,7 @@ def served_run_result(
     figures: dict[str, Figures],
     trained: RunResult,
     seconds: float,
+    grid: Grid = GRIDS["standard"],
 ) -> RunResult:
     """The served variant (``chosen_by_ndcg``) of one seed as a run of its own, beside the cross-view
     run ``trained`` whose members it adds terms to, so that ``report_youshu`` reports it with every
@@ -201,12 +256,7 @@ def served_run_result(
         hyperparameters={
             **trained.hyperparameters,
             "model": SERVED_MODEL_NAME,
-            "item_terms_grids": {
-                "bundle_view_share": VIEW_WEIGHTS,
-                "overlap_weight": OVERLAP_WEIGHTS,
-                "related_weight": RELATED_WEIGHTS,
-                "popularity_weight": PRIOR_WEIGHTS,
-            },
+            "item_terms_grid": asdict(grid),
             "item_terms_selection": "tune ndcg@20",
         },
         tune=chosen["tune"],
@@ -278,21 +328,10 @@ def ranker_test_recall(model: ServedModel, data: BundleRecData, k: int = 20) -> 
     return mean(recalls)
 
 
-def _figures(
-    data: BundleRecData, candidate: tuple[dict[str, float], tuple[float, float, float, float], ItemTermsScorer]
-) -> Figures:
-    tune, (share, weight, related_weight, prior), scorer = candidate
+def _figures(data: BundleRecData, candidate: tuple[dict[str, float], dict[str, float], ItemTermsScorer]) -> Figures:
+    tune, choice, scorer = candidate
     test: RankingReport = evaluate(scorer, data.test)
-    return {
-        "chosen_on_tune": {
-            "bundle_view_share": share,
-            "overlap_weight": weight,
-            "related_weight": related_weight,
-            "popularity_weight": prior,
-        },
-        "tune": tune,
-        "test": test.metrics,
-    }
+    return {"chosen_on_tune": choice, "tune": tune, "test": test.metrics}
 
 
 def summary(per_seed: dict[int, dict[str, Figures]]) -> dict[str, object]:
@@ -312,48 +351,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=2, help="members per run, as make eval trained them")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_FILE)
+    parser.add_argument("--split", choices=sorted(GRIDS), default="standard")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/youshu_item_overlap[_cold].json")
     parser.add_argument("--publish", action="store_true", help="serve the first seed's model (see above)")
     args = parser.parse_args(argv)
+    if args.publish and args.split != "standard":
+        parser.error("--publish serves the standard split's model: the cold split trains on fewer bundles")
+    output: Path = args.output or RESULTS_FILES[args.split]
     torch.set_num_threads(args.threads)
     settings = OfflineSettings()
     started = time.perf_counter()
-    data = youshu_data(load_youshu(settings.data_dir, "standard"))
+    data = youshu_data(load_youshu(settings.data_dir, args.split))
     overlap, related = item_terms(data)
     terms_seconds = time.perf_counter() - started
     per_seed: dict[int, dict[str, Figures]] = {}
     served = None
     for seed in args.seeds:
         seed_started = time.perf_counter()
-        runs = settings.runs_dir / "youshu-standard"
+        runs = settings.runs_dir / f"youshu-{args.split}"
         members = trained_members(data, runs / f"crossview-seed{seed}", seed, args.members)
-        per_seed[seed] = measure_seed(data, overlap, related, members)
+        per_seed[seed] = measure_seed(data, overlap, related, members, GRIDS[args.split])
         print(f"seed {seed}: {json.dumps(per_seed[seed])}", flush=True)
         trained = RunResult.read(runs / f"crossview-seed{seed}" / RESULT_FILE)
         seconds = time.perf_counter() - seed_started + terms_seconds
-        served_run_result(data, members, (overlap, related), per_seed[seed], trained, seconds).write(
-            runs / f"{SERVED_MODEL_NAME}-seed{seed}"
-        )
+        run = served_run_result(data, members, (overlap, related), per_seed[seed], trained, seconds, GRIDS[args.split])
+        run.write(runs / f"{SERVED_MODEL_NAME}-seed{seed}")
         if served is None:
             served = serve_choice(data, members, per_seed[seed], settings, args.publish)
             print(f"served model, seed {seed}: {json.dumps(served)}", flush=True)
     results = {
         "dataset": "youshu",
-        "split": "standard",
+        "split": args.split,
         "served": served,
-        "grids": {
-            "bundle_view_share": VIEW_WEIGHTS,
-            "overlap_weight": OVERLAP_WEIGHTS,
-            "related_weight": RELATED_WEIGHTS,
-            "popularity_weight": PRIOR_WEIGHTS,
-        },
+        "grids": asdict(GRIDS[args.split]),
         "seeds": per_seed,
         "mean": summary(per_seed),
         "minutes": (time.perf_counter() - started) / 60.0,
         "provenance": run_metadata("services.ranker.offline.youshu_item_overlap", list(argv) if argv else None),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["mean"], indent=2))
     return 0
 

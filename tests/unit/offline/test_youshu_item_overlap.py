@@ -36,6 +36,10 @@ def data() -> BundleRecData:
     )
 
 
+# The trained vectors as they are: view share 1, no term.
+VECTORS_AS_TRAINED = {"bundle_view_share": 1.0, "overlap_weight": 0.0, "related_weight": 0.0}
+
+
 def random_members(data: BundleRecData, seed: int) -> list[EmbeddingScorer]:
     """One member of random 4-d vectors: a model that learned nothing."""
     generator = torch.Generator().manual_seed(seed)
@@ -100,7 +104,13 @@ def test_the_served_model_scores_as_the_chosen_scorer_with_its_terms_beside() ->
     synthetic = synthetic_data()
     members = random_members(synthetic, seed=5)
     overlap, related = item_terms(synthetic)
-    choice = {"bundle_view_share": 0.7, "overlap_weight": 4.0, "related_weight": 1.0, "popularity_weight": 0.5}
+    choice = {
+        "bundle_view_share": 0.7,
+        "overlap_weight": 4.0,
+        "related_weight": 1.0,
+        "popularity_weight": 0.5,
+        "new_bundle_boost": 0.0,
+    }
     pairs = torch.bincount(synthetic.train_pairs[:, 1], minlength=synthetic.n_bundles)
     chosen = ItemTermsScorer(
         EmbeddingScorer.summed([view_weighted(m, 0.7) for m in members]),
@@ -134,3 +144,16 @@ def test_the_served_variant_is_reported_as_a_run_of_its_own_beside_the_trained_o
     assert run.test["recall@20"] == figures["chosen_by_ndcg"]["test"]["recall@20"]
     assert {"coverage@20", "popularity_percentile@20", "diversity@20"} <= set(run.test)
     assert run.hyperparameters["dim"] == 4
+
+
+def test_the_new_bundle_boost_is_folded_into_the_served_vectors_like_the_popularity_prior() -> None:
+    small = data()  # bundle 1 has no training pair
+    members = random_members(small, seed=11)
+    choice = {**VECTORS_AS_TRAINED, "popularity_weight": 0.5, "new_bundle_boost": 10.0}
+    users = torch.arange(small.n_users)
+
+    vectors, _ = served_model(small, members, choice)
+
+    added = vectors.score_users(users) - members[0].score_users(users)
+    expected = 0.5 * torch.log1p(torch.tensor([1.0, 0.0, 1.0])) + torch.tensor([0.0, 10.0, 0.0])
+    assert torch.allclose(added, expected.expand(small.n_users, -1), atol=1e-5)
