@@ -113,6 +113,8 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> Path:
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as handle:
         np.savez(handle, allow_pickle=False, **arrays)
         temporary = Path(handle.name)
+    # NamedTemporaryFile makes it readable by its owner alone; rankers may run as another user.
+    temporary.chmod(0o644)
     digest = hashlib.sha256(temporary.read_bytes()).hexdigest()[:16]
     path = directory / f"{artifact.catalog_id}-{artifact.model_name}-{digest}.npz"
     os.replace(temporary, path)

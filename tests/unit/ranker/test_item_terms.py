@@ -1,5 +1,6 @@
 """The item-level terms a served model adds to its dot products: exact counts on hand-computed cases,
-and an artifact that carries them scoring in the ranker as it was saved."""
+and an artifact that carries them scoring in the ranker as it was saved (the artifact file itself:
+tests/unit/shared/test_model_artifacts.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from services.ranker.item_terms import BundleContents, ItemTermWeights
 from services.ranker.models import ServedModel, load_served
-from shared.store.model_registry import ItemTermsArtifact, ModelArtifact, ModelVersion, load_artifact, save_artifact
+from shared.store.model_registry import ItemTermsArtifact, ModelArtifact, ModelVersion, save_artifact
 
 # Bundle 0 = items {0, 1}, bundle 1 = {1, 2, 3, 4}, bundle 2 = {5}, bundle 3 = {} (no item known).
 ROWS = np.array([0, 0, 1, 1, 1, 1, 2])
@@ -92,30 +93,6 @@ def artifact_with_terms(overlap: float, related: float) -> ModelArtifact:
 def serve(artifact: ModelArtifact, directory: Path) -> ServedModel:
     path = save_artifact(artifact, directory)
     return load_served(ModelVersion(artifact.model_name, artifact.catalog_id, 1, path.resolve().as_uri(), {}))
-
-
-def test_an_artifact_keeps_its_item_terms_through_save_and_load(tmp_path: Path) -> None:
-    saved = artifact_with_terms(1.5, 0.5)
-
-    loaded = load_artifact(save_artifact(saved, tmp_path))
-
-    assert loaded.item_terms is not None
-    assert saved.item_terms is not None
-    assert (loaded.item_terms.overlap_weight, loaded.item_terms.related_weight) == (1.5, 0.5)
-    assert loaded.item_terms.item_ids == saved.item_terms.item_ids
-    assert loaded.item_terms.pair_bundle_rows.tolist() == ROWS.tolist()
-    assert loaded.item_terms.pair_item_columns.tolist() == COLUMNS.tolist()
-
-
-def test_an_artifact_without_terms_is_still_the_first_format(tmp_path: Path) -> None:
-    plain = artifact_with_terms(0.0, 0.0)
-    plain = ModelArtifact(
-        plain.model_name, plain.catalog_id, plain.user_ids, plain.bundle_ids, plain.user_vectors, plain.bundle_vectors
-    )
-
-    with np.load(save_artifact(plain, tmp_path)) as data:
-        assert str(data["format"]) == "bundlewise-embedding-scorer-v1"
-    assert load_artifact(save_artifact(plain, tmp_path)).item_terms is None
 
 
 def test_the_served_model_ranks_by_vectors_plus_the_shoppers_item_terms(tmp_path: Path) -> None:
