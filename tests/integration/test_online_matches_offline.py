@@ -27,7 +27,7 @@ from services.ranker.offline.evaluation import EmbeddingScorer, evaluate
 from services.ranker.offline.models import MatrixFactorization, MatrixFactorizationConfig
 from services.ranker.offline.publish import publish_artifact, youshu_artifact, youshu_item_terms
 from services.ranker.offline.training import TrainingConfig, train
-from services.ranker.offline.youshu_item_overlap import ItemTermsScorer, item_terms
+from services.ranker.offline.youshu_item_terms import ItemTermsScorer, item_terms
 from shared.datasets import default_data_dir, load_youshu
 from shared.store.catalog import CatalogWriter
 from shared.store.feature_updates import DeliveredEvent, FeatureWriter

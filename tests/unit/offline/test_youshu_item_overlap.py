@@ -9,12 +9,12 @@ import torch
 from services.ranker.offline.data import BundleRecData, bundle_rec_data
 from services.ranker.offline.evaluation import EmbeddingScorer
 from services.ranker.offline.results import RunResult
-from services.ranker.offline.youshu_item_overlap import (
+from services.ranker.offline.youshu_item_overlap import served_run_result
+from services.ranker.offline.youshu_item_terms import (
     ItemTermsScorer,
     item_terms,
     measure_seed,
     served_model,
-    served_run_result,
     view_weighted,
 )
 from tests.unit.offline.synthetic_bundles import synthetic_data
