@@ -8,7 +8,7 @@ with a bundle, which the model's low-dimensional vectors blur (docs/bundle-quali
   over ``sqrt(|bundles(u)|)``.
 
 One implementation, one shopper at a time, serves both the offline evaluation (every shopper, about
-2 s for Youshu) and the ranker (one shopper per request, about 0.1 ms for one with 40 bundles), so
+2 s for Youshu) and the ranker (one shopper per request, about 0.2 ms for one with 33 bundles), so
 the figures the harness reports are the ones the ranker serves.
 """
 

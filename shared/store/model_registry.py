@@ -1,11 +1,12 @@
 """Trained ranking models: their artifacts on disk and their versions in PostgreSQL.
 
-A model is published as an artifact file (the users' and bundles' vectors with their ids, whose dot
-products are the model's scores, and optionally the weights and bundle contents of exact item-level
-terms added to them: ``services.ranker.item_terms``) in a folder every ranker can read (a volume or an object-store
-mount: ``BUNDLEWISE_MODEL_DIR``), and a ``model_versions`` row per catalog that names it. Versions
-only grow: republishing an older artifact (a rollback) records it again under a higher version, so
-"the newest version" is always what the rankers serve.
+A model is published as an artifact file in a folder every ranker can read (a volume or an
+object-store mount: ``BUNDLEWISE_MODEL_DIR``): the users' and bundles' vectors with their ids, whose
+dot products are the model's scores, and optionally the weights and bundle contents of exact
+item-level terms added to them (``services.ranker.item_terms``). PostgreSQL holds a
+``model_versions`` row per catalog that names it. Versions only grow: republishing an older artifact
+(a rollback) records it again under a higher version, so "the newest version" is always what the
+rankers serve.
 """
 
 from __future__ import annotations
