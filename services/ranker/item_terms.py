@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -42,9 +43,11 @@ class BundleContents:
     """Which items each bundle holds, with what the terms read of it precomputed as sparse matrices.
 
     Bundles are rows ``0 .. n_bundles - 1`` and items columns ``0 .. n_items - 1``; an item listed twice
-    in a bundle counts once. The bundle-to-bundle overlap is kept (for Youshu's 4,771 bundles, 4.6
-    million non-zero pairs, about 37 MB): summing a shopper's rows of it is five times faster than
-    walking their bundles' items to the bundles that hold them, request after request.
+    in a bundle counts once. The bundle-to-bundle overlap is built on the first :meth:`related` (or
+    :meth:`prepare_related`) and kept (for Youshu's 4,771 bundles, 4.6 million non-zero pairs, about
+    37 MB, 1-2 s to build): summing a shopper's rows of it is five times faster than walking their
+    bundles' items to the bundles that hold them, request after request. A model whose related
+    weight is 0 never builds it.
     """
 
     def __init__(self, bundle_rows: npt.ArrayLike, item_columns: npt.ArrayLike, n_bundles: int, n_items: int) -> None:
@@ -65,12 +68,20 @@ class BundleContents:
         self.sizes = np.diff(incidence.indptr)
         # Entries 1 / sqrt(|items(b)|): a product of two rows is their overlap over both sizes.
         scaled = sparse.csr_array(sparse.diags_array(1.0 / np.sqrt(np.maximum(self.sizes, 1))) @ incidence)
+        self._scaled = scaled
         self._bundles_of_items = sparse.csr_array(scaled.T)
-        overlaps = sparse.csr_array(scaled @ scaled.T)
+
+    def prepare_related(self) -> None:
+        """Builds the bundle-to-bundle overlaps now, so that no request waits for them."""
+        _ = self._bundle_overlaps
+
+    @cached_property
+    def _bundle_overlaps(self) -> sparse.csr_array:
+        overlaps = sparse.csr_array(self._scaled @ self._scaled.T)
         # A bought bundle is not related to itself: its own overlap (1 where it has items) goes.
         overlaps = sparse.csr_array(overlaps - sparse.diags_array(overlaps.diagonal()))
         overlaps.eliminate_zeros()
-        self._bundle_overlaps = sparse.csr_array(overlaps.astype(np.float32))
+        return sparse.csr_array(overlaps.astype(np.float32))
 
     def overlap(self, item_columns: Indices, item_count: int) -> Scores:
         """Every bundle's item overlap with a shopper holding the distinct ``item_columns``, out of

@@ -49,8 +49,11 @@ class ServedItemTerms:
 
 def served_item_terms(terms: ItemTermsArtifact, bundle_ids: tuple[str, ...]) -> ServedItemTerms:
     contents = BundleContents(terms.pair_bundle_rows, terms.pair_item_columns, len(bundle_ids), len(terms.item_ids))
+    weights = ItemTermWeights(terms.overlap_weight, terms.related_weight)
+    if weights.related:
+        contents.prepare_related()  # at load, not on the first shopper's request
     return ServedItemTerms(
-        weights=ItemTermWeights(terms.overlap_weight, terms.related_weight),
+        weights=weights,
         contents=contents,
         item_columns={item_id: column for column, item_id in enumerate(terms.item_ids)},
         bundle_rows={bundle_id: row for row, bundle_id in enumerate(bundle_ids)},

@@ -116,3 +116,16 @@ def test_bought_bundles_lift_their_relatives_and_stay_excluded(tmp_path: Path) -
     assert ranked[0][0] == "b1"
     assert ranked[0][1] == pytest.approx(0.1 + 1 / 8**0.5)
     assert "b0" not in dict(ranked)
+
+
+def test_the_bundle_overlaps_are_built_at_load_only_for_a_model_that_weighs_related_bundles(tmp_path: Path) -> None:
+    # Youshu's overlaps take about 37 MB and 1-2 s: built before the first request, or never.
+    weighed = serve(artifact_with_terms(overlap=1.0, related=1.0), tmp_path / "weighed")
+    unweighed = serve(artifact_with_terms(overlap=1.0, related=0.0), tmp_path / "unweighed")
+
+    assert weighed.item_terms is not None
+    assert unweighed.item_terms is not None
+    assert "_bundle_overlaps" in vars(weighed.item_terms.contents)
+    assert "_bundle_overlaps" not in vars(unweighed.item_terms.contents)
+    unweighed.top_bundles("u0", 4, item_ids=["i2"], bought_bundle_ids={"b0"})
+    assert "_bundle_overlaps" not in vars(unweighed.item_terms.contents)
