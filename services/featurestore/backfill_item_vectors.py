@@ -25,7 +25,7 @@ from bundlewise.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
 from services.featurestore.vector_sync import VectorHashes, document_digest, progress_printer, sync_vectors
 from shared.errors import BundlewiseError, NotFound, from_rpc_error
-from shared.store.redis_keys import CatalogKeys
+from shared.store.redis_keys import CatalogKeys, NamespaceKeys
 
 ITEM_BATCH = 256
 MAX_ITEM_BATCH = 256
@@ -167,7 +167,7 @@ class ItemEncoder:
 
 
 def backfill_items(
-    client: redis.Redis, keys: CatalogKeys, catalog_id: str, encoder: ItemEncoder, batch: int = ITEM_BATCH
+    client: redis.Redis, namespace: NamespaceKeys, catalog_id: str, encoder: ItemEncoder, batch: int = ITEM_BATCH
 ) -> ItemBackfillReport:
     """Embeds the live items of one catalog whose title, path or fusion changed; see the module doc.
 
@@ -175,10 +175,12 @@ def backfill_items(
         NoItemFusion: the service lost its item fusion; nothing was written.
     """
     started = time.perf_counter()
+    keys = namespace.catalog(catalog_id)
     items = read_items(client, keys)
     counts = sync_vectors(
         client,
-        keys,
+        namespace,
+        catalog_id,
         VectorHashes(keys.item_vectors(), keys.item_vector_digests(), keys.item_vectors_meta()),
         {i: item_digest(encoder.model_version, text) for i, text in items.items()},
         lambda ids: encoder.encode([(i, items[i]) for i in ids]),

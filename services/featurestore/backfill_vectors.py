@@ -147,15 +147,17 @@ class PassageEncoder:
 
 
 def backfill_catalog(
-    client: redis.Redis, keys: CatalogKeys, catalog_id: str, encoder: PassageEncoder, batch: int = BATCH
+    client: redis.Redis, namespace: NamespaceKeys, catalog_id: str, encoder: PassageEncoder, batch: int = BATCH
 ) -> BackfillReport:
     """Embeds the live bundles of one catalog whose document or encoder changed; see the module doc."""
     started = time.perf_counter()
+    keys = namespace.catalog(catalog_id)
     documents = read_documents(client, keys)
     digests = {b: document_digest(encoder.model_version, text) for b, text in documents.items() if text}
     counts = sync_vectors(
         client,
-        keys,
+        namespace,
+        catalog_id,
         VectorHashes(keys.bundle_vectors(), keys.bundle_vector_digests(), keys.bundle_vectors_meta()),
         digests,
         lambda ids: encoder.encode([documents[b] for b in ids]),
@@ -231,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{catalog_id}: no such catalog in namespace {settings.namespace}; sync it first", file=sys.stderr
                 )
                 return 1
-            report = backfill_catalog(client, keys, catalog_id, encoder, args.batch)
+            report = backfill_catalog(client, namespace, catalog_id, encoder, args.batch)
             print(
                 f"{catalog_id}: {report.live} live bundles: {report.embedded} embedded, {report.unchanged} unchanged, "
                 f"{report.without_document} without a document (no titled item), {report.removed} retired removed; "
@@ -241,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if item_encoder is None:
                 continue
             try:
-                item_report = backfill_items(client, keys, catalog_id, item_encoder, args.item_batch)
+                item_report = backfill_items(client, namespace, catalog_id, item_encoder, args.item_batch)
             except NoItemFusion as exc:
                 print(f"item vectors skipped: the embedding service lost its item fusion; {exc}", flush=True)
                 item_encoder = None

@@ -1,7 +1,8 @@
 """What both halves of ``bundlewise backfill-vectors`` do once they know each entity's digest: embed
 the entities whose digest changed, in batches with a progress line, then write the vectors, their
-digests and the meta hash in one transaction (removing the entities gone), renewing the catalog
-version token when anything changed, so every ranker reloads its copy."""
+digests and the meta hash in one transaction (removing the entities gone), marking the catalog
+changed (``shared.store.catalog.mark_changed``) when anything changed, so every ranker reloads its
+copy."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from shared.store.catalog import new_version
-from shared.store.redis_keys import CatalogKeys
+from shared.store.catalog import mark_changed
+from shared.store.redis_keys import NamespaceKeys
 from shared.store.vectors import vector_to_field
 
 CHUNK = 1000
@@ -44,7 +45,8 @@ class SyncCounts:
 
 def sync_vectors(
     client: redis.Redis,
-    keys: CatalogKeys,
+    namespace: NamespaceKeys,
+    catalog_id: str,
     hashes: VectorHashes,
     digests: Mapping[str, str],
     encode: Callable[[Sequence[str]], Sequence[np.ndarray]],
@@ -78,7 +80,7 @@ def sync_vectors(
     name, version, dim = model
     pipe.hset(hashes.meta, mapping={"model": name, "model_version": version, "dim": str(dim)})
     if vectors or gone:
-        pipe.set(keys.catalog_version(), new_version())
+        mark_changed(pipe, namespace, catalog_id)
     pipe.execute()
     return SyncCounts(embedded=len(vectors), unchanged=len(digests) - len(todo), removed=len(gone))
 
