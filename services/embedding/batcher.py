@@ -53,7 +53,7 @@ class _Batch(Generic[ItemT, GroupT]):
 
 
 class DynamicBatcher(Generic[ItemT, GroupT]):
-    """Queues inputs from many threads and encodes them in batches on one worker thread.
+    """Queues inputs from many threads and encodes them in batches on worker threads (one, unless told).
 
     A batch is closed when ``max_batch`` inputs wait or when the oldest waiting input has waited
     ``max_wait_s``, whichever comes first, and right away while closing. A batch never mixes
@@ -64,6 +64,11 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
     call leads. So a query waits for at most the forward pass in progress, not for the bulk queued
     before it; bulk calls wait only while interactive ones fill whole batches. A call larger than
     ``max_batch`` is spread over consecutive batches. At most ``max_queue`` inputs wait at a time.
+
+    Several workers run forward passes side by side, each on its own batch; ``encode`` must then be
+    safe to call from several threads at once. Each worker sets its own number of torch (OpenMP)
+    threads when it starts: torch keeps that number per thread, and a thread that never set it takes
+    whatever another thread set last.
     """
 
     def __init__(
@@ -76,14 +81,23 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         max_wait_s: float,
         max_queue: int,
         interactive_max: int = 0,
+        *,
+        workers: int = 1,
+        torch_threads: int | None = None,
     ) -> None:
-        """Starts the worker thread; :meth:`close` stops it.
+        """Starts the worker threads; :meth:`close` stops them.
 
         ``encode(items, group)`` must return float32 ``(len(items), dim)``; ``modality`` (``text``,
         ``image``, ``audio``) labels the metrics and names the inputs in error messages
         (``<modality>s``). ``interactive_max``: calls of at most this many inputs go first (0: none,
-        strictly oldest first).
+        strictly oldest first). ``torch_threads``: each worker's torch threads (unset: as many as
+        the constructing thread has).
+
+        Raises:
+            ValueError: ``workers`` or ``torch_threads`` is below 1.
         """
+        if workers < 1 or (torch_threads is not None and torch_threads < 1):
+            raise ValueError(f"workers ({workers}) and torch threads ({torch_threads}) must be at least 1")
         self._encode_fn = encode
         self._dim = dim
         self._modality = modality
@@ -97,8 +111,13 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
         self._closing = False
         self._changed = threading.Condition()
         self._queue_depth = metrics.QUEUE_DEPTH.labels(modality)
-        self._worker = threading.Thread(target=self._run, name=f"embedding-batcher-{name}", daemon=True)
-        self._worker.start()
+        self._torch_threads = torch_threads or torch.get_num_threads()
+        self._workers = [
+            threading.Thread(target=self._run, name=f"embedding-batcher-{name}-{index}", daemon=True)
+            for index in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, items: Sequence[ItemT], group: GroupT) -> Future[Vectors]:
         """Queues ``items`` for encoding; never blocks.
@@ -153,16 +172,18 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
             )
 
     def close(self) -> None:
-        """Refuses new inputs, encodes every input already queued, then stops the worker.
+        """Refuses new inputs, encodes every input already queued, then stops the workers.
 
-        Safe to call more than once; returns when the worker has stopped.
+        Safe to call more than once; returns when every worker has stopped.
         """
         with self._changed:
             self._closing = True
-            self._changed.notify()
-        self._worker.join()
+            self._changed.notify_all()
+        for worker in self._workers:
+            worker.join()
 
     def _run(self) -> None:
+        torch.set_num_threads(self._torch_threads)
         while (batch := self._next_batch()) is not None:
             if batch.slices:
                 self._encode(batch)
@@ -309,10 +330,19 @@ class ImageBatcher(DynamicBatcher[torch.Tensor, None]):
     """Preprocessed images (``(3, H, W)`` tensors from :meth:`ImageEncoder.preprocess`) per forward pass."""
 
     def __init__(
-        self, encoder: ImageEncoder, max_batch: int, max_wait_s: float, max_queue: int, interactive_max: int = 0
+        self,
+        encoder: ImageEncoder,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        interactive_max: int = 0,
+        *,
+        workers: int = 1,
+        torch_threads: int | None = None,
     ) -> None:
-        """Starts the worker thread; :meth:`close` stops it. Calls of at most ``interactive_max``
-        images go first (see :class:`DynamicBatcher`)."""
+        """Starts the worker threads; :meth:`close` stops them. Calls of at most ``interactive_max``
+        images go first; ``workers`` forward passes run side by side, each on ``torch_threads``
+        (see :class:`DynamicBatcher`)."""
         super().__init__(
             lambda pixels, _group: encoder.encode(pixels),
             encoder.dim,
@@ -322,6 +352,8 @@ class ImageBatcher(DynamicBatcher[torch.Tensor, None]):
             max_wait_s,
             max_queue,
             interactive_max,
+            workers=workers,
+            torch_threads=torch_threads,
         )
         self._encoder = encoder
 

@@ -66,7 +66,8 @@ class ImageEncoder(Protocol):
 
         Returns:
             float32 ``(len(pixels), dim)``, row ``i`` the L2-normalised vector of ``pixels[i]``;
-            ``(0, dim)`` for none. Not safe to call from two threads at once.
+            ``(0, dim)`` for none. Safe to call from several threads at once (the CPU's image
+            batcher runs forward passes side by side).
         """
         ...
 

@@ -74,6 +74,14 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         description="Images per forward pass; unset: 4 on the CPU (on a few cores larger batches fall out of "
         "the cache: 40 images/s at 16 against 70 at 4 on 2 cores), 16 on CUDA.",
     )
+    embedding_image_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Image forward passes run side by side, each on its share of the torch threads; unset: one "
+        "per torch thread on the CPU (single-threaded passes waste no time at OpenMP barriers, and one decodes "
+        "while another computes), 1 on CUDA.",
+    )
     embedding_max_wait_ms: float = Field(
         default=5.0, ge=0.0, le=1000.0, description="How long the oldest waiting input may wait for others."
     )
@@ -170,3 +178,10 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         if self.embedding_max_image_batch is not None:
             return self.embedding_max_image_batch
         return CPU_IMAGE_BATCH if device_type == "cpu" else GPU_IMAGE_BATCH
+
+    def image_workers_on(self, device_type: str, torch_threads: int) -> tuple[int, int]:
+        """Image forward passes side by side on a device of ``device_type``, and the torch threads
+        of each, out of ``torch_threads``: the setting, else one single-threaded pass per thread on
+        the CPU and one pass on CUDA."""
+        workers = self.embedding_image_workers or (torch_threads if device_type == "cpu" else 1)
+        return workers, max(1, torch_threads // workers)

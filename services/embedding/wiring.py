@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
+import torch
 from bundlewise.embedding.v1 import embedding_pb2_grpc
 from PIL import Image
 
@@ -135,6 +136,7 @@ def build_service(settings: EmbeddingSettings, encoders: LoadedEncoders) -> tupl
         )
         for encoder in encoders.texts
     ]
+    image_workers, image_threads = settings.image_workers_on(encoders.placement.device.type, torch.get_num_threads())
     image_batchers = [
         ImageBatcher(
             encoder,
@@ -142,9 +144,13 @@ def build_service(settings: EmbeddingSettings, encoders: LoadedEncoders) -> tupl
             max_wait_s,
             settings.embedding_max_image_queue,
             settings.embedding_interactive_max_inputs,
+            workers=image_workers,
+            torch_threads=image_threads,
         )
         for encoder in encoders.images
     ]
+    if image_batchers:
+        log.info("images: %d forward passes side by side, %d torch threads each", image_workers, image_threads)
     audio_batchers: list[AudioBatcher] = []
     transcribers: list[Transcriber] = []
     text_embedders = [TextEmbedder(batcher, cache) for batcher in text_batchers]

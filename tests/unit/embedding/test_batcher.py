@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 
-from services.embedding.batcher import TextBatcher
+from services.embedding.batcher import DynamicBatcher, TextBatcher
 from services.embedding.text_encoder import BatchableTextEncoder, MiniLMTextEncoder, TextRole, TokenizedText
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from tests.unit.embedding.recording_encoder import RecordingEncoder
@@ -111,7 +112,7 @@ def test_texts_are_tokenised_on_the_callers_threads_and_only_encoded_on_the_work
     batcher.close()
 
     assert sorted(recording.tokenized) == sorted((f"caller-{c}", texts) for c, (texts, _) in enumerate(calls))
-    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert"}
+    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert-0"}
 
 
 @pytest.mark.parametrize("encoder_fixture", ["minilm", "e5"])
@@ -305,3 +306,41 @@ def test_without_an_interactive_limit_the_oldest_call_always_leads(gated: GatedE
     batcher.close()
 
     assert recording.texts_of_batches() == [["held"], ["b0", "b1", "b2", "b3"], ["b4", "b5"], ["shopper's query"]]
+
+
+def test_several_workers_run_passes_side_by_side_each_on_its_own_torch_threads() -> None:
+    both_running = threading.Barrier(2, timeout=WAIT_S)
+    threads_seen: list[int] = []
+
+    def encode(items: list[int], _group: None) -> npt.NDArray[np.float32]:
+        threads_seen.append(torch.get_num_threads())
+        both_running.wait()  # breaks (and fails both calls) unless two passes run at once
+        return np.array([[float(item)] for item in items], dtype=np.float32)
+
+    batcher: DynamicBatcher[int, None] = DynamicBatcher(
+        encode, 1, "side-by-side", "image", max_batch=2, max_wait_s=0.0, max_queue=8, workers=2, torch_threads=1
+    )
+    first, second = batcher.submit([1, 2], None), batcher.submit([3, 4], None)
+
+    assert first.result(WAIT_S).ravel().tolist() == [1.0, 2.0]
+    assert second.result(WAIT_S).ravel().tolist() == [3.0, 4.0]
+    assert threads_seen == [1, 1]
+    batcher.close()
+    with pytest.raises(Unavailable):
+        batcher.submit([5], None)
+
+
+@pytest.mark.parametrize(("workers", "torch_threads"), [(0, None), (1, 0)])
+def test_a_batcher_needs_a_worker_and_a_thread(workers: int, torch_threads: int | None) -> None:
+    with pytest.raises(ValueError, match="must be at least 1"):
+        DynamicBatcher(
+            lambda items, _group: np.zeros((len(items), 1), dtype=np.float32),
+            1,
+            "none",
+            "image",
+            max_batch=1,
+            max_wait_s=0.0,
+            max_queue=1,
+            workers=workers,
+            torch_threads=torch_threads,
+        )

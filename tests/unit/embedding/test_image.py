@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,21 @@ def test_the_frozen_cpu_graph_gives_the_eager_models_vectors_at_any_batch_size(
 
         assert isinstance(efficientnet._features, torch.jit.ScriptModule)
         np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+
+def test_forward_passes_from_several_threads_at_once_give_each_its_own_vectors(
+    efficientnet: EfficientNetLiteImageEncoder,
+) -> None:
+    photos = sample_photos()
+    batches = [[efficientnet.preprocess(photos[name].rotate(angle))] * 2 for name in photos for angle in (0, 7)]
+    alone = [efficientnet.encode(batch) for batch in batches]
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        together = list(pool.map(efficientnet.encode, batches))
+
+    for expected, vectors in zip(alone, together, strict=True):
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
 
 
 def test_preprocessing_centre_crops_to_224_and_scales_to_minus_one_one(

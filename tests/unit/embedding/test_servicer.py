@@ -210,7 +210,7 @@ def test_each_embed_texts_call_tokenises_its_texts_on_its_own_grpc_thread_and_th
         np.testing.assert_allclose(vectors, tiny_encoder.encode(texts, TextRole.PASSAGE), atol=1e-5)
     assert sorted(texts for _, texts in recording.tokenized) == sorted(calls)
     assert all(thread.startswith("embedding_tokenising_test-grpc") for thread, _ in recording.tokenized)
-    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert"}
+    assert set(recording.encoded_on) == {"embedding-batcher-tiny-random-bert-0"}
 
 
 def test_embed_images_returns_unit_vectors_in_request_order_from_bytes_and_paths(

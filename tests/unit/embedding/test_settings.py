@@ -99,3 +99,17 @@ def test_images_go_four_to_a_pass_on_the_cpu_and_sixteen_on_a_gpu_unless_set(mon
 
     assert (default.image_batch_on("cpu"), default.image_batch_on("cuda")) == (4, 16)
     assert (chosen.image_batch_on("cpu"), chosen.image_batch_on("cuda")) == (8, 8)
+
+
+def test_the_cpu_runs_one_single_threaded_image_pass_per_thread_and_a_gpu_one_pass_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BUNDLEWISE_EMBEDDING_IMAGE_WORKERS", raising=False)
+    default = load_settings(EmbeddingSettings)
+    monkeypatch.setenv("BUNDLEWISE_EMBEDDING_IMAGE_WORKERS", "2")
+    chosen = load_settings(EmbeddingSettings)
+
+    assert default.image_workers_on("cpu", torch_threads=4) == (4, 1)
+    assert default.image_workers_on("cuda", torch_threads=4) == (1, 4)
+    assert chosen.image_workers_on("cpu", torch_threads=4) == (2, 2)
+    assert chosen.image_workers_on("cpu", torch_threads=1) == (2, 1)
