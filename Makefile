@@ -78,7 +78,7 @@ test-tools: ## install the programs tests drive beyond the venv (docker-compose,
 deploy-check: venv test-tools ## validate Dockerfile, compose, Kubernetes manifests, alerts and dashboards offline
 	$(PY) -m pytest tests/deploy -q
 
-bench: venv up ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
+bench: venv up test-tools ## run every benchmark on the real servers; figures to benchmarks/results/, docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
 # The trained Youshu model: two cross-view members, and popularity and new-bundle priors chosen on tune;
