@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from benchmarks.provenance import run_metadata
-from services.ranker.offline.completion import ABLATIONS, BASELINES, MAIN, DomainVectors, SeedResult, evaluate_seed
+from services.ranker.offline.completion import ABLATIONS, BASELINES, LINEAR, MAIN, SeedResult, evaluate_seed
 from services.ranker.offline.completion_adapter import AdapterConfig
 from services.ranker.offline.completion_data import (
     CompletionDomain,
@@ -40,6 +40,8 @@ from services.ranker.offline.completion_data import (
     steam_completion_domain,
 )
 from services.ranker.offline.completion_metrics import COMPLETION_KS, paired_bootstrap_relative_gain
+from services.ranker.offline.completion_reranker import FEATURES, RerankerConfig
+from services.ranker.offline.completion_scoring import DomainVectors
 from services.ranker.offline.completion_text import CachedTextVectors, load_text_encoder, model_cache_root
 from shared.datasets import AMAZON_DOMAINS, default_data_dir, load_amazon_domain, load_steam
 
@@ -88,9 +90,9 @@ def summarize_domain(results: Sequence[SeedResult], resamples: int) -> dict[str,
     summaries = {method: summary(method) for method in methods}
     strongest = max(BASELINES, key=lambda name: summaries[name]["recall@10"])
 
-    def gain_over(other: str) -> dict[str, float]:
+    def gain_over(other: str, method: str = MAIN) -> dict[str, float]:
         return paired_bootstrap_relative_gain(
-            [r.per_query[MAIN]["recall@10"] for r in results],
+            [r.per_query[method]["recall@10"] for r in results],
             [r.per_query[other]["recall@10"] for r in results],
             resamples=resamples,
         )
@@ -106,12 +108,14 @@ def summarize_domain(results: Sequence[SeedResult], resamples: int) -> dict[str,
         "ablations": {name: summaries[name] for name in ABLATIONS},
         "strongest_baseline": strongest,
         "main_gain_over_strongest_baseline_recall@10": against_baseline,
-        "main_gain_over_frozen_recall@10": gain_over("main_frozen"),
+        "main_gain_over_linear_recall@10": gain_over(LINEAR),
+        "adapter_gain_recall@10": gain_over("main_frozen", method=LINEAR),
         "goal_met": bool(
             against_baseline["relative_gain"] >= GOAL_RELATIVE_GAIN and against_baseline["ci95_low"] > 0.0
         ),
         "beyond_accuracy_top20": beyond,
         "split_sizes_per_seed": [r.sizes for r in results],
+        "reranker_training_per_seed": [r.reranker for r in results],
         "adapter_loss_first_last_epoch": [
             [r.adapter_losses[0], r.adapter_losses[-1]] for r in results if r.adapter_losses
         ],
@@ -162,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "diversity": baseline_encoder.encoder.version + " title vectors",
         },
         adapter=asdict(adapter_config),
+        reranker={**asdict(RerankerConfig()), "features": list(FEATURES)},
         minutes=(time.monotonic() - started) / 60.0,
         threads=args.threads,
         provenance=run_metadata(MODULE, list(argv) if argv is not None else None),

@@ -9,13 +9,17 @@ by Recall@10, and score the test queries. Methods:
   times in training sessions (the weight chosen on tune), popularity breaking ties;
 - ``text_knn``: mean cosine of frozen title vectors (the baseline encoder) with the given items;
 - ``cooc_text_mix``: scaled co-occurrence + λ · ``text_knn`` (λ chosen on tune);
-- ``main``: mean cosine of the frozen vectors of title + category text (the main encoder) plus,
-  weighted, the same cosine over the **adapted** vectors (a :class:`~.completion_adapter.LowRankAdapter`
-  trained on the training bundles; the weight 0 is in the grid, so tune may switch it off), scaled
-  co-occurrence, scaled popularity, cosine with the owner's earlier training bundles and category
-  transitions (:class:`~.completion_scoring.CategoryTransitions`), weights chosen on tune;
-- ``main_frozen`` (ablation): the same with the adapter's weight fixed at 0, so frozen and adapted
-  compare.
+- ``main``: the learned reranker of :mod:`~.completion_reranker`: a classifier trained on fold
+  queries of the training bundles reorders a shortlist of the main encoder's cosine plus
+  co-occurrence; nothing is chosen on tune;
+- ``main_linear`` (ablation, the main method until the reranker): mean cosine of the frozen vectors
+  of title + category text (the main encoder) plus, weighted, the same cosine over the **adapted**
+  vectors (a :class:`~.completion_adapter.LowRankAdapter` trained on the training bundles; the
+  weight 0 is in the grid, so tune may switch it off), scaled co-occurrence, scaled popularity,
+  cosine with the owner's earlier training bundles and category transitions
+  (:class:`~.completion_scoring.CategoryTransitions`), weights chosen on tune;
+- ``main_frozen`` (ablation): ``main_linear`` with the adapter's weight fixed at 0, so frozen and
+  adapted compare.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from services.ranker.offline.completion_metrics import (
     per_query_metrics,
     top_items,
 )
+from services.ranker.offline.completion_reranker import Reranker, RerankerConfig, TrainingSignals, fold_examples
 from services.ranker.offline.completion_scoring import (
     CategoryTransitions,
     CooccurrenceCounts,
+    DomainVectors,
     fuse,
     mean_cosine,
     popularity_counts,
@@ -49,7 +55,8 @@ from services.ranker.offline.completion_scoring import (
 SELECTION_METRIC = "recall@10"
 BASELINES = ("popularity", "cooccurrence", "text_knn", "cooc_text_mix")
 MAIN = "main"
-ABLATIONS = ("main_frozen",)
+LINEAR = "main_linear"
+ABLATIONS = (LINEAR, "main_frozen")
 SESSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 MIX_TEXT_WEIGHTS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 MAIN_GRID: dict[str, tuple[float, ...]] = {
@@ -62,19 +69,11 @@ MAIN_GRID: dict[str, tuple[float, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class DomainVectors:
-    """L2-normalised item vectors of one domain, rows in candidate order: ``baseline_titles`` for
-    ``text_knn``/``cooc_text_mix`` and the diversity measure, ``main_texts`` for the main method."""
-
-    baseline_titles: FloatArray
-    main_texts: FloatArray
-
-
 @dataclass
 class SeedResult:
     """One split seed: per-query test metrics and mean tune/test metrics of every method, the chosen
-    weights, beyond-accuracy figures of the test top-20, the adapter's losses, and split sizes."""
+    weights, beyond-accuracy figures of the test top-20, the adapter's losses, split sizes, and the
+    reranker's training queries and rows."""
 
     seed: int
     per_query: dict[str, dict[str, DoubleArray]] = field(default_factory=dict)
@@ -84,6 +83,7 @@ class SeedResult:
     beyond: dict[str, dict[str, float]] = field(default_factory=dict)
     adapter_losses: list[float] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
+    reranker: dict[str, int] = field(default_factory=dict)
 
 
 class _Signals:
@@ -147,8 +147,10 @@ def evaluate_seed(
     seed: int,
     adapter_config: AdapterConfig,
     drop_session_mates: bool = False,
+    reranker_config: RerankerConfig | None = None,
 ) -> SeedResult:
-    """Every method on the split of ``seed``: weights chosen on tune Recall@10, test figures reported.
+    """Every method on the split of ``seed``: weights chosen on tune Recall@10 (the reranker learns
+    from the training split alone), test figures reported.
 
     ``drop_session_mates``: see :func:`~.completion_data.split_bundles`.
 
@@ -179,7 +181,7 @@ def evaluate_seed(
         "text_knn": {},
         "cooc_text_mix": {"session_weight": (session_weight,), "text": MIX_TEXT_WEIGHTS},
         "main_frozen": {"session_weight": (session_weight,), **MAIN_GRID, "adapted": (0.0,)},
-        MAIN: {"session_weight": (session_weight,), **MAIN_GRID},
+        LINEAR: {"session_weight": (session_weight,), **MAIN_GRID},
     }
     result = SeedResult(
         seed=seed,
@@ -193,10 +195,21 @@ def evaluate_seed(
             "candidates": domain.n_items,
         },
     )
+    scored: dict[str, tuple[dict[str, float], FloatArray, FloatArray]] = {}
     for method, grid in grids.items():
         weights = select_weights(grid, tune_value(method)).weights if grid else {}
-        tune_scores = tune.method_scores(method, weights)
-        test_scores = test.method_scores(method, weights)
+        scored[method] = (weights, tune.method_scores(method, weights), test.method_scores(method, weights))
+    reranker_config = reranker_config or RerankerConfig()
+    examples = fold_examples(domain, split, vectors, session_weight, seed, reranker_config)
+    reranker = Reranker(examples, seed, reranker_config)
+    signals = TrainingSignals(cooc, category, popularity)
+    scored[MAIN] = (
+        {"session_weight": session_weight},
+        reranker.scores(split.tune, signals, vectors, session_weight),
+        reranker.scores(split.test, signals, vectors, session_weight),
+    )
+    result.reranker = {"training_queries": examples.queries, "training_rows": int(examples.labels.size)}
+    for method, (weights, tune_scores, test_scores) in scored.items():
         result.weights[method] = weights
         result.tune[method] = _mean(per_query_metrics(tune_scores, split.tune))
         result.per_query[method] = per_query_metrics(test_scores, split.test)

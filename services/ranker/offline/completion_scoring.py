@@ -30,6 +30,15 @@ POPULARITY_TIE_BREAK = 1e-3
 """Weight of scaled popularity added to count signals, so items with equal counts rank by popularity."""
 
 
+@dataclass(frozen=True)
+class DomainVectors:
+    """L2-normalised item vectors of one domain, rows in candidate order: ``baseline_titles`` for
+    ``text_knn``/``cooc_text_mix`` and the diversity measure, ``main_texts`` for the main method."""
+
+    baseline_titles: FloatArray
+    main_texts: FloatArray
+
+
 def popularity_counts(bundles: Sequence[CompletionBundle], n_items: int) -> FloatArray:
     """float32 [n_items]: the number of ``bundles`` holding each item."""
     counts = np.zeros(n_items, dtype=np.float32)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.ranker.offline.completion import BASELINES, MAIN, DomainVectors, evaluate_seed
+from services.ranker.offline.completion import ABLATIONS, BASELINES, MAIN, evaluate_seed
 from services.ranker.offline.completion_adapter import AdapterConfig
 from services.ranker.offline.completion_data import CompletionBundle, CompletionDomain, CompletionQuery
 from services.ranker.offline.completion_scoring import (
     CategoryTransitions,
     CooccurrenceCounts,
+    DomainVectors,
     fuse,
     mean_cosine,
     popularity_counts,
@@ -117,7 +118,7 @@ def test_every_method_runs_end_to_end_and_text_and_cooccurrence_beat_popularity(
 
     result = evaluate_seed(domain, DomainVectors(vectors, vectors), seed=0, adapter_config=AdapterConfig(epochs=2))
 
-    assert set(result.test) == {*BASELINES, MAIN, "main_frozen"}
+    assert set(result.test) == {*BASELINES, MAIN, *ABLATIONS}
     assert result.sizes["test_bundles"] == 9
     for method in ("cooccurrence", "text_knn", "cooc_text_mix", MAIN):
         assert result.test[method]["recall@10"] > result.test["popularity"]["recall@10"]
