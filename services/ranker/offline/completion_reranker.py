@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
 from services.ranker.offline.completion_data import CompletionBundle, CompletionDomain, CompletionQuery, CompletionSplit
 from services.ranker.offline.completion_scoring import (
@@ -153,6 +153,47 @@ class Examples:
     queries: int
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One fold of the training split: queries made from its bundles, and the bundles and sessions
+    its signals come from (every other training bundle; the sessions holding none of its bundles)."""
+
+    queries: tuple[CompletionQuery, ...]
+    bundles: tuple[CompletionBundle, ...]
+    sessions: tuple[tuple[int, ...], ...]
+
+
+def training_folds(domain: CompletionDomain, split: CompletionSplit, seed: int, config: RerankerConfig) -> list[Fold]:
+    """The training split dealt into ``config.folds`` folds (seeded; see the module). Sessions that
+    hold a tune or test bundle are left out of every fold, as they are out of the split's training."""
+    draw = random.Random(f"reranker-folds-{seed}")
+    bundles = list(split.train_bundles)
+    order = list(range(len(bundles)))
+    draw.shuffle(order)
+    training_ids = {b.bundle_id for b in bundles}
+    held_out_sessions = {b.session for b in domain.bundles if b.session is not None and b.bundle_id not in training_ids}
+    folds = []
+    for fold in range(config.folds):
+        in_fold = set(order[fold :: config.folds])
+        fold_bundles = [bundles[i] for i in sorted(in_fold)]
+        left_out = held_out_sessions | {b.session for b in fold_bundles if b.session is not None}
+        queries = tuple(
+            CompletionQuery(bundle.bundle_id, tuple(i for i in bundle.items if i != hidden), hidden)
+            for bundle in fold_bundles
+            for hidden in draw.sample(bundle.items, min(config.queries_per_bundle, len(bundle.items)))
+        )
+        folds.append(
+            Fold(
+                queries=queries,
+                bundles=tuple(bundles[i] for i in range(len(bundles)) if i not in in_fold),
+                sessions=tuple(
+                    items for sid, items in sorted(domain.sessions.items()) if sid not in left_out and len(items) >= 2
+                ),
+            )
+        )
+    return folds
+
+
 def fold_examples(
     domain: CompletionDomain,
     split: CompletionSplit,
@@ -161,41 +202,29 @@ def fold_examples(
     seed: int,
     config: RerankerConfig,
 ) -> Examples:
-    """The classifier's training rows from the training split alone (see the module)."""
-    draw = random.Random(f"reranker-folds-{seed}")
-    negatives = np.random.default_rng(draw.randrange(2**32))
-    bundles = list(split.train_bundles)
-    order = list(range(len(bundles)))
-    draw.shuffle(order)
-    training_ids = {b.bundle_id for b in bundles}
-    held_out_sessions = {b.session for b in domain.bundles if b.session is not None and b.bundle_id not in training_ids}
+    """The classifier's training rows from the training split alone (see the module).
+
+    Raises:
+        ValueError: no training bundle gives a query.
+    """
+    negatives = np.random.default_rng(seed)
     features: list[FloatArray] = []
     labels: list[npt.NDArray[np.int8]] = []
     queries_made = 0
-    for fold in range(config.folds):
-        in_fold = set(order[fold :: config.folds])
-        fold_bundles = [bundles[i] for i in sorted(in_fold)]
-        rest = [bundles[i] for i in range(len(bundles)) if i not in in_fold]
-        left_out = held_out_sessions | {b.session for b in fold_bundles if b.session is not None}
-        sessions = [items for sid, items in sorted(domain.sessions.items()) if sid not in left_out and len(items) >= 2]
-        queries = [
-            CompletionQuery(bundle.bundle_id, tuple(i for i in bundle.items if i != hidden), hidden)
-            for bundle in fold_bundles
-            for hidden in draw.sample(bundle.items, min(config.queries_per_bundle, len(bundle.items)))
-        ]
-        if not queries:
+    for fold in training_folds(domain, split, seed, config):
+        if not fold.queries:
             continue
-        signals = TrainingSignals.of(rest, sessions, domain)
-        table = query_features(queries, signals, vectors, session_weight)
-        first = first_stage_scores(queries, signals, vectors, session_weight)
-        for row, query in enumerate(queries):
+        signals = TrainingSignals.of(fold.bundles, fold.sessions, domain)
+        table = query_features(fold.queries, signals, vectors, session_weight)
+        first = first_stage_scores(fold.queries, signals, vectors, session_weight)
+        for row, query in enumerate(fold.queries):
             shortlist = _shortlist(first[row], query, config.shortlist)
             sampled = negatives.choice(domain.n_items, min(config.random_negatives, domain.n_items), replace=False)
             candidates = np.unique(np.concatenate([shortlist, sampled, [query.hidden]]))
             candidates = candidates[~np.isin(candidates, query.given)]
             features.append(table[row, candidates])
             labels.append((candidates == query.hidden).astype(np.int8))
-        queries_made += len(queries)
+        queries_made += len(fold.queries)
     if not features:
         raise ValueError(f"{domain.name}: no training bundle to learn the reranker from")
     return Examples(np.concatenate(features), np.concatenate(labels), queries_made)
