@@ -74,6 +74,14 @@ class EmbeddingSettings(BaseServiceSettings, ModelCacheSettings):
         description="Images per forward pass; unset: 4 on the CPU (on a few cores larger batches fall out of "
         "the cache: 40 images/s at 16 against 70 at 4 on 2 cores), 16 on CUDA.",
     )
+    embedding_torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="CPU threads torch runs the encoders on (and so the image passes side by side); unset: "
+        "torch's own count, the machine's cores. In a container with a CPU limit, set it to the limit: torch "
+        "does not see the limit.",
+    )
     embedding_image_workers: int | None = Field(
         default=None,
         ge=1,

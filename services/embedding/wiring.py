@@ -68,10 +68,14 @@ def load_encoders(settings: EmbeddingSettings) -> LoadedEncoders:
     the model cache holds it (int8 on the CPU, float16 on CUDA, by :mod:`device`). ``BUNDLEWISE_EMBEDDING_INT8``
     quantises the text encoders on the CPU and is ignored (with a warning) on CUDA, which runs float16.
 
+    ``BUNDLEWISE_EMBEDDING_TORCH_THREADS`` sizes torch first.
+
     Raises:
         RuntimeError: CUDA was asked for and is not there.
         FileNotFoundError: packaged weights are missing.
     """
+    if settings.embedding_torch_threads is not None:
+        torch.set_num_threads(settings.embedding_torch_threads)
     placement = choose_device(settings.embedding_device)
     int8 = settings.embedding_int8
     if int8 and placement.device.type != "cpu":

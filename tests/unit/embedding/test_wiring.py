@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from services.embedding.fusion import FusionMetadata, ItemFusion
 from services.embedding.model_cache import E5_NAME
@@ -31,6 +32,19 @@ def test_without_a_prepared_cache_minilm_is_the_default_and_audio_is_off(
     assert f"no multilingual-e5-small in {tmp_path} (run `make models`)" in caplog.text
     assert encoders.whisper is None
     assert f"no whisper-base in {tmp_path} (run `make models`); audio and spoken queries are off" in caplog.text
+
+
+def test_the_torch_threads_setting_sizes_torch_before_the_encoders_load(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    settings = EmbeddingSettings(
+        embedding_device="cpu", model_cache=tmp_path, embedding_max_tokens=16, embedding_torch_threads=1
+    )
+    try:
+        load_encoders(settings)
+
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_shipped_item_fusion_was_trained_on_the_default_encoders_and_loads(
