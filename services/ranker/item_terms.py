@@ -68,7 +68,6 @@ class BundleContents:
         self.sizes = np.diff(incidence.indptr)
         # Entries 1 / sqrt(|items(b)|): a product of two rows is their overlap over both sizes.
         scaled = sparse.csr_array(sparse.diags_array(1.0 / np.sqrt(np.maximum(self.sizes, 1))) @ incidence)
-        self._scaled = scaled
         self._bundles_of_items = sparse.csr_array(scaled.T)
 
     def prepare_related(self) -> None:
@@ -77,7 +76,8 @@ class BundleContents:
 
     @cached_property
     def _bundle_overlaps(self) -> sparse.csr_array:
-        overlaps = sparse.csr_array(self._scaled @ self._scaled.T)
+        scaled = sparse.csr_array(self._bundles_of_items.T)
+        overlaps = sparse.csr_array(scaled @ scaled.T)
         # A bought bundle is not related to itself: its own overlap (1 where it has items) goes.
         overlaps = sparse.csr_array(overlaps - sparse.diags_array(overlaps.diagonal()))
         overlaps.eliminate_zeros()

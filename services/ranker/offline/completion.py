@@ -46,7 +46,6 @@ from services.ranker.offline.completion_scoring import (
     DomainVectors,
     fuse,
     mean_cosine,
-    popularity_counts,
     scaled_per_query,
     select_weights,
     with_popularity_tie_break,
@@ -160,12 +159,11 @@ def evaluate_seed(
     split = split_bundles(domain, seed, drop_session_mates)
     if not split.tune or not split.test:
         raise ValueError(f"{domain.name}: seed {seed} gives no tune or no test query")
-    popularity = popularity_counts(split.train_bundles, domain.n_items)
-    cooc = CooccurrenceCounts(split.train_bundles, split.train_sessions, domain.n_items)
+    signals = TrainingSignals.of(split.train_bundles, split.train_sessions, domain)
+    popularity = signals.popularity
     run = train_adapter(vectors.main_texts, split.train_bundles, adapter_config, seed)
-    category = CategoryTransitions(split.train_bundles, domain.categories)
-    tune = _Signals(split.tune, cooc, category, popularity, vectors, run.vectors)
-    test = _Signals(split.test, cooc, category, popularity, vectors, run.vectors)
+    tune = _Signals(split.tune, signals.cooccurrence, signals.category, popularity, vectors, run.vectors)
+    test = _Signals(split.test, signals.cooccurrence, signals.category, popularity, vectors, run.vectors)
 
     def tune_value(method: str) -> Callable[[dict[str, float]], float]:
         def value(weights: dict[str, float]) -> float:
@@ -202,7 +200,6 @@ def evaluate_seed(
     reranker_config = reranker_config or RerankerConfig()
     examples = fold_examples(domain, split, vectors, session_weight, seed, reranker_config)
     reranker = Reranker(examples, seed, reranker_config)
-    signals = TrainingSignals(cooc, category, popularity)
     scored[MAIN] = (
         {"session_weight": session_weight},
         reranker.scores(split.tune, signals, vectors, session_weight),

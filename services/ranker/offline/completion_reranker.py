@@ -1,6 +1,6 @@
 """Complete-the-bundle's main method: a learned reranker over a shortlist of the candidates.
 
-- **First stage** (:func:`first_stage_scores`): the main encoder's mean cosine with the given items
+- **First stage** (:func:`first_stage`): the main encoder's mean cosine with the given items
   plus co-occurrence scaled per query; no weight to choose. Its best ``shortlist`` candidates per
   query go to the second stage.
 - **Second stage**: a gradient-boosted classifier (scikit-learn's ``HistGradientBoostingClassifier``)
@@ -102,12 +102,10 @@ class TrainingSignals:
         )
 
 
-def first_stage_scores(
-    queries: Sequence[CompletionQuery], signals: TrainingSignals, vectors: DomainVectors, session_weight: float
-) -> FloatArray:
-    """float32 [len(queries), n_items]: mean main cosine + co-occurrence scaled per query."""
-    cooccurrence = signals.cooccurrence.scores(queries, session_weight)
-    return (mean_cosine(vectors.main_texts, queries) + scaled_per_query(cooccurrence)).astype(np.float32)
+def first_stage(table: FloatArray) -> FloatArray:
+    """float32 [n_queries, n_items]: mean main cosine + co-occurrence scaled per query, read from the
+    queries' feature table (:func:`query_features`)."""
+    return table[..., FEATURES.index("main_cosine")] + table[..., FEATURES.index("cooccurrence_scaled")]
 
 
 def query_features(
@@ -216,7 +214,7 @@ def fold_examples(
             continue
         signals = TrainingSignals.of(fold.bundles, fold.sessions, domain)
         table = query_features(fold.queries, signals, vectors, session_weight)
-        first = first_stage_scores(fold.queries, signals, vectors, session_weight)
+        first = first_stage(table)
         for row, query in enumerate(fold.queries):
             shortlist = _shortlist(first[row], query, config.shortlist)
             sampled = negatives.choice(domain.n_items, min(config.random_negatives, domain.n_items), replace=False)
@@ -260,13 +258,16 @@ class Reranker:
     ) -> FloatArray:
         """float32 [len(queries), n_items]: the shortlist by the classifier's log-probability above
         the rest in the first stage's order."""
-        first = first_stage_scores(queries, signals, vectors, session_weight)
         table = query_features(queries, signals, vectors, session_weight)
+        first = first_stage(table)
         out = first.copy()
-        for row, query in enumerate(queries):
-            shortlist = _shortlist(first[row], query, self.config.shortlist)
-            probability = self.model.predict_proba(table[row, shortlist])[:, 1]
-            out[row, shortlist] = SHORTLIST_OFFSET + np.log(np.clip(probability, 1e-12, 1.0))
+        if not queries:
+            return out
+        shortlists = [_shortlist(first[row], query, self.config.shortlist) for row, query in enumerate(queries)]
+        rows = np.repeat(np.arange(len(queries)), [len(shortlist) for shortlist in shortlists])
+        columns = np.concatenate(shortlists)
+        probability = self.model.predict_proba(table[rows, columns])[:, 1]
+        out[rows, columns] = SHORTLIST_OFFSET + np.log(np.clip(probability, 1e-12, 1.0))
         return out
 
 

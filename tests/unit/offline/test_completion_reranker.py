@@ -14,7 +14,7 @@ from services.ranker.offline.completion_reranker import (
     Reranker,
     RerankerConfig,
     TrainingSignals,
-    first_stage_scores,
+    first_stage,
     fold_examples,
     query_features,
     training_folds,
@@ -114,7 +114,7 @@ def test_the_reranker_reorders_only_the_shortlist_and_keeps_the_rest_in_first_st
     signals = TrainingSignals.of(split.train_bundles, split.train_sessions, domain)
 
     scores = reranker.scores(split.test, signals, vectors, 0.25)
-    first = first_stage_scores(split.test, signals, vectors, 0.25)
+    first = first_stage(query_features(split.test, signals, vectors, 0.25))
 
     for row, query in enumerate(split.test):
         candidates = [i for i in range(N_ITEMS) if i not in query.given]
