@@ -15,6 +15,7 @@ the figures the harness reports are the ones the ranker serves.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -102,6 +103,33 @@ class BundleContents:
             total += weights.overlap * self.overlap(item_columns, item_count)
         if weights.related:
             total += weights.related * self.related(bundle_rows, bundle_count)
+        return total
+
+    def scores_of_new_bundles(
+        self,
+        weights: ItemTermWeights,
+        item_columns: Indices,
+        item_count: int,
+        bundle_rows: Indices,
+        bundle_count: int,
+        new_bundles: Sequence[tuple[Indices, int]],
+    ) -> Scores:
+        """Both terms, weighted, for bundles outside these contents (synced after them), each given as
+        the distinct item columns it holds and its number of distinct items in all (items outside the
+        columns count there, nowhere else); the shopper as in :meth:`scores`. A new bundle is related
+        to the bought bundles it shares items with, as a listed one is."""
+        total = np.zeros(len(new_bundles))
+        shopper_items = set(item_columns.tolist())
+        for row, (columns, size) in enumerate(new_bundles):
+            scale = 1.0 / math.sqrt(max(size, 1))
+            if weights.overlap:
+                shared = len(shopper_items.intersection(columns.tolist()))
+                total[row] += weights.overlap * shared * scale / math.sqrt(max(item_count, 1))
+            if weights.related and bundle_rows.size and columns.size:
+                # Per listed bundle b': the shared items over sqrt(|b'|), summed over the bought ones.
+                per_bundle = _rows_summed(self._bundles_of_items, columns)
+                related = float(per_bundle[bundle_rows].sum()) * scale / math.sqrt(max(bundle_count, 1))
+                total[row] += weights.related * related
         return total
 
 

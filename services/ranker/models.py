@@ -1,12 +1,17 @@
 """The trained models the ranker serves: the newest published version of each catalog's model,
-loaded in the background and swapped in atomically (see shared.store.model_registry)."""
+loaded in the background and swapped in atomically (see shared.store.model_registry).
+
+A bundle synced to the catalog after the model was trained is scored from its items where the
+model says how (:class:`ServedNewBundles`): it reaches the shoppers the model knows at once, not at
+the next publish."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +22,7 @@ from services.ranker.item_terms import BundleContents, ItemTermWeights
 from shared.store.model_registry import (
     ItemTermsArtifact,
     ModelVersion,
+    NewBundleVectors,
     artifact_path,
     latest_versions,
     load_artifact,
@@ -36,15 +42,58 @@ class ServedItemTerms:
 
     def scores(self, item_ids: Sequence[str], bought_bundle_ids: Set[str]) -> npt.NDArray[np.float64]:
         """Both weighted terms for every bundle row, for a shopper with ``item_ids`` and ``bought_bundle_ids``."""
-        items = {self.item_columns[i] for i in item_ids if i in self.item_columns}
-        bought = {self.bundle_rows[b] for b in bought_bundle_ids if b in self.bundle_rows}
-        return self.contents.scores(
+        return self.contents.scores(self.weights, *self._shopper(item_ids, bought_bundle_ids))
+
+    def new_bundle_scores(
+        self, item_ids: Sequence[str], bought_bundle_ids: Set[str], new_bundles: Sequence[Sequence[str]]
+    ) -> npt.NDArray[np.float64]:
+        """Both weighted terms for bundles the model does not list, each given by its item ids."""
+        return self.contents.scores_of_new_bundles(
             self.weights,
-            np.fromiter(items, np.int64, len(items)),
+            *self._shopper(item_ids, bought_bundle_ids),
+            [(self.columns_of(bundle_items), len(set(bundle_items))) for bundle_items in new_bundles],
+        )
+
+    def columns_of(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """The distinct columns of the listed ones of ``item_ids``."""
+        columns = {self.item_columns[i] for i in item_ids if i in self.item_columns}
+        return np.fromiter(columns, np.int64, len(columns))
+
+    def _shopper(
+        self, item_ids: Sequence[str], bought_bundle_ids: Set[str]
+    ) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], int]:
+        """The shopper's listed item columns and item count, bought bundle rows and bundle count."""
+        bought = {self.bundle_rows[b] for b in bought_bundle_ids if b in self.bundle_rows}
+        return (
+            self.columns_of(item_ids),
             len(set(item_ids)),
             np.fromiter(bought, np.int64, len(bought)),
             len(bought_bundle_ids),
         )
+
+
+@dataclass(frozen=True)
+class ServedNewBundles:
+    """Vectors for bundles synced after training, made from their items (see :class:`NewBundleVectors`)."""
+
+    vectors: NewBundleVectors
+    item_columns: dict[str, int]
+
+    def vector(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        """The bundle vector of a bundle holding ``item_ids``; None when the model knows none of them."""
+        columns = sorted({self.item_columns[i] for i in item_ids if i in self.item_columns})
+        if not columns:
+            return None
+        mean = self.vectors.item_vectors[columns].mean(axis=0)
+        dim, parts = self.vectors.member_dim, []
+        for member, length in enumerate(self.vectors.bundle_view_lengths):
+            item_view = mean[member * dim : (member + 1) * dim]
+            # As torch's F.normalize, which the trained model uses for bundles without pairs.
+            direction = item_view / max(float(np.linalg.norm(item_view)), 1e-12)
+            parts += [direction * length, item_view]
+        if self.vectors.prior is not None:
+            parts.append(np.array([self.vectors.prior], dtype=np.float32))
+        return np.concatenate(parts).astype(np.float32)
 
 
 def served_item_terms(terms: ItemTermsArtifact, bundle_ids: tuple[str, ...]) -> ServedItemTerms:
@@ -71,9 +120,41 @@ class ServedModel:
     user_vectors: npt.NDArray[np.float32]
     bundle_vectors: npt.NDArray[np.float32]
     item_terms: ServedItemTerms | None = None
+    new_bundles: ServedNewBundles | None = None
 
     def knows(self, user_id: str) -> bool:
         return user_id in self.user_rows
+
+    def knows_bundle(self, bundle_id: str) -> bool:
+        return bundle_id in self._bundle_rows
+
+    @cached_property
+    def _bundle_rows(self) -> dict[str, int]:
+        return {bundle_id: row for row, bundle_id in enumerate(self.bundle_ids)}
+
+    def score_new_bundles(
+        self,
+        user_id: str,
+        bundles: Mapping[str, Sequence[str]],
+        item_ids: Sequence[str] = (),
+        bought_bundle_ids: Set[str] = frozenset(),
+    ) -> dict[str, float]:
+        """Scores of bundles the model was not trained on (id -> item ids), on the scale of
+        :meth:`top_bundles`: the vector the model's new-bundle vectors make from their items (none:
+        0), plus the item-level terms. Empty for a shopper the model never saw."""
+        row = self.user_rows.get(user_id)
+        if row is None or not bundles:
+            return {}
+        ids, contents = list(bundles), list(bundles.values())
+        scores = np.zeros(len(ids))
+        if self.new_bundles is not None:
+            for position, bundle_items in enumerate(contents):
+                vector = self.new_bundles.vector(bundle_items)
+                if vector is not None:
+                    scores[position] = float(vector @ self.user_vectors[row])
+        if self.item_terms is not None:
+            scores += self.item_terms.new_bundle_scores(item_ids, bought_bundle_ids, contents)
+        return {bundle_id: float(score) for bundle_id, score in zip(ids, scores, strict=True)}
 
     def top_bundles(
         self,
@@ -102,13 +183,17 @@ def load_served(version: ModelVersion) -> ServedModel:
     artifact = load_artifact(artifact_path(version.artifact_uri))
     if artifact.catalog_id != version.catalog_id:
         raise ValueError(f"{version.artifact_uri} holds a model of {artifact.catalog_id}, not {version.catalog_id}")
+    terms = served_item_terms(artifact.item_terms, artifact.bundle_ids) if artifact.item_terms else None
     return ServedModel(
         version=version,
         user_rows={user_id: row for row, user_id in enumerate(artifact.user_ids)},
         bundle_ids=artifact.bundle_ids,
         user_vectors=artifact.user_vectors,
         bundle_vectors=artifact.bundle_vectors,
-        item_terms=served_item_terms(artifact.item_terms, artifact.bundle_ids) if artifact.item_terms else None,
+        item_terms=terms,
+        new_bundles=ServedNewBundles(artifact.new_bundles, terms.item_columns)
+        if artifact.new_bundles is not None and terms is not None
+        else None,
     )
 
 

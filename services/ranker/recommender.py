@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
+from services.ranker.models import ServedModel
 from services.ranker.ports import FeatureSource, ItemVectorSource, ModelSource, PolicySource
 from services.ranker.shadow_policy import ShadowPolicy
 from shared.errors import NotFound
@@ -120,6 +121,8 @@ class Recommender:
             if model
             else {}
         )
+        if personal and model is not None:
+            personal = self._with_new_bundles(catalog_id, user_id, model, personal, evidence, signals, k)
         by_evidence = sorted(evidence, key=lambda b: (-evidence[b].score, b))
         shortlist = list(personal) if personal else by_evidence[: CANDIDATES_PER_SLOT * k]
         cold_start = not shortlist
@@ -187,6 +190,27 @@ class Recommender:
             cold_start=cold_start,
             shadow_policy=shadow.label if shadow is not None else None,
         )
+
+    def _with_new_bundles(
+        self,
+        catalog_id: str,
+        user_id: str,
+        model: ServedModel,
+        personal: dict[str, float],
+        evidence: Mapping[str, domain.Evidence],
+        signals: domain.UserSignals,
+        k: int,
+    ) -> dict[str, float]:
+        """``personal`` with the bundles synced after the model was trained that hold the shopper's
+        items (or their co-purchases), scored by the model from their items, the best kept."""
+        unlisted = [b for b in evidence if not model.knows_bundle(b) and b not in signals.purchased_bundle_ids]
+        if not unlisted:
+            return personal
+        contents = {b.bundle_id: b.item_ids for b in self._features.bundles(catalog_id, unlisted).values()}
+        scored = personal | model.score_new_bundles(
+            user_id, contents, signals.history_item_ids, signals.purchased_bundle_ids
+        )
+        return dict(sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[: CANDIDATES_PER_SLOT * k])
 
     def related_items(self, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
         """Companions of ``item_id``: co-purchased items by baskets shared, then the other members of

@@ -174,12 +174,14 @@ class CrossViewConfig:
 
 @dataclass(frozen=True)
 class ViewVectors:
-    """Both views' vectors: users [n_users, D] and bundles [n_bundles, D] per view."""
+    """Both views' vectors: users [n_users, D] and bundles [n_bundles, D] per view, and the items [n_items, D]
+    of the item view (a bundle's item-view vector is the mean of its items')."""
 
     users_bundle_view: torch.Tensor
     bundles_bundle_view: torch.Tensor
     users_item_view: torch.Tensor
     bundles_item_view: torch.Tensor
+    items_item_view: torch.Tensor
 
 
 class CrossViewModel(BundleModel):
@@ -211,11 +213,13 @@ class CrossViewModel(BundleModel):
         layers, combination = self.config.layers, self.config.combination
         bundle_view = propagate(user_bundle, torch.cat([self.users, self.bundles]), layers, combination)
         item_view = propagate(user_item, torch.cat([self.users, self.items]), layers, combination)
+        items = item_view[self.n_users :]
         return ViewVectors(
             users_bundle_view=bundle_view[: self.n_users],
             bundles_bundle_view=bundle_view[self.n_users :],
             users_item_view=item_view[: self.n_users],
-            bundles_item_view=torch.sparse.mm(bundle_item, item_view[self.n_users :]),
+            bundles_item_view=torch.sparse.mm(bundle_item, items),
+            items_item_view=items,
         )
 
     def training_loss(
@@ -257,6 +261,18 @@ class CrossViewModel(BundleModel):
                 torch.cat([self._bundle_view_with_cold(views), views.bundles_item_view], dim=1),
             )
 
+    def new_bundle_basis(self) -> tuple[torch.Tensor, float]:
+        """What a bundle without training pairs is scored from, for one synced after training: the
+        items' item-view vectors ([n_items, dim]; its item-view vector is the mean of its items'), and
+        the length its bundle-view vector takes in that direction (see :meth:`scorer`)."""
+        with torch.no_grad():
+            views = self.views(self._full)
+            return views.items_item_view.clone(), float(self._cold_bundle_length(views))
+
+    def _cold_bundle_length(self, views: ViewVectors) -> torch.Tensor:
+        length: torch.Tensor = views.bundles_bundle_view[self._least_known_bundles].norm(dim=1).mean()
+        return length
+
     def _bundle_view_with_cold(self, views: ViewVectors) -> torch.Tensor:
         """Bundle-view vectors where cold bundles (no training pair) take their item-view direction
         at the length of the least-known warm bundles."""
@@ -264,8 +280,7 @@ class CrossViewModel(BundleModel):
         if not bool(cold.any()) or bool(cold.all()):
             return views.bundles_bundle_view
         bundle_view = views.bundles_bundle_view.clone()
-        length = bundle_view[self._least_known_bundles].norm(dim=1).mean()
-        bundle_view[cold] = F.normalize(views.bundles_item_view[cold], dim=1) * length
+        bundle_view[cold] = F.normalize(views.bundles_item_view[cold], dim=1) * self._cold_bundle_length(views)
         return bundle_view
 
     def describe(self) -> dict[str, object]:

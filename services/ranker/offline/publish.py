@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from services.ranker.item_terms import ItemTermWeights
 from services.ranker.offline.data import BundleRecData
 from services.ranker.offline.evaluation import EmbeddingScorer
-from shared.store.model_registry import ItemTermsArtifact, ModelArtifact, publish, save_artifact
+from shared.store.model_registry import ItemTermsArtifact, ModelArtifact, NewBundleVectors, publish, save_artifact
 
 YOUSHU_CATALOG = "youshu"
 
@@ -37,6 +37,7 @@ def youshu_artifact(
     model_name: str,
     metrics: dict[str, float],
     item_terms: ItemTermsArtifact | None = None,
+    new_bundles: NewBundleVectors | None = None,
 ) -> ModelArtifact:
     users, bundles = scorer.user_vectors.detach().cpu().numpy(), scorer.bundle_vectors.detach().cpu().numpy()
     return ModelArtifact(
@@ -48,6 +49,7 @@ def youshu_artifact(
         bundle_vectors=bundles,
         metrics=metrics,
         item_terms=item_terms,
+        new_bundles=new_bundles,
     )
 
 

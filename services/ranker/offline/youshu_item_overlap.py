@@ -24,11 +24,12 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import mean, pstdev
 
+import numpy as np
 import torch
 
 from benchmarks.provenance import run_metadata
@@ -36,6 +37,7 @@ from services.ranker.models import ServedModel, load_served
 from services.ranker.offline.beyond_accuracy import beyond_accuracy
 from services.ranker.offline.data import BundleRecData, youshu_data
 from services.ranker.offline.evaluation import EmbeddingScorer
+from services.ranker.offline.models import CrossViewModel
 from services.ranker.offline.publish import YOUSHU_CATALOG, publish_artifact, youshu_artifact, youshu_item_terms
 from services.ranker.offline.results import RESULT_FILE, RunResult
 from services.ranker.offline.train_youshu import OfflineSettings
@@ -47,12 +49,13 @@ from services.ranker.offline.youshu_item_terms import (
     ItemTermsScorer,
     item_terms,
     measure_seed,
+    new_bundle_vectors,
     served_model,
     trained_members,
 )
 from shared.datasets import load_youshu
 from shared.store.migrate import make_engine
-from shared.store.model_registry import ModelVersion, save_artifact
+from shared.store.model_registry import ModelArtifact, ModelVersion, save_artifact
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -98,22 +101,26 @@ def served_run_result(
 
 def serve_choice(
     data: BundleRecData,
-    members: Sequence[EmbeddingScorer],
+    models: Sequence[CrossViewModel],
     figures: dict[str, Figures],
     settings: OfflineSettings,
     publish: bool,
 ) -> dict[str, object]:
     """Saves the ``chosen_by_ndcg`` model of one seed's ``figures`` as the ranker's artifact, loads it
     back as a ranker does and measures its test Recall@20 through the ranker's own scoring, which
-    must equal the harness's. With ``publish``, the artifact goes to ``$BUNDLEWISE_MODEL_DIR`` and is
-    recorded as the ``youshu`` catalog's newest version; without, to a temporary folder."""
+    must equal the harness's. So must the same model with its bundles without training pairs taken
+    out and scored as bundles synced after training (from their items). With ``publish``, the
+    artifact goes to ``$BUNDLEWISE_MODEL_DIR`` and is recorded as the ``youshu`` catalog's newest
+    version; without, to a temporary folder."""
     if publish and settings.postgres_url is None:
         raise SystemExit("--publish needs BUNDLEWISE_POSTGRES_URL: the model's version is recorded there")
     chosen = figures["chosen_by_ndcg"]
     choice = chosen["chosen_on_tune"]
-    scorer, weights = served_model(data, members, choice)
+    scorer, weights = served_model(data, [model.scorer() for model in models], choice)
     metrics = {f"test_{name}": value for name, value in chosen["test"].items()}
-    artifact = youshu_artifact(scorer, SERVED_MODEL_NAME, metrics, youshu_item_terms(data, weights))
+    artifact = youshu_artifact(
+        scorer, SERVED_MODEL_NAME, metrics, youshu_item_terms(data, weights), new_bundle_vectors(models, choice)
+    )
     with tempfile.TemporaryDirectory() as scratch:
         if publish:
             assert settings.postgres_url is not None
@@ -126,18 +133,27 @@ def serve_choice(
             number, path = 0, save_artifact(artifact, Path(scratch))
         version = ModelVersion(SERVED_MODEL_NAME, YOUSHU_CATALOG, number, path.resolve().as_uri(), metrics)
         ranker_recall = ranker_test_recall(load_served(version), data)
+        stripped, new_bundles = without_new_bundles(artifact, data)
+        stripped_path = save_artifact(stripped, Path(scratch))
+        stripped_version = replace(version, artifact_uri=stripped_path.resolve().as_uri())
+        synced_recall = ranker_test_recall(load_served(stripped_version), data, new_bundles=new_bundles)
     return {
         "published": f"{version.label}: {path}" if publish else "no (--publish records it)",
         "chosen_on_tune": choice,
         "test_recall@20_harness": chosen["test"]["recall@20"],
         "test_recall@20_ranker_scoring": ranker_recall,
+        "bundles_without_training_pairs": len(new_bundles),
+        "test_recall@20_ranker_scoring_them_as_synced_after_training": synced_recall,
     }
 
 
-def ranker_test_recall(model: ServedModel, data: BundleRecData, k: int = 20) -> float:
+def ranker_test_recall(
+    model: ServedModel, data: BundleRecData, k: int = 20, new_bundles: Mapping[str, Sequence[str]] | None = None
+) -> float:
     """Test Recall@K of ``model`` scored as the ranker scores a request: by shopper id, with the
     shopper's items and training bundles as the feature store holds them (``u<row>``, ``i<row>``,
-    ``b<row>``), the bundles bought left out."""
+    ``b<row>``), the bundles bought left out. ``new_bundles`` (id -> item ids) are bundles the model
+    does not list, scored as synced after training (:meth:`ServedModel.score_new_bundles`)."""
     items: dict[int, list[str]] = {}
     for user, item in data.user_item_pairs.tolist():
         items.setdefault(user, []).append(f"i{item}")
@@ -151,10 +167,42 @@ def ranker_test_recall(model: ServedModel, data: BundleRecData, k: int = 20) -> 
     for row, user in enumerate(data.test.users.tolist()):
         if row not in positives:
             continue
-        owned = bought.get(user, set())
-        top = model.top_bundles(f"u{user}", k, exclude=owned, item_ids=items.get(user, []), bought_bundle_ids=owned)
-        recalls.append(len({bundle for bundle, _ in top} & positives[row]) / len(positives[row]))
+        shopper, held, owned = f"u{user}", items.get(user, []), bought.get(user, set())
+        scored = dict(model.top_bundles(shopper, k, exclude=owned, item_ids=held, bought_bundle_ids=owned))
+        if new_bundles:
+            scored |= model.score_new_bundles(shopper, new_bundles, held, owned)
+        top = sorted(scored, key=lambda bundle: (-scored[bundle], bundle))[:k]
+        recalls.append(len(set(top) & positives[row]) / len(positives[row]))
     return mean(recalls)
+
+
+def without_new_bundles(artifact: ModelArtifact, data: BundleRecData) -> tuple[ModelArtifact, dict[str, list[str]]]:
+    """``artifact`` as if its bundles without training pairs had been synced after training: their
+    rows removed from its vectors and item terms, and their contents (id -> item ids) to score them
+    from."""
+    new = (data.training_pairs_per_bundle() == 0).numpy()
+    kept = np.flatnonzero(~new)
+    contents: dict[str, list[str]] = {}
+    for bundle, item in data.bundle_item_pairs.tolist():
+        if new[bundle]:
+            contents.setdefault(f"b{bundle}", []).append(f"i{item}")
+    terms = artifact.item_terms
+    if terms is not None:
+        renumbered = np.full(new.size, -1, dtype=np.int64)
+        renumbered[kept] = np.arange(kept.size)
+        listed = ~new[terms.pair_bundle_rows]
+        terms = replace(
+            terms,
+            pair_bundle_rows=renumbered[terms.pair_bundle_rows[listed]].astype(np.int32),
+            pair_item_columns=terms.pair_item_columns[listed],
+        )
+    stripped = replace(
+        artifact,
+        bundle_ids=tuple(artifact.bundle_ids[row] for row in kept),
+        bundle_vectors=artifact.bundle_vectors[kept],
+        item_terms=terms,
+    )
+    return stripped, contents
 
 
 def summary(per_seed: dict[int, dict[str, Figures]]) -> dict[str, object]:
@@ -192,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in args.seeds:
         seed_started = time.perf_counter()
         runs = settings.runs_dir / f"youshu-{args.split}"
-        members = trained_members(data, runs / f"crossview-seed{seed}", seed, args.members)
+        models = trained_members(data, runs / f"crossview-seed{seed}", seed, args.members)
+        members = [model.scorer() for model in models]
         per_seed[seed] = measure_seed(data, overlap, related, members, GRIDS[args.split])
         print(f"seed {seed}: {json.dumps(per_seed[seed])}", flush=True)
         trained = RunResult.read(runs / f"crossview-seed{seed}" / RESULT_FILE)
@@ -200,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = served_run_result(data, members, (overlap, related), per_seed[seed], trained, seconds, GRIDS[args.split])
         run.write(runs / f"{SERVED_MODEL_NAME}-seed{seed}")
         if served is None:
-            served = serve_choice(data, members, per_seed[seed], settings, args.publish)
+            served = serve_choice(data, models, per_seed[seed], settings, args.publish)
             print(f"served model, seed {seed}: {json.dumps(served)}", flush=True)
     results = {
         "dataset": "youshu",

@@ -31,8 +31,10 @@ import torch
 from services.ranker.item_terms import BundleContents, ItemTermWeights
 from services.ranker.offline.data import BundleRecData
 from services.ranker.offline.evaluation import EmbeddingScorer, RankingReport, evaluate
+from services.ranker.offline.models import CrossViewModel
 from services.ranker.offline.train_youshu import MEMBER_SEED_STRIDE, POPULARITY_WEIGHTS, build_model, build_parser
 from services.ranker.offline.training import load_best
+from shared.store.model_registry import NewBundleVectors
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,17 @@ def view_weighted(scorer: EmbeddingScorer, bundle_share: float) -> EmbeddingScor
     return EmbeddingScorer(users, scorer.bundle_vectors)
 
 
-def trained_members(data: BundleRecData, run_dir: Path, seed: int, members: int) -> list[EmbeddingScorer]:
+def trained_members(data: BundleRecData, run_dir: Path, seed: int, members: int) -> list[CrossViewModel]:
     """The best-on-tune members of ``make eval``'s cross-view run of ``seed``."""
     args = build_parser().parse_args(["--model", "crossview", "--seed", str(seed)])
-    scorers = []
+    models = []
     for member in range(members):
         model = build_model(args, data, seed + MEMBER_SEED_STRIDE * member)
         load_best(model, run_dir / f"member{member}" if members > 1 else run_dir)
-        scorers.append(model.scorer())
-    return scorers
+        if not isinstance(model, CrossViewModel):
+            raise TypeError(f"{run_dir} holds a {type(model).__name__}, not the cross-view members")
+        models.append(model)
+    return models
 
 
 def measure_seed(
@@ -191,6 +195,18 @@ def served_model(
     prior = choice["popularity_weight"] * data.popularity_prior() + choice["new_bundle_boost"] * new
     scorer = model.with_bundle_prior(prior, 1.0)
     return scorer, ItemTermWeights(overlap=choice["overlap_weight"], related=choice["related_weight"])
+
+
+def new_bundle_vectors(members: Sequence[CrossViewModel], choice: dict[str, float]) -> NewBundleVectors:
+    """How :func:`served_model`'s vectors score a bundle synced after training: as the members score
+    a bundle without training pairs (its items' item-view mean, that direction at the least-known
+    bundles' length in the bundle view), with the new-bundle boost as its prior."""
+    bases = [member.new_bundle_basis() for member in members]
+    return NewBundleVectors(
+        item_vectors=torch.cat([items for items, _ in bases], dim=1).numpy(),
+        bundle_view_lengths=tuple(length for _, length in bases),
+        prior=choice["new_bundle_boost"],
+    )
 
 
 def _figures(data: BundleRecData, candidate: tuple[dict[str, float], dict[str, float], ItemTermsScorer]) -> Figures:

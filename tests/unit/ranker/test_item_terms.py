@@ -60,6 +60,22 @@ def test_scores_weigh_each_term_and_a_shopper_with_nothing_scores_zero() -> None
     assert CONTENTS.scores(weights, columns(), 0, columns(), 0).tolist() == [0.0, 0.0, 0.0, 0.0]
 
 
+def test_a_bundle_synced_after_the_contents_gets_the_terms_it_would_get_if_listed() -> None:
+    # The contents without bundle 1 ({1, 2, 3, 4}): its old rows 2 and 3 become 1 and 2.
+    listed = ROWS != 1
+    without = BundleContents(np.array([0, 0, 1]), COLUMNS[listed], n_bundles=3, n_items=6)
+    weights = ItemTermWeights(overlap=2.0, related=3.0)
+    # Item 7 is outside the columns: it counts in the new bundle's size, as for a listed one.
+    as_new = without.scores_of_new_bundles(
+        weights, columns(1, 2, 5), 3, columns(0), 1, [(columns(1, 2, 3, 4), 4), (columns(1), 2)]
+    )
+
+    as_listed = CONTENTS.scores(weights, columns(1, 2, 5), 3, columns(0), 1)
+    assert as_new[0] == pytest.approx(as_listed[1])
+    # {1, item 7}: shares item 1 with the shopper (1 / sqrt(3 * 2)) and with bought bundle 0 (1 / sqrt(2 * 2)).
+    assert as_new[1] == pytest.approx(2.0 / 6**0.5 + 3.0 / 2)
+
+
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
 def test_a_weight_must_be_finite_and_not_negative(weight: float) -> None:
     with pytest.raises(ValueError, match="overlap term's weight"):
