@@ -1,8 +1,9 @@
 """Online matches offline: Youshu test shoppers asked through the live gateway and ranker get the
 Recall@20 that the offline harness measures for the same published model (vectors and the item-level
-terms the ranker adds from the shopper's items and bundles in the feature store), and a newly
-published version is served without a restart. This catches id mapping, feature skew and wrong
-versions."""
+terms the ranker adds from the shopper's items and bundles in the feature store), a newly
+published version is served without a restart, and a bundle synced after the model was trained
+reaches a shopper the model knows with the score the model gives it offline. This catches id
+mapping, feature skew and wrong versions."""
 
 from __future__ import annotations
 
@@ -22,16 +23,23 @@ from services.featurestore.real_catalogs import load_youshu_catalog
 from services.policy.domain import PolicyParams
 from services.policy.postgres_snapshots import PostgresSnapshotStore
 from services.ranker.item_terms import ItemTermWeights
+from services.ranker.models import load_served
 from services.ranker.offline.data import BundleRecData, HeldOutSplit, youshu_data
 from services.ranker.offline.evaluation import EmbeddingScorer, evaluate
-from services.ranker.offline.models import MatrixFactorization, MatrixFactorizationConfig
+from services.ranker.offline.models import (
+    CrossViewConfig,
+    CrossViewModel,
+    MatrixFactorization,
+    MatrixFactorizationConfig,
+)
 from services.ranker.offline.publish import publish_artifact, youshu_artifact, youshu_item_terms
 from services.ranker.offline.training import TrainingConfig, train
-from services.ranker.offline.youshu_item_terms import ItemTermsScorer, item_terms
+from services.ranker.offline.youshu_item_terms import ItemTermsScorer, item_terms, new_bundle_vectors, served_model
 from shared.datasets import default_data_dir, load_youshu
 from shared.store.catalog import CatalogWriter
 from shared.store.feature_updates import DeliveredEvent, FeatureWriter
 from shared.store.migrate import make_engine, upgrade_to_head
+from shared.store.model_registry import ModelVersion
 from shared.store.rebuild import drop_namespace_keys
 from tests.integration.servers import KAFKA, POSTGRES_URL, REDIS_URL
 from tests.integration.waiting import wait_for
@@ -137,10 +145,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         client.close()
 
 
-def ask(served: Served, user: str) -> dict[str, object]:
+def ask(served: Served, user: str, k: int = K) -> dict[str, object]:
     reply = httpx.get(
         f"{served.stack.gateway_url}/v1/users/{user}/bundles",
-        params={"catalog_id": "youshu", "k": K},
+        params={"catalog_id": "youshu", "k": k},
         headers=served.stack.auth_headers(),
         timeout=10,
     )
@@ -184,3 +192,49 @@ def test_a_newly_published_version_is_served_without_a_restart(served: Served) -
 
     user = f"u{int(served.shoppers.users[0])}"
     wait_for(lambda: ask(served, user)["model_version"], lambda label: label == f"mf_bpr-v{version}", 30, "v2")
+
+
+def test_a_bundle_synced_after_training_reaches_a_shopper_the_model_knows(served: Served) -> None:
+    data, user = served.data, int(served.shoppers.users[0])
+    torch.manual_seed(0)
+    model = CrossViewModel(data, CrossViewConfig())
+    train(model, data, TrainingConfig(epochs=2, seed=0), served.model_dir / "crossview-run")
+    choice = {
+        "bundle_view_share": 1.0,
+        "overlap_weight": TERMS.overlap,
+        "related_weight": TERMS.related,
+        "popularity_weight": 0.0,
+        "new_bundle_boost": 0.0,
+    }
+    scorer, weights = served_model(data, [model.scorer()], choice)
+    artifact = youshu_artifact(
+        scorer, "crossview", {}, youshu_item_terms(data, weights), new_bundle_vectors([model], choice)
+    )
+    engine = make_engine(POSTGRES_URL, served.namespace, pool_size=1)
+    try:
+        number, path = publish_artifact(artifact, served.model_dir, engine)
+    finally:
+        engine.dispose()
+    shopper = f"u{user}"
+    wait_for(lambda: ask(served, shopper)["model_version"], lambda label: label == f"crossview-v{number}", 30, "it")
+
+    # A new kit of the shopper's own items, synced through the catalog API.
+    items = [f"i{item}" for u, item in data.user_item_pairs.tolist() if u == user]
+    kit = f"synced-{uuid.uuid4().hex[:8]}"
+    synced = httpx.post(
+        f"{served.stack.gateway_url}/v1/catalogs/youshu/bundles",
+        json={"bundles": [{"bundle_id": kit, "name": "Synced after training", "item_ids": items}]},
+        headers=served.stack.auth_headers(),
+        timeout=10,
+    )
+    assert synced.status_code == 200, synced.text
+
+    def kit_score() -> float | None:
+        bundles = ask(served, shopper, k=100)["bundles"]
+        return next((b["score"] for b in bundles if b["bundle_id"] == kit), None)  # type: ignore[attr-defined,index]
+
+    score = wait_for(kit_score, lambda found: found is not None, 30, "the synced kit in the answer")
+    bought = {f"b{bundle}" for u, bundle in data.train_pairs.tolist() if u == user}
+    version = ModelVersion("crossview", "youshu", number, path.resolve().as_uri(), {})
+    offline = load_served(version).score_new_bundles(shopper, {kit: items}, items, bought)[kit]
+    assert score == pytest.approx(offline, rel=1e-3)
