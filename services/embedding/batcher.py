@@ -17,6 +17,7 @@ import torch
 
 from services.embedding import metrics
 from services.embedding.audio_encoder import AudioEncoder, AudioFeatures
+from services.embedding.device import use_torch_threads_here
 from services.embedding.image_encoder import ImageEncoder
 from services.embedding.text_encoder import BatchableTextEncoder, TextRole, TokenizedText
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -183,7 +184,7 @@ class DynamicBatcher(Generic[ItemT, GroupT]):
             worker.join()
 
     def _run(self) -> None:
-        torch.set_num_threads(self._torch_threads)
+        use_torch_threads_here(self._torch_threads)
         while (batch := self._next_batch()) is not None:
             if batch.slices:
                 self._encode(batch)

@@ -62,3 +62,15 @@ def ctranslate2_placement(placement: DevicePlacement) -> CTranslate2Placement:
     if placement.device.type == "cuda":
         return CTranslate2Placement("cuda", placement.device.index or 0, "float16")
     return CTranslate2Placement("cpu", 0, "int8")
+
+
+def use_torch_threads_here(threads: int) -> None:
+    """Gives the calling thread ``threads`` torch threads for the rest of its life.
+
+    torch keeps the count per thread but sizes a thread lazily, at its first use of torch, from the
+    count the process set last in any thread: a worker that only set its own count would take
+    whatever another thread set before the worker's first pass. Touching torch first, then setting,
+    keeps the worker's own.
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(threads)

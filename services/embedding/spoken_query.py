@@ -18,10 +18,12 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from services.embedding import metrics
 from services.embedding.audio_encoder import Transcript
 from services.embedding.audio_input import Samples
+from services.embedding.device import use_torch_threads_here
 from services.embedding.embedder import TextEmbedder
 from services.embedding.text_encoder import TextEncoder, TextRole
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -74,8 +76,10 @@ class Transcriber:
     """
 
     def __init__(self, recognizer: SpeechRecognizer, max_queue: int, max_batch: int = 8) -> None:
-        """Starts the worker thread; :meth:`close` stops it."""
+        """Starts the worker thread; :meth:`close` stops it. The worker runs with as many torch
+        threads as the constructing thread has now, whatever other threads set later."""
         self._recognizer = recognizer
+        self._torch_threads = torch.get_num_threads()
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._waiting: deque[_Job] = deque()
@@ -135,6 +139,7 @@ class Transcriber:
         self._worker.join()
 
     def _run(self) -> None:
+        use_torch_threads_here(self._torch_threads)
         while jobs := self._next_jobs():
             started = time.perf_counter()
             try:

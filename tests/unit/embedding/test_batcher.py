@@ -317,14 +317,20 @@ def test_several_workers_run_passes_side_by_side_each_on_its_own_torch_threads()
         both_running.wait()  # breaks (and fails both calls) unless two passes run at once
         return np.array([[float(item)] for item in items], dtype=np.float32)
 
+    previous = torch.get_num_threads()
     batcher: DynamicBatcher[int, None] = DynamicBatcher(
         encode, 1, "side-by-side", "image", max_batch=2, max_wait_s=0.0, max_queue=8, workers=2, torch_threads=1
     )
+    # Another thread sizing torch after the workers started does not resize theirs.
+    other = threading.Thread(target=torch.set_num_threads, args=(2,))
+    other.start()
+    other.join()
     first, second = batcher.submit([1, 2], None), batcher.submit([3, 4], None)
 
     assert first.result(WAIT_S).ravel().tolist() == [1.0, 2.0]
     assert second.result(WAIT_S).ravel().tolist() == [3.0, 4.0]
     assert threads_seen == [1, 1]
+    torch.set_num_threads(previous)
     batcher.close()
     with pytest.raises(Unavailable):
         batcher.submit([5], None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 
 from services.embedding.audio_encoder import Transcript
 from services.embedding.audio_input import Samples
@@ -31,6 +32,7 @@ class ScriptedRecognizer:
         self.started = threading.Semaphore(0)
         self.languages_asked: list[str | None] = []
         self.batch_sizes: list[int] = []
+        self.torch_threads: list[int] = []
 
     @property
     def name(self) -> str:
@@ -52,6 +54,7 @@ class ScriptedRecognizer:
     ) -> list[Transcript]:
         self.languages_asked.extend(languages)
         self.batch_sizes.append(len(windows))
+        self.torch_threads.append(torch.get_num_threads())
         self.started.release()
         self.release.wait(timeout=30)
         return [Transcript(self.text, language or "en", 0.9, self.no_speech, -0.2) for language in languages]
@@ -186,3 +189,23 @@ def test_spoken_queries_that_wait_together_are_transcribed_in_one_batch(recogniz
 
     assert recognizer.batch_sizes == [1, 3]
     assert sorted(results) == ["en", "en", "en", "zh"]
+
+
+def test_the_worker_transcribes_with_the_torch_threads_of_the_thread_that_built_it(
+    recognizer: ScriptedRecognizer,
+) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        transcriber = Transcriber(recognizer, max_queue=2)
+    finally:
+        torch.set_num_threads(previous)
+    # Another thread sizing torch after the worker started does not resize the worker's.
+    other = threading.Thread(target=torch.set_num_threads, args=(2,))
+    other.start()
+    other.join()
+
+    transcriber.transcribe(CLIP, None, timeout_s=10)
+    transcriber.close()
+
+    assert recognizer.torch_threads == [1]
