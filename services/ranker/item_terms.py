@@ -15,7 +15,7 @@ the figures the harness reports are the ones the ranker serves.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -112,25 +112,62 @@ class BundleContents:
         item_count: int,
         bundle_rows: Indices,
         bundle_count: int,
-        new_bundles: Sequence[tuple[Indices, int]],
+        unlisted: UnlistedBundles,
     ) -> Scores:
-        """Both terms, weighted, for bundles outside these contents (synced after them), each given as
-        the distinct item columns it holds and its number of distinct items in all (items outside the
-        columns count there, nowhere else); the shopper as in :meth:`scores`. A new bundle is related
-        to the bought bundles it shares items with, as a listed one is."""
-        total = np.zeros(len(new_bundles))
-        shopper_items = set(item_columns.tolist())
-        for row, (columns, size) in enumerate(new_bundles):
-            scale = 1.0 / math.sqrt(max(size, 1))
-            if weights.overlap:
-                shared = len(shopper_items.intersection(columns.tolist()))
-                total[row] += weights.overlap * shared * scale / math.sqrt(max(item_count, 1))
-            if weights.related and bundle_rows.size and columns.size:
-                # Per listed bundle b': the shared items over sqrt(|b'|), summed over the bought ones.
-                per_bundle = _rows_summed(self._bundles_of_items, columns)
-                related = float(per_bundle[bundle_rows].sum()) * scale / math.sqrt(max(bundle_count, 1))
-                total[row] += weights.related * related
+        """Both terms, weighted, for bundles outside these contents (synced after them); the shopper
+        as in :meth:`scores`. A new bundle relates to the bought bundles it shares items with, as a
+        listed one does."""
+        total = np.zeros(unlisted.count)
+        incidence = unlisted.incidence(self.n_items)
+        scale = 1.0 / np.sqrt(np.maximum(unlisted.sizes, 1))
+        if weights.overlap and item_columns.size:
+            shopper = np.zeros(self.n_items)
+            shopper[item_columns] = 1.0
+            total += weights.overlap * (incidence @ shopper) * scale / math.sqrt(max(item_count, 1))
+        if weights.related and bundle_rows.size:
+            # Per item: the sum over the bought bundles holding it of 1 / sqrt(|b'|).
+            per_item = _rows_summed(self._items_of_bundles, bundle_rows)
+            total += weights.related * (incidence @ per_item) * scale / math.sqrt(max(bundle_count, 1))
         return total
+
+    @cached_property
+    def _items_of_bundles(self) -> sparse.csr_array:
+        """Bundles x items, entries 1 / sqrt(|items(b)|); built on the first new bundle scored."""
+        return sparse.csr_array(self._bundles_of_items.T)
+
+
+@dataclass(frozen=True)
+class UnlistedBundles:
+    """Bundles outside a model's contents (synced after it was trained): their (row, item column)
+    pairs over the model's item columns, and each one's number of distinct items in all (items the
+    model does not know count there, nowhere else)."""
+
+    rows: Indices
+    columns: Indices
+    sizes: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, contents: Sequence[Sequence[str]], item_columns: Mapping[str, int]) -> UnlistedBundles:
+        """``contents[r]`` is bundle ``r``'s item ids."""
+        rows: list[int] = []
+        columns: list[int] = []
+        sizes = np.zeros(len(contents), dtype=np.int64)
+        for row, item_ids in enumerate(contents):
+            distinct = set(item_ids)
+            sizes[row] = len(distinct)
+            known = [item_columns[i] for i in distinct if i in item_columns]
+            rows += [row] * len(known)
+            columns += known
+        return cls(np.array(rows, dtype=np.int64), np.array(columns, dtype=np.int64), sizes)
+
+    @property
+    def count(self) -> int:
+        return int(self.sizes.size)
+
+    def incidence(self, n_items: int) -> sparse.csr_array:
+        """Bundles x the model's items, 1 where a bundle holds the item."""
+        values = np.ones(self.rows.size)
+        return sparse.csr_array((values, (self.rows, self.columns)), shape=(self.count, n_items))
 
 
 def _rows_summed(matrix: sparse.csr_array, rows: Indices) -> Scores:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import sqlalchemy.exc
 from sqlalchemy import Engine
 
-from services.ranker.item_terms import BundleContents, ItemTermWeights
+from services.ranker.item_terms import BundleContents, ItemTermWeights, UnlistedBundles
 from shared.store.model_registry import (
     ItemTermsArtifact,
     ModelVersion,
@@ -45,27 +45,19 @@ class ServedItemTerms:
         return self.contents.scores(self.weights, *self._shopper(item_ids, bought_bundle_ids))
 
     def new_bundle_scores(
-        self, item_ids: Sequence[str], bought_bundle_ids: Set[str], new_bundles: Sequence[Sequence[str]]
+        self, item_ids: Sequence[str], bought_bundle_ids: Set[str], unlisted: UnlistedBundles
     ) -> npt.NDArray[np.float64]:
-        """Both weighted terms for bundles the model does not list, each given by its item ids."""
-        return self.contents.scores_of_new_bundles(
-            self.weights,
-            *self._shopper(item_ids, bought_bundle_ids),
-            [(self.columns_of(bundle_items), len(set(bundle_items))) for bundle_items in new_bundles],
-        )
-
-    def columns_of(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        """The distinct columns of the listed ones of ``item_ids``."""
-        columns = {self.item_columns[i] for i in item_ids if i in self.item_columns}
-        return np.fromiter(columns, np.int64, len(columns))
+        """Both weighted terms for bundles the model does not list."""
+        return self.contents.scores_of_new_bundles(self.weights, *self._shopper(item_ids, bought_bundle_ids), unlisted)
 
     def _shopper(
         self, item_ids: Sequence[str], bought_bundle_ids: Set[str]
     ) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], int]:
         """The shopper's listed item columns and item count, bought bundle rows and bundle count."""
+        items = {self.item_columns[i] for i in item_ids if i in self.item_columns}
         bought = {self.bundle_rows[b] for b in bought_bundle_ids if b in self.bundle_rows}
         return (
-            self.columns_of(item_ids),
+            np.fromiter(items, np.int64, len(items)),
             len(set(item_ids)),
             np.fromiter(bought, np.int64, len(bought)),
             len(bought_bundle_ids),
@@ -76,24 +68,23 @@ class ServedItemTerms:
 class ServedNewBundles:
     """Vectors for bundles synced after training, made from their items (see :class:`NewBundleVectors`)."""
 
-    vectors: NewBundleVectors
-    item_columns: dict[str, int]
+    recipe: NewBundleVectors
 
-    def vector(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32] | None:
-        """The bundle vector of a bundle holding ``item_ids``; None when the model knows none of them."""
-        columns = sorted({self.item_columns[i] for i in item_ids if i in self.item_columns})
-        if not columns:
-            return None
-        mean = self.vectors.item_vectors[columns].mean(axis=0)
-        dim, parts = self.vectors.member_dim, []
-        for member, length in enumerate(self.vectors.bundle_view_lengths):
-            item_view = mean[member * dim : (member + 1) * dim]
+    def vectors(self, unlisted: UnlistedBundles) -> npt.NDArray[np.float32]:
+        """float32 [bundles, dim]: each bundle's vector; zeros for one whose items the model never saw."""
+        item_vectors = self.recipe.item_vectors
+        incidence = unlisted.incidence(item_vectors.shape[0])
+        known = np.asarray(incidence.sum(axis=1)).reshape(-1, 1)
+        means = (incidence @ item_vectors) / np.maximum(known, 1)
+        dim, parts = self.recipe.member_dim, []
+        for member, length in enumerate(self.recipe.bundle_view_lengths):
+            item_view = means[:, member * dim : (member + 1) * dim]
             # As torch's F.normalize, which the trained model uses for bundles without pairs.
-            direction = item_view / max(float(np.linalg.norm(item_view)), 1e-12)
+            direction = item_view / np.maximum(np.linalg.norm(item_view, axis=1, keepdims=True), 1e-12)
             parts += [direction * length, item_view]
-        if self.vectors.prior is not None:
-            parts.append(np.array([self.vectors.prior], dtype=np.float32))
-        return np.concatenate(parts).astype(np.float32)
+        if self.recipe.prior is not None:
+            parts.append(np.where(known > 0, self.recipe.prior, 0.0))
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def served_item_terms(terms: ItemTermsArtifact, bundle_ids: tuple[str, ...]) -> ServedItemTerms:
@@ -145,15 +136,14 @@ class ServedModel:
         row = self.user_rows.get(user_id)
         if row is None or not bundles:
             return {}
-        ids, contents = list(bundles), list(bundles.values())
+        ids = list(bundles)
+        columns = self.item_terms.item_columns if self.item_terms is not None else {}
+        unlisted = UnlistedBundles.of(list(bundles.values()), columns)
         scores = np.zeros(len(ids))
         if self.new_bundles is not None:
-            for position, bundle_items in enumerate(contents):
-                vector = self.new_bundles.vector(bundle_items)
-                if vector is not None:
-                    scores[position] = float(vector @ self.user_vectors[row])
+            scores += self.new_bundles.vectors(unlisted) @ self.user_vectors[row]
         if self.item_terms is not None:
-            scores += self.item_terms.new_bundle_scores(item_ids, bought_bundle_ids, contents)
+            scores += self.item_terms.new_bundle_scores(item_ids, bought_bundle_ids, unlisted)
         return {bundle_id: float(score) for bundle_id, score in zip(ids, scores, strict=True)}
 
     def top_bundles(
@@ -191,9 +181,7 @@ def load_served(version: ModelVersion) -> ServedModel:
         user_vectors=artifact.user_vectors,
         bundle_vectors=artifact.bundle_vectors,
         item_terms=terms,
-        new_bundles=ServedNewBundles(artifact.new_bundles, terms.item_columns)
-        if artifact.new_bundles is not None and terms is not None
-        else None,
+        new_bundles=ServedNewBundles(artifact.new_bundles) if artifact.new_bundles is not None else None,
     )
 
 

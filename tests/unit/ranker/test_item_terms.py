@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.ranker.item_terms import BundleContents, ItemTermWeights
+from services.ranker.item_terms import BundleContents, ItemTermWeights, UnlistedBundles
 from services.ranker.models import ServedModel, load_served
 from shared.store.model_registry import ItemTermsArtifact, ModelArtifact, ModelVersion, save_artifact
 
@@ -66,9 +66,8 @@ def test_a_bundle_synced_after_the_contents_gets_the_terms_it_would_get_if_liste
     without = BundleContents(np.array([0, 0, 1]), COLUMNS[listed], n_bundles=3, n_items=6)
     weights = ItemTermWeights(overlap=2.0, related=3.0)
     # Item 7 is outside the columns: it counts in the new bundle's size, as for a listed one.
-    as_new = without.scores_of_new_bundles(
-        weights, columns(1, 2, 5), 3, columns(0), 1, [(columns(1, 2, 3, 4), 4), (columns(1), 2)]
-    )
+    unlisted = UnlistedBundles.of([["i1", "i2", "i3", "i4"], ["i1", "i7"]], {f"i{c}": c for c in range(6)})
+    as_new = without.scores_of_new_bundles(weights, columns(1, 2, 5), 3, columns(0), 1, unlisted)
 
     as_listed = CONTENTS.scores(weights, columns(1, 2, 5), 3, columns(0), 1)
     assert as_new[0] == pytest.approx(as_listed[1])

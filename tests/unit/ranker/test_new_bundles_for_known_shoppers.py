@@ -38,7 +38,7 @@ def trained_model(new_bundles: bool = True) -> ServedModel:
         user_vectors=np.array([[1.0, 1.0, 1.0]], np.float32),
         bundle_vectors=np.array([[0.25, 0.25, 0.0], [0.2, 0.2, 0.0]], np.float32),
         item_terms=served_terms,
-        new_bundles=ServedNewBundles(vectors, served_terms.item_columns) if new_bundles else None,
+        new_bundles=ServedNewBundles(vectors) if new_bundles else None,
     )
 
 
