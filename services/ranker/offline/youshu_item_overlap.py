@@ -136,7 +136,9 @@ def serve_choice(
         stripped, new_bundles = without_new_bundles(artifact, data)
         stripped_path = save_artifact(stripped, Path(scratch))
         stripped_version = replace(version, artifact_uri=stripped_path.resolve().as_uri())
-        synced_recall = ranker_test_recall(load_served(stripped_version), data, new_bundles=new_bundles)
+        synced = load_served(stripped_version)
+        synced_recall = ranker_test_recall(synced, data, new_bundles=new_bundles)
+        reached_recall = ranker_test_recall(synced, data, new_bundles=new_bundles, only_sharing_an_item=True)
     return {
         "published": f"{version.label}: {path}" if publish else "no (--publish records it)",
         "chosen_on_tune": choice,
@@ -144,16 +146,23 @@ def serve_choice(
         "test_recall@20_ranker_scoring": ranker_recall,
         "bundles_without_training_pairs": len(new_bundles),
         "test_recall@20_ranker_scoring_them_as_synced_after_training": synced_recall,
+        "test_recall@20_ranker_scoring_those_sharing_an_item_with_the_shopper": reached_recall,
     }
 
 
 def ranker_test_recall(
-    model: ServedModel, data: BundleRecData, k: int = 20, new_bundles: Mapping[str, Sequence[str]] | None = None
+    model: ServedModel,
+    data: BundleRecData,
+    k: int = 20,
+    new_bundles: Mapping[str, Sequence[str]] | None = None,
+    only_sharing_an_item: bool = False,
 ) -> float:
     """Test Recall@K of ``model`` scored as the ranker scores a request: by shopper id, with the
     shopper's items and training bundles as the feature store holds them (``u<row>``, ``i<row>``,
     ``b<row>``), the bundles bought left out. ``new_bundles`` (id -> item ids) are bundles the model
-    does not list, scored as synced after training (:meth:`ServedModel.score_new_bundles`)."""
+    does not list, scored as synced after training (:meth:`ServedModel.score_new_bundles`); with
+    ``only_sharing_an_item``, only those holding one of the shopper's items, about what the ranker's
+    candidate step reaches."""
     items: dict[int, list[str]] = {}
     for user, item in data.user_item_pairs.tolist():
         items.setdefault(user, []).append(f"i{item}")
@@ -168,9 +177,15 @@ def ranker_test_recall(
         if row not in positives:
             continue
         shopper, held, owned = f"u{user}", items.get(user, []), bought.get(user, set())
+        held_set = set(held)
         scored = dict(model.top_bundles(shopper, k, exclude=owned, item_ids=held, bought_bundle_ids=owned))
         if new_bundles:
-            scored |= model.score_new_bundles(shopper, new_bundles, held, owned)
+            reached = new_bundles
+            if only_sharing_an_item:
+                reached = {
+                    b: bundle_items for b, bundle_items in new_bundles.items() if not held_set.isdisjoint(bundle_items)
+                }
+            scored |= model.score_new_bundles(shopper, reached, held, owned)
         top = sorted(scored, key=lambda bundle: (-scored[bundle], bundle))[:k]
         recalls.append(len(set(top) & positives[row]) / len(positives[row]))
     return mean(recalls)
