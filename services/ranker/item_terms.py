@@ -75,6 +75,11 @@ class BundleContents:
         """Builds the bundle-to-bundle overlaps now, so that no request waits for them."""
         _ = self._bundle_overlaps
 
+    @property
+    def related_ready(self) -> bool:
+        """Whether the bundle-to-bundle overlaps are built (they are kept once built)."""
+        return "_bundle_overlaps" in self.__dict__  # where functools.cached_property keeps them
+
     @cached_property
     def _bundle_overlaps(self) -> sparse.csr_array:
         scaled = sparse.csr_array(self._bundles_of_items.T)

@@ -140,7 +140,7 @@ def test_the_bundle_overlaps_are_built_at_load_only_for_a_model_that_weighs_rela
 
     assert weighed.item_terms is not None
     assert unweighed.item_terms is not None
-    assert "_bundle_overlaps" in vars(weighed.item_terms.contents)
-    assert "_bundle_overlaps" not in vars(unweighed.item_terms.contents)
+    assert weighed.item_terms.contents.related_ready
+    assert not unweighed.item_terms.contents.related_ready
     unweighed.top_bundles("u0", 4, item_ids=["i2"], bought_bundle_ids={"b0"})
-    assert "_bundle_overlaps" not in vars(unweighed.item_terms.contents)
+    assert not unweighed.item_terms.contents.related_ready
