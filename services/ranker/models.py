@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -87,6 +87,17 @@ class ServedNewBundles:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class NewBundlePool:
+    """Bundles a model does not list (synced after it was trained), prepared once for scoring many
+    shoppers: their ids, their items over the model's columns, and their vectors (None: the model
+    has no new-bundle vectors, or there is no such bundle)."""
+
+    bundle_ids: tuple[str, ...]
+    unlisted: UnlistedBundles
+    vectors: npt.NDArray[np.float32] | None
+
+
 def served_item_terms(terms: ItemTermsArtifact, bundle_ids: tuple[str, ...]) -> ServedItemTerms:
     contents = BundleContents(terms.pair_bundle_rows, terms.pair_item_columns, len(bundle_ids), len(terms.item_ids))
     weights = ItemTermWeights(terms.overlap_weight, terms.related_weight)
@@ -112,6 +123,7 @@ class ServedModel:
     bundle_vectors: npt.NDArray[np.float32]
     item_terms: ServedItemTerms | None = None
     new_bundles: ServedNewBundles | None = None
+    _pools: dict[Hashable, NewBundlePool] = field(default_factory=dict, compare=False, repr=False)
 
     def knows(self, user_id: str) -> bool:
         return user_id in self.user_rows
@@ -123,6 +135,47 @@ class ServedModel:
     def _bundle_rows(self) -> dict[str, int]:
         return {bundle_id: row for row, bundle_id in enumerate(self.bundle_ids)}
 
+    def new_bundle_pool(self, bundles: Mapping[str, Sequence[str]]) -> NewBundlePool:
+        """The ones of ``bundles`` (id -> item ids) that the model does not list, ready to score."""
+        ids = tuple(bundle_id for bundle_id in bundles if not self.knows_bundle(bundle_id))
+        columns = self.item_terms.item_columns if self.item_terms is not None else {}
+        unlisted = UnlistedBundles.of([bundles[bundle_id] for bundle_id in ids], columns)
+        vectors = self.new_bundles.vectors(unlisted) if self.new_bundles is not None and ids else None
+        return NewBundlePool(ids, unlisted, vectors)
+
+    def new_bundle_pool_of_copy(
+        self, copy_key: Hashable, live_bundles: Callable[[], Mapping[str, Sequence[str]]]
+    ) -> NewBundlePool:
+        """:meth:`new_bundle_pool` of a catalog copy's live bundles, built from ``live_bundles()`` on
+        the first request that sees the copy ``copy_key`` and kept until another copy comes."""
+        pool = self._pools.get(copy_key)
+        if pool is None:
+            pool = self.new_bundle_pool(live_bundles())
+            # Two requests may build it at once; either result is the same.
+            self._pools.clear()
+            self._pools[copy_key] = pool
+        return pool
+
+    def score_pool(
+        self,
+        user_id: str,
+        pool: NewBundlePool,
+        item_ids: Sequence[str] = (),
+        bought_bundle_ids: Set[str] = frozenset(),
+    ) -> npt.NDArray[np.float64]:
+        """Scores of ``pool``'s bundles on the scale of :meth:`top_bundles`: the vector the model's
+        new-bundle vectors make from their items (none: 0), plus the item-level terms. Empty for a
+        shopper the model never saw."""
+        row = self.user_rows.get(user_id)
+        if row is None or not pool.bundle_ids:
+            return np.zeros(0)
+        scores = np.zeros(len(pool.bundle_ids))
+        if pool.vectors is not None:
+            scores += pool.vectors @ self.user_vectors[row]
+        if self.item_terms is not None:
+            scores += self.item_terms.new_bundle_scores(item_ids, bought_bundle_ids, pool.unlisted)
+        return scores
+
     def score_new_bundles(
         self,
         user_id: str,
@@ -130,21 +183,13 @@ class ServedModel:
         item_ids: Sequence[str] = (),
         bought_bundle_ids: Set[str] = frozenset(),
     ) -> dict[str, float]:
-        """Scores of bundles the model was not trained on (id -> item ids), on the scale of
-        :meth:`top_bundles`: the vector the model's new-bundle vectors make from their items (none:
-        0), plus the item-level terms. Empty for a shopper the model never saw."""
-        row = self.user_rows.get(user_id)
-        if row is None or not bundles:
+        """:meth:`score_pool` of the ones of ``bundles`` (id -> item ids) the model does not list, by id;
+        empty for a shopper the model never saw."""
+        if not self.knows(user_id):
             return {}
-        ids = list(bundles)
-        columns = self.item_terms.item_columns if self.item_terms is not None else {}
-        unlisted = UnlistedBundles.of(list(bundles.values()), columns)
-        scores = np.zeros(len(ids))
-        if self.new_bundles is not None:
-            scores += self.new_bundles.vectors(unlisted) @ self.user_vectors[row]
-        if self.item_terms is not None:
-            scores += self.item_terms.new_bundle_scores(item_ids, bought_bundle_ids, unlisted)
-        return {bundle_id: float(score) for bundle_id, score in zip(ids, scores, strict=True)}
+        pool = self.new_bundle_pool(bundles)
+        scores = self.score_pool(user_id, pool, item_ids, bought_bundle_ids)
+        return {bundle_id: float(score) for bundle_id, score in zip(pool.bundle_ids, scores, strict=True)}
 
     def top_bundles(
         self,

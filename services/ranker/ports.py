@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +55,22 @@ class PolicySource(Protocol):
 class ModelSource(Protocol):
     def get(self, catalog_id: str) -> ServedModel | None:
         """The trained model serving ``catalog_id`` now, if one was published."""
+        ...
+
+
+@dataclass(frozen=True)
+class LiveBundles:
+    """A catalog copy's live bundles by id; ``copy_key`` is equal for two reads of the same copy."""
+
+    copy_key: Hashable
+    bundles: Mapping[str, BundleInfo]
+
+
+class LiveBundleSource(Protocol):
+    def live_bundles(self, catalog_id: str) -> LiveBundles:
+        """Every live bundle of the catalog copy this request settled on (after ``user_signals``);
+        a copy being reloaded may still hold a bundle retired since (read answers through
+        :meth:`FeatureSource.bundles`)."""
         ...
 
 

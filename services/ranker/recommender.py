@@ -6,10 +6,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from services.ranker import domain
 from services.ranker.domain import BundleInfo, Constraints, ItemInfo
 from services.ranker.models import ServedModel
-from services.ranker.ports import FeatureSource, ItemVectorSource, ModelSource, PolicySource
+from services.ranker.ports import FeatureSource, ItemVectorSource, LiveBundleSource, ModelSource, PolicySource
 from services.ranker.shadow_policy import ShadowPolicy
 from shared.errors import NotFound
 
@@ -58,7 +60,8 @@ class Recommendation:
 
 class Recommender:
     """Candidates from the catalog's trained model for shoppers it knows (and no cart or anchor given),
-    else from co-purchases, the cart, the shopper's categories and popularity; then the policy chooses.
+    with the bundles synced since it was trained scored from their items, else from co-purchases, the
+    cart, the shopper's categories and popularity; then the policy chooses.
     A catalog's shadow policy, if any, scores the same candidates and only reports its probabilities."""
 
     def __init__(
@@ -68,14 +71,18 @@ class Recommender:
         models: ModelSource | None = None,
         shadows: Mapping[str, ShadowPolicy] | None = None,
         item_vectors: ItemVectorSource | None = None,
+        live_bundles: LiveBundleSource | None = None,
     ) -> None:
         """``item_vectors``: where a bundle composed around an item with few co-purchases finds
-        items that go with it (None: co-purchases only)."""
+        items that go with it (None: co-purchases only). ``live_bundles``: the catalog copy whose
+        bundles synced after the served model was trained are all candidates for the shoppers it
+        knows (None: only those holding the shopper's items or their co-purchases)."""
         self._features = features
         self._policies = policies
         self._models = models
         self._shadows = dict(shadows or {})
         self._item_vectors = item_vectors
+        self._live_bundles = live_bundles
 
     def recommend(
         self,
@@ -201,16 +208,34 @@ class Recommender:
         signals: domain.UserSignals,
         k: int,
     ) -> dict[str, float]:
-        """``personal`` with the bundles synced after the model was trained that hold the shopper's
-        items (or their co-purchases), scored by the model from their items, the best kept."""
-        unlisted = [b for b in evidence if not model.knows_bundle(b) and b not in signals.purchased_bundle_ids]
-        if not unlisted:
+        """``personal`` with the bundles synced after the model was trained, scored by the model from
+        their items, the best kept. With the catalog copy in process, every such live bundle is a
+        candidate (prepared once per copy); else those holding the shopper's items or their
+        co-purchases."""
+        if self._live_bundles is not None:
+            live = self._live_bundles.live_bundles(catalog_id)
+            pool = model.new_bundle_pool_of_copy(
+                live.copy_key, lambda: {b: bundle.item_ids for b, bundle in live.bundles.items()}
+            )
+        else:
+            unlisted = [b for b in evidence if not model.knows_bundle(b)]
+            if not unlisted:
+                return personal
+            fetched = self._features.bundles(catalog_id, unlisted)
+            pool = model.new_bundle_pool({b: bundle.item_ids for b, bundle in fetched.items()})
+        if not pool.bundle_ids:
             return personal
-        contents = {b.bundle_id: b.item_ids for b in self._features.bundles(catalog_id, unlisted).values()}
-        scored = personal | model.score_new_bundles(
-            user_id, contents, signals.history_item_ids, signals.purchased_bundle_ids
-        )
-        return dict(sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[: CANDIDATES_PER_SLOT * k])
+        wanted = CANDIDATES_PER_SLOT * k
+        scores = model.score_pool(user_id, pool, signals.history_item_ids, signals.purchased_bundle_ids)
+        best = np.argsort(-scores, kind="stable")
+        fresh: dict[str, float] = {}
+        for position in best:
+            bundle_id = pool.bundle_ids[position]
+            if bundle_id not in signals.purchased_bundle_ids:
+                fresh[bundle_id] = float(scores[position])
+                if len(fresh) == wanted:
+                    break
+        return dict(sorted((personal | fresh).items(), key=lambda pair: (-pair[1], pair[0]))[:wanted])
 
     def related_items(self, catalog_id: str, item_id: str, k: int) -> list[RelatedItem]:
         """Companions of ``item_id``: co-purchased items by baskets shared, then the other members of

@@ -21,6 +21,7 @@ import redis
 
 from services.ranker.catalog_snapshot import CatalogSnapshot, CatalogSnapshots, bundle_info, item_info
 from services.ranker.domain import RECENT_ITEMS, BundleInfo, ItemInfo, UserSignals
+from services.ranker.ports import LiveBundles
 from services.ranker.vector_index import BundleVectors
 from shared.errors import NotFound, Unavailable
 from shared.store import feature_reads
@@ -161,6 +162,11 @@ class RedisFeatureSource:
         """As the feature store's GetPopularBundles: live bundles by purchases, topped up in id order."""
         with _unavailable_on_redis_error():
             return [b for b, _ in feature_reads.popular_bundles(self._client, self._keys.catalog(catalog_id), k)]
+
+    def live_bundles(self, catalog_id: str) -> LiveBundles:
+        """The live bundles of the copy this request settled on (see :class:`LiveBundleSource`)."""
+        snapshot = self._catalog(catalog_id)[0]
+        return LiveBundles((catalog_id, snapshot.version, snapshot.loaded_at), snapshot.bundles)
 
     def bundle_vectors(self, catalog_id: str) -> BundleVectors | None:
         """The search index of the copy this request settled on; None before the catalog's first backfill.

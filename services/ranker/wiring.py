@@ -52,7 +52,9 @@ def build_service(settings: RankerSettings) -> RankerService:
         else None
     )
     search, search_off_reason = bundle_search(settings, features, in_process)
-    recommender = Recommender(features, policies, models, shadow_policies(settings), item_vectors=in_process)
+    recommender = Recommender(
+        features, policies, models, shadow_policies(settings), item_vectors=in_process, live_bundles=in_process
+    )
     servicer = RankerServicer(recommender, search, search_off_reason)
     return RankerService(servicer, policies, models, in_process)
 

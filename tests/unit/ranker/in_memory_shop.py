@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.ranker.domain import BundleInfo, ItemInfo, UserSignals
+from services.ranker.ports import LiveBundles
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class InMemoryShop:
 
     def items(self, catalog_id: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         return {i: self.catalog_items[i] for i in item_ids if i in self.catalog_items}
+
+    def live_bundles(self, catalog_id: str) -> LiveBundles:
+        return LiveBundles(("copy", id(self.catalog_bundles)), self.catalog_bundles)
 
     def popular_bundles(self, catalog_id: str, k: int) -> list[str]:
         return sorted(self.catalog_bundles, key=lambda b: -self.catalog_bundles[b].purchases)[:k]

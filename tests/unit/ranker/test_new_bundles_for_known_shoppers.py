@@ -4,6 +4,8 @@ scoring itself: tests/unit/offline/test_new_bundles_served.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from services.ranker.domain import BundleInfo, ItemInfo, PolicyParams, UserSignals
@@ -61,8 +63,9 @@ def shop(*extra: BundleInfo) -> InMemoryShop:
     return InMemoryShop(bundles, {i: item(i) for i in ITEM_IDS}, hiker)
 
 
-def ranked(model: ServedModel, store: InMemoryShop) -> list[tuple[str, float, str]]:
-    answer = Recommender(store, Fixed(), Served(model)).recommend(CATALOG, "hiker", 3, request_id="r")
+def ranked(model: ServedModel, store: InMemoryShop, copy_in_process: bool = False) -> list[tuple[str, float, str]]:
+    recommender = Recommender(store, Fixed(), Served(model), live_bundles=store if copy_in_process else None)
+    answer = recommender.recommend(CATALOG, "hiker", 3, request_id="r")
     return [(r.bundle.bundle_id, round(r.score, 4), r.explanation) for r in answer.bundles]
 
 
@@ -74,10 +77,23 @@ def test_a_bundle_synced_after_training_that_holds_the_shoppers_items_is_scored_
     assert "lamp" in answer[0][2].lower()
 
 
-def test_a_synced_bundle_sharing_nothing_with_the_shopper_is_not_a_candidate() -> None:
+def test_without_the_catalog_copy_a_synced_bundle_sharing_nothing_with_the_shopper_is_not_a_candidate() -> None:
     answer = ranked(trained_model(), shop(bundle("night", "lamp", "stove"), bundle("far", "rope", "tent")))
 
     assert [b for b, _, _ in answer] == ["night", "camp", "climb"]
+
+
+def test_with_the_catalog_copy_every_synced_bundle_is_a_candidate_by_its_vector() -> None:
+    # A shopper of the tent alone; "beacon" (lamp, rope) shares nothing with them, but its mean item
+    # vector 1.05 scores 1.0 + 1.05 with theirs.
+    tent_only = UserSignals(("tent",), frozenset(), (), history_item_ids=("tent",))
+    store = replace(shop(bundle("beacon", "lamp", "rope")), signals=tent_only)
+
+    with_copy = ranked(trained_model(), store, copy_in_process=True)
+    without = ranked(trained_model(), store)
+
+    assert [(b, score) for b, score, _ in with_copy] == [("beacon", 2.05), ("camp", 0.5), ("climb", 0.4)]
+    assert [b for b, _, _ in without] == ["camp", "climb"]
 
 
 def test_a_model_without_new_bundle_vectors_still_ranks_a_synced_bundle_by_its_item_terms() -> None:
