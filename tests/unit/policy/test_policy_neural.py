@@ -8,12 +8,10 @@ rank first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from services.policy.contextual import BanditConfig
 from services.policy.neural import NeuralConfig, NeuralSlateLearner
@@ -30,14 +28,7 @@ from services.policy.simulator import (
 )
 from shared.bandit_features import FEATURES
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """As the benchmark runs it: a small network gains nothing from threads on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def extremes_world(n_users: int = 200, pool_size: int = 10, slate_size: int = 3, seed: int = 0) -> World:
