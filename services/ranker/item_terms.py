@@ -82,7 +82,7 @@ class BundleContents:
 
     @cached_property
     def _bundle_overlaps(self) -> sparse.csr_array:
-        scaled = sparse.csr_array(self._bundles_of_items.T)
+        scaled = self._items_of_bundles
         overlaps = sparse.csr_array(scaled @ scaled.T)
         # A bought bundle is not related to itself: its own overlap (1 where it has items) goes.
         overlaps = sparse.csr_array(overlaps - sparse.diags_array(overlaps.diagonal()))
@@ -137,7 +137,8 @@ class BundleContents:
 
     @cached_property
     def _items_of_bundles(self) -> sparse.csr_array:
-        """Bundles x items, entries 1 / sqrt(|items(b)|); built on the first new bundle scored."""
+        """Bundles x items, entries 1 / sqrt(|items(b)|); built for the overlaps or the first new
+        bundle scored, whichever comes first."""
         return sparse.csr_array(self._bundles_of_items.T)
 
 
